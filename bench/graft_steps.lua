@@ -1,0 +1,69 @@
+-- The benchmark steps with graft, printing "name value" lines for bench/run.
+-- usage: lua5.4 bench/graft_steps.lua JOB.safetensors STEP [OUT]
+--   STEP: layout | cast | open | convert OUT
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+local graft = require "graft"
+local core = graft.core
+
+local path, step, out = arg[1], arg[2], arg[3]
+
+local function best(fn, reps)
+  local b = math.huge
+  for _ = 1, reps or 3 do
+    local t0 = core.now()
+    fn()
+    local dt = core.now() - t0
+    if dt < b then b = dt end
+    collectgarbage()
+  end
+  return b
+end
+
+-- Every tensor copied into memory first (not timed), as ref.py does.
+local function load_all()
+  local m = graft.open(path)
+  local t = {}
+  for _, n in ipairs(graft.names(m)) do t[#t + 1] = m[n]:clone() end
+  return t
+end
+
+if step == "layout" then
+  local ts = load_all()
+  print("graft", best(function()
+    for _, t in ipairs(ts) do
+      local r = t.ndim == 4 and t:permute(4, 3, 1, 2):contiguous() or t:t():contiguous()
+      r = nil
+    end
+    collectgarbage()
+  end))
+elseif step == "cast" then
+  local ts = load_all()
+  print("graft", best(function()
+    for _, t in ipairs(ts) do
+      local r = t:half():contiguous()
+      r = nil
+    end
+    collectgarbage()
+  end))
+elseif step == "open" then
+  local n = 50
+  local t0 = core.now()
+  for _ = 1, n do
+    local m = graft.open(path)
+    local names = graft.names(m)
+    for _, k in ipairs(names) do local _ = m[k].shape end
+  end
+  print("graft", (core.now() - t0) / n)
+elseif step == "convert" then
+  local t0 = core.now()
+  local m = graft.open(path)
+  local o = {}
+  for _, n in ipairs(graft.names(m)) do
+    local t = m[n]
+    o[n] = (t.ndim == 4 and t:permute(4, 3, 1, 2) or t:t()):half()
+  end
+  graft.save(out, o)
+  print("graft", core.now() - t0)
+  print("rss", core.maxrss())
+end

@@ -1,0 +1,181 @@
+-- graft.cli: the `graft` command.
+--   graft ls FILE [--json]
+--   graft show FILE NAME
+--   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]
+--   graft diff A B [--map RECIPE] [--atol X]
+--   graft run RECIPE.lua [ARGS...]
+
+local graft = require "graft"
+local json = require "graft.json"
+
+local cli = {}
+
+local usage = [[
+usage: graft ls FILE [--json]
+       graft show FILE NAME
+       graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]
+       graft diff A B [--map RECIPE] [--atol X]
+       graft run RECIPE.lua [ARGS...]]
+
+local function human(n)
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  return i == 1 and string.format("%d B", n) or string.format("%.1f %s", n, units[i])
+end
+
+-- Split argv into positionals and --options (an option takes the next
+-- word as its value unless it is a known flag).
+local flags = { json = true, help = true }
+local function parse(argv)
+  local pos, opt = {}, {}
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    local k = a:match("^%-%-(.+)$")
+    if k then
+      local name, val = k:match("^([^=]+)=(.*)$")
+      if name then opt[name] = val
+      elseif flags[k] then opt[k] = true
+      else
+        opt[k] = argv[i + 1]
+        if opt[k] == nil then error("graft: --" .. k .. " needs a value", 0) end
+        i = i + 1
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return pos, opt
+end
+
+local function shape_str(t)
+  return "{" .. table.concat(t.shape, ",") .. "}"
+end
+
+function cli.ls(pos, opt, out)
+  local path = pos[1] or error("graft: ls needs a FILE", 0)
+  local m = graft.open(path)
+  local names = graft.names(m)
+  local total = 0
+  if opt.json then
+    local list = setmetatable({}, json.array_mt)
+    for _, n in ipairs(names) do
+      local t = m[n]
+      total = total + t.nbytes
+      list[#list + 1] = { name = n, dtype = t.dtype,
+        shape = setmetatable(t.shape, json.array_mt), bytes = t.nbytes }
+    end
+    out:write(json.encode({ file = path, format = graft.meta(m).format,
+      tensors = list, count = #names, bytes = total }), "\n")
+    return
+  end
+  local w = 4
+  for _, n in ipairs(names) do if #n > w then w = #n end end
+  for _, n in ipairs(names) do
+    local t = m[n]
+    total = total + t.nbytes
+    out:write(string.format("%-" .. w .. "s  %-13s %-20s %12s\n", n, t.dtype,
+      shape_str(t), human(t.nbytes)))
+  end
+  out:write(string.format("%d tensors, %s (%s)\n", #names, human(total),
+    tostring(graft.meta(m).format)))
+end
+
+function cli.show(pos, _, out)
+  local m = graft.open(pos[1] or error("graft: show needs FILE NAME", 0))
+  local name = pos[2] or error("graft: show needs FILE NAME", 0)
+  local t = m[name] or error("graft: " .. pos[1] .. ": no tensor named " .. name, 0)
+  out:write(tostring(t), "\n")
+  if t.dtype ~= "string" and t.dtype ~= "complex64" and t.dtype ~= "complex128" then
+    local s = t:stats()
+    out:write(string.format("min %.6g  max %.6g  mean %.6g  std %.6g  nan %d\n",
+      s.min, s.max, s.mean, s.std, s.nan))
+  end
+  if t.numel <= 64 then
+    local flat = t:reshape(t.numel):totable()
+    local parts = {}
+    for i, v in ipairs(flat) do parts[i] = tostring(v) end
+    out:write("[", table.concat(parts, ", "), "]\n")
+  end
+end
+
+local function load_recipe(path)
+  local chunk, err = loadfile(path)
+  if not chunk then error("graft: " .. err, 0) end
+  return chunk
+end
+
+-- A --map RECIPE is a Lua file returning either a rules list for graft.map
+-- or a function(model) -> table.
+local function apply_map(m, recipe)
+  if not recipe then return m end
+  local r = load_recipe(recipe)()
+  if type(r) == "function" then return r(m) end
+  if type(r) == "table" then return graft.map(m, r) end
+  error("graft: " .. recipe .. ": a map recipe returns rules or a function", 0)
+end
+
+function cli.convert(pos, opt)
+  local src, dst = pos[1], pos[2]
+  if not src or not dst then error("graft: convert needs IN OUT", 0) end
+  local m = apply_map(graft.open(src), opt.map)
+  graft.save(dst, m, { dtype = opt.dtype, format = opt.format,
+    order = graft.names(m), progress = true,
+    max_shard_size = opt["max-shard-size"] })
+end
+
+function cli.diff(pos, opt, out)
+  local a = apply_map(graft.open(pos[1] or error("graft: diff needs A B", 0)), opt.map)
+  local b = graft.open(pos[2] or error("graft: diff needs A B", 0))
+  local atol = tonumber(opt.atol or "0")
+  local differ = 0
+  for _, n in ipairs(graft.names(a)) do
+    local x, y = a[n], b[n]
+    if not y then
+      out:write("only in A: ", n, "\n"); differ = differ + 1
+    elseif shape_str(x) ~= shape_str(y) then
+      out:write(string.format("shape: %s %s vs %s\n", n, shape_str(x), shape_str(y))); differ = differ + 1
+    elseif x.dtype == "string" or y.dtype == "string" then
+      if not x:equal(y) then out:write("values: ", n, "\n"); differ = differ + 1 end
+    else
+      local d = x:max_abs_diff(y)
+      if not (d <= atol) then
+        out:write(string.format("values: %s max abs diff %.6g\n", n, d)); differ = differ + 1
+      end
+    end
+  end
+  for _, n in ipairs(graft.names(b)) do
+    if not a[n] then out:write("only in B: ", n, "\n"); differ = differ + 1 end
+  end
+  out:write(differ == 0 and "same\n" or string.format("%d differences\n", differ))
+  return differ == 0 and 0 or 1
+end
+
+function cli.run(pos)
+  local recipe = pos[1] or error("graft: run needs RECIPE.lua", 0)
+  local chunk = load_recipe(recipe)
+  local args = {}
+  for i = 2, #pos do args[#args + 1] = pos[i] end
+  chunk(table.unpack(args))
+end
+
+function cli.main(argv, out)
+  out = out or io.stdout
+  local cmd = table.remove(argv, 1)
+  local pos, opt = parse(argv)
+  local f = cmd and cli[cmd]
+  if not f or cmd == "main" or opt.help then
+    io.stderr:write(usage, "\n")
+    return (cmd == nil or opt.help) and 0 or 2
+  end
+  local ok, rc = pcall(f, pos, opt, out)
+  if not ok then
+    io.stderr:write(tostring(rc), "\n")
+    return 1
+  end
+  return rc or 0
+end
+
+return cli

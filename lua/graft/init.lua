@@ -1,0 +1,384 @@
+-- graft: open deep-learning weight files as Lua tables of tensors, write
+-- them back in any format. This module is the user's vocabulary: format
+-- detection, names and metadata bookkeeping, save policy (dtype, order,
+-- sharding), rename/transform rules and checks. Bytes live in graft.core.
+
+local core = require "graft.core"
+local json = require "graft.json"
+
+local graft = {}
+
+graft.version = core.version
+graft.tensor = core.tensor
+graft.zeros = core.zeros
+graft.cat = core.cat
+graft.stack = core.stack
+graft.is_tensor = core.is_tensor
+graft.core = core
+
+-- Names and metadata of loaded models, keyed weakly by the model table so
+-- that the model itself stays a plain name -> tensor table.
+local info = setmetatable({}, { __mode = "k" })
+
+local function fail(fmt, ...)
+  error("graft: " .. string.format(fmt, ...), 3)
+end
+
+local function file_head(path, n)
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s: cannot open: %s", path, tostring(err)) end
+  local ok, head = pcall(f.read, f, n)
+  f:close()
+  if not ok then fail("%s: cannot read (is it a directory?)", path) end
+  return head or ""
+end
+
+-- Formats are recognised by their first bytes, never by the extension.
+function graft.detect(path)
+  local head = file_head(path, 64)
+  if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
+  if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
+  if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
+  local first = head:match("^%s*(.)")
+  if first == "{" then return "safetensors_index" end
+  if #head == 0 then fail("%s: empty file", path) end
+  fail("%s: unrecognised format (first bytes %q)", path, head:sub(1, 8))
+end
+
+local function remember(m, names, meta)
+  info[m] = { names = names, meta = meta }
+  return m
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local function read_text(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s: cannot open: %s", path, tostring(err)) end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- A *.safetensors.index.json: every shard opened, one table, shard order.
+local function open_sharded(path, opts)
+  local ok, index = pcall(json.decode, read_text(path))
+  if not ok then fail("%s: %s", path, tostring(index):gsub("^graft: ", "")) end
+  if type(index) ~= "table" or type(index.weight_map) ~= "table" then
+    fail("%s: not a sharded checkpoint index (no weight_map)", path)
+  end
+  local shards, order = {}, {}
+  for name, shard in pairs(index.weight_map) do
+    if type(shard) ~= "string" or shard:find("/", 1, true) or shard:find("^%.%.") then
+      fail("%s: tensor %q: bad shard file name %q", path, tostring(name), tostring(shard))
+    end
+    if not shards[shard] then
+      shards[shard] = {}
+      order[#order + 1] = shard
+    end
+    shards[shard][name] = true
+  end
+  table.sort(order)
+  local m, names, files = {}, {}, {}
+  local sub = {}
+  for k, v in pairs(opts or {}) do sub[k] = v end
+  sub.format = nil
+  for _, shard in ipairs(order) do
+    local file = dirname(path) .. "/" .. shard
+    local part = graft.open(file, sub)
+    for _, name in ipairs(graft.names(part)) do
+      if not shards[shard][name] then
+        fail("%s: tensor %q is in %s but the index does not list it there", path, name, shard)
+      end
+      if m[name] then fail("%s: tensor %q appears in two shards", path, name) end
+      m[name] = part[name]
+      names[#names + 1] = name
+    end
+    for name in pairs(shards[shard]) do
+      if not part[name] then
+        fail("%s: index maps %q to %s, which does not hold it", path, name, shard)
+      end
+    end
+    files[#files + 1] = shard
+  end
+  local meta = { format = "safetensors", sharded = true, shards = files,
+                 index_metadata = index.metadata }
+  return remember(m, names, meta)
+end
+
+function graft.open(path, opts)
+  if type(path) ~= "string" then fail("open: path must be a string") end
+  opts = opts or {}
+  local format = opts.format or graft.detect(path)
+  if format == "safetensors_index" then return open_sharded(path, opts) end
+  local tensors, names, meta = core.read(path, format, opts)
+  return remember(tensors, names, meta)
+end
+
+-- Names in the file's order; sorted for tables built by hand (or where a
+-- loaded table has been changed since).
+function graft.names(m)
+  local i = info[m]
+  local names = {}
+  if i then
+    for _, n in ipairs(i.names) do
+      if m[n] ~= nil then names[#names + 1] = n end
+    end
+    local seen = {}
+    for _, n in ipairs(names) do seen[n] = true end
+    local extra = {}
+    for k in pairs(m) do
+      if not seen[k] then extra[#extra + 1] = k end
+    end
+    table.sort(extra)
+    for _, n in ipairs(extra) do names[#names + 1] = n end
+    return names
+  end
+  for k in pairs(m) do names[#names + 1] = k end
+  table.sort(names)
+  return names
+end
+
+function graft.meta(m)
+  local i = info[m]
+  return i and i.meta or {}
+end
+
+-- ---------------------------------------------------------------- saving
+
+local ext_formats = {
+  safetensors = "safetensors", npy = "npy", npz = "npz",
+}
+
+local function format_for(path, opts)
+  if opts.format then return opts.format end
+  local ext = path:match("%.([%w_]+)$")
+  local f = ext and ext_formats[ext:lower()]
+  if not f then fail("save: %s: cannot tell the format from the extension; pass opts.format", path) end
+  if f == "npz" and opts.compress then f = "npz_compressed" end
+  return f
+end
+
+-- Size strings as Hugging Face writes them: "5GB" (10^9), "500MiB" (2^20).
+local units = { B = 1, KB = 1e3, MB = 1e6, GB = 1e9, TB = 1e12,
+                KIB = 2^10, MIB = 2^20, GIB = 2^30, TIB = 2^40 }
+local function parse_size(s)
+  if type(s) == "number" then return s end
+  local num, unit = tostring(s):upper():match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  local mul = units[unit ~= "" and unit or "B"]
+  if not num or not mul then fail("save: bad max_shard_size %q", tostring(s)) end
+  return math.floor(tonumber(num) * mul)
+end
+
+local function check_table(tensors)
+  if type(tensors) ~= "table" then fail("save: tensors must be a table") end
+  for k, v in pairs(tensors) do
+    if type(k) ~= "string" then fail("save: tensor names must be strings (got %s)", type(k)) end
+    if not core.is_tensor(v) then fail("save: %q is not a tensor (%s)", k, type(v)) end
+  end
+end
+
+local function ordered_names(tensors, opts)
+  if opts.order then
+    local names, seen = {}, {}
+    for _, n in ipairs(opts.order) do
+      if tensors[n] == nil then fail("save: opts.order names %q, which is not in the table", n) end
+      if not seen[n] then names[#names + 1] = n; seen[n] = true end
+    end
+    for _, n in ipairs(graft.names(tensors)) do
+      if not seen[n] then names[#names + 1] = n end
+    end
+    return names
+  end
+  return graft.names(tensors)
+end
+
+local float_dtypes = { float64 = true, float32 = true, float16 = true, bfloat16 = true,
+                       float8_e4m3fn = true, float8_e5m2 = true }
+
+-- opts.dtype casts floating-point tensors only: integer buffers such as
+-- position ids or step counters keep their type.
+local function apply_dtype(tensors, names, dtype)
+  if not dtype then return tensors end
+  local out = {}
+  for _, n in ipairs(names) do
+    local t = tensors[n]
+    if float_dtypes[t.dtype] and t.dtype ~= dtype then t = t:cast(dtype) end
+    out[n] = t
+  end
+  return out
+end
+
+local function progress_bar(label)
+  if not core.isatty(2) then return nil end
+  local last = -1
+  return function(done, total)
+    local pct = total > 0 and math.floor(done * 100 / total) or 100
+    if pct == last then return end
+    last = pct
+    local width = 30
+    local fill = math.floor(pct * width / 100)
+    io.stderr:write(string.format("\r%s [%s%s] %3d%% %.1f/%.1f MiB", label,
+      string.rep("#", fill), string.rep(".", width - fill), pct,
+      done / 2^20, total / 2^20))
+    if done >= total then io.stderr:write("\n") end
+  end
+end
+
+local function progress_fn(opts, path)
+  if type(opts.progress) == "function" then return opts.progress end
+  if opts.progress then return progress_bar(path:match("[^/]*$")) end
+  return nil
+end
+
+local function shard_name(path, i, n)
+  local dir, base = path:match("^(.-)([^/]*)$")
+  local stem, ext = base:match("^(.*)(%.[^.]+)$")
+  if not stem then stem, ext = base, "" end
+  return dir, string.format("%s-%05d-of-%05d%s", stem, i, n, ext)
+end
+
+local function save_sharded(path, tensors, names, opts, format)
+  local limit = parse_size(opts.max_shard_size)
+  local shards, cur, size = {}, nil, 0
+  local total = 0
+  for _, n in ipairs(names) do
+    local bytes = tensors[n].nbytes
+    total = total + bytes
+    if not cur or (size + bytes > limit and #cur > 0) then
+      cur = {}
+      shards[#shards + 1] = cur
+      size = 0
+    end
+    cur[#cur + 1] = n
+    size = size + bytes
+  end
+  if #shards <= 1 then
+    return core.write(path, format, names, tensors, opts.metadata, progress_fn(opts, path))
+  end
+  local dir, map = nil, {}
+  for i, list in ipairs(shards) do
+    local d, file = shard_name(path, i, #shards)
+    dir = d
+    core.write(d .. file, format, list, tensors, opts.metadata, progress_fn(opts, file))
+    for _, n in ipairs(list) do map[n] = file end
+  end
+  local index = { metadata = { total_size = total }, weight_map = map }
+  local base = path:match("[^/]*$")
+  core.write_file(dir .. base .. ".index.json", json.encode_pretty(index) .. "\n")
+end
+
+function graft.save(path, tensors, opts)
+  opts = opts or {}
+  if type(path) ~= "string" then fail("save: path must be a string") end
+  check_table(tensors)
+  local format = format_for(path, opts)
+  local names = ordered_names(tensors, opts)
+  local out = apply_dtype(tensors, names, opts.dtype)
+  if opts.max_shard_size then
+    if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
+    return save_sharded(path, out, names, opts, format)
+  end
+  core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
+end
+
+-- ---------------------------------------------------- mapping and checks
+
+graft.keep = setmetatable({}, { __tostring = function() return "graft.keep" end })
+graft.drop = setmetatable({}, { __tostring = function() return "graft.drop" end })
+
+-- Named layout changes for recipes (numpy's transpose(3,2,0,1) is
+-- permute(4,3,1,2) here).
+graft.layouts = {
+  t = function(t) return t:t() end,
+  hwio_to_oihw = function(t) return t:permute(4, 3, 1, 2) end,
+  oihw_to_hwio = function(t) return t:permute(3, 4, 2, 1) end,
+  hwoi_to_oihw = function(t) return t:permute(3, 4, 1, 2) end,
+  dense_tf_to_torch = function(t) return t:t() end,
+  dense_torch_to_tf = function(t) return t:t() end,
+}
+
+local function apply_transform(name, t, f)
+  if f == nil then return t end
+  if type(f) == "string" then
+    local lf = graft.layouts[f]
+    if not lf then fail("map: unknown layout %q for %q", f, name) end
+    f = lf
+  end
+  local ok, r = pcall(f, t, name)
+  if not ok then fail("map: %s: %s", name, tostring(r):gsub("^graft: ", "")) end
+  if not core.is_tensor(r) then fail("map: transform of %q returned %s", name, type(r)) end
+  return r
+end
+
+-- rules: ordered list of {pattern, target [, transform]}; the first rule
+-- whose Lua pattern matches a name decides. target: a replacement string
+-- (string.gsub syntax), a function(name, tensor) -> new name, graft.keep
+-- or graft.drop. A name no rule matches is an error.
+function graft.map(m, rules, opts)
+  opts = opts or {}
+  local out, order = {}, {}
+  for _, name in ipairs(graft.names(m)) do
+    local t, done = m[name], false
+    for _, rule in ipairs(rules) do
+      local pat, target, transform = rule[1], rule[2], rule[3]
+      if name:find(pat) then
+        done = true
+        if target ~= graft.drop then
+          local new
+          if target == graft.keep then new = name
+          elseif type(target) == "function" then new = target(name, t)
+          else new = name:gsub(pat, target) end
+          if type(new) ~= "string" then fail("map: rule for %q gave no name", name) end
+          if out[new] then fail("map: %q and another tensor both map to %q", name, new) end
+          out[new] = apply_transform(name, t, transform)
+          order[#order + 1] = new
+        end
+        break
+      end
+    end
+    if not done and not opts.keep_unmatched then
+      fail("map: no rule matches %q (add a rule, graft.keep or graft.drop)", name)
+    elseif not done then
+      out[name] = t
+      order[#order + 1] = name
+    end
+  end
+  return remember(out, order, { format = "map" })
+end
+
+-- template: a model table, or name -> {shape = {...}, dtype = "..."}.
+function graft.check(out, template, opts)
+  opts = opts or {}
+  local report = { missing = {}, unexpected = {}, shape = {}, dtype = {} }
+  local function spec(v)
+    if core.is_tensor(v) then return v.shape, v.dtype end
+    return v.shape, v.dtype
+  end
+  for _, name in ipairs(graft.names(template)) do
+    local want_shape, want_dtype = spec(template[name])
+    local t = out[name]
+    if not t then
+      report.missing[#report.missing + 1] = name
+    else
+      if want_shape and table.concat(t.shape, ",") ~= table.concat(want_shape, ",") then
+        report.shape[#report.shape + 1] = string.format("%s: {%s} vs template {%s}",
+          name, table.concat(t.shape, ","), table.concat(want_shape, ","))
+      end
+      if want_dtype and t.dtype ~= want_dtype then
+        report.dtype[#report.dtype + 1] = string.format("%s: %s vs template %s",
+          name, t.dtype, want_dtype)
+      end
+    end
+  end
+  for _, name in ipairs(graft.names(out)) do
+    if template[name] == nil then report.unexpected[#report.unexpected + 1] = name end
+  end
+  local ok = #report.missing == 0 and #report.shape == 0 and #report.dtype == 0
+    and (not opts.strict or #report.unexpected == 0)
+  return ok, report
+end
+
+return graft

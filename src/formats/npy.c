@@ -1,0 +1,1610 @@
+/* npy.c: NumPy .npy and .npz, read and write (see npy.h, FORMATS.md 6).
+ *
+ * The file is laid out as
+ *   1. the .npy header: the dict parser, the descr table, the checks;
+ *   2. lazy storages: copy-to-aligned, stored-member CRC check, deflated
+ *      member (libzip), string conversion (S bytes / U UTF-32 -> gt_str);
+ *   3. readers: one .npy, every .npy member of an .npz;
+ *   4. writers: the np.save header, a pull-style producer of npy bytes,
+ *      .npy through gt_out, .npz through libzip with a write source that
+ *      ends in gt_out's temporary file (fsync, rename).
+ * Header facts (NumPy 1.24 lib/format.py): magic "\x93NUMPY", major, minor
+ * (1.0 / 2.0 / 3.0), header length u16 LE (v1) or u32 LE (v2, v3), then a
+ * Python dict literal; v1/v2 headers may carry Python 2 longs ("2L"). */
+#include "npy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zip.h>
+#include <zlib.h>
+
+#include "../tensor/copy.h"
+#include "fileout.h"
+#include "zipmap.h"
+
+/* ------------------------------------------------------------------ */
+/* 1. The header                                                        */
+/* ------------------------------------------------------------------ */
+
+static const unsigned char MAGIC[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+/* The dict text h[0, end), parsed left to right; `longs` accepts the
+ * Python 2 "L" suffix that NumPy filters out of v1/v2 headers. */
+typedef struct lexer {
+  const char *p, *end;
+  int longs;
+} lexer;
+
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+static int peek(lexer *x) {
+  while (x->p < x->end && is_space(*x->p)) x->p++;
+  return x->p < x->end ? (unsigned char)*x->p : -1;
+}
+
+static int accept(lexer *x, char c) {
+  if (peek(x) != (unsigned char)c) return 0;
+  x->p++;
+  return 1;
+}
+
+static int is_ident(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_';
+}
+
+/* A quoted string without escapes into buf (NUL-terminated). */
+static int lex_string(lexer *x, char *buf, size_t cap, gt_err *err) {
+  int q = peek(x);
+  if (q != '\'' && q != '"') return gt_fail(err, "header: expected a string");
+  const char *s = ++x->p;
+  while (x->p < x->end && *x->p != q) {
+    unsigned char c = (unsigned char)*x->p;
+    if (c == '\\' || c < 0x20 || c > 0x7e)
+      return gt_fail(err, "header: unsupported character in a string");
+    x->p++;
+  }
+  if (x->p == x->end) return gt_fail(err, "header: unterminated string");
+  size_t n = (size_t)(x->p - s);
+  x->p++;
+  if (n >= cap) return gt_fail(err, "header: string '%.40s...' too long", s);
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  return GT_OK;
+}
+
+/* A non-negative decimal integer literal as Python 3 spells it (no leading
+ * zeros), with an optional Python 2 "L" when allowed. */
+static int lex_int(lexer *x, int64_t *v, gt_err *err) {
+  int c = peek(x);
+  if (c < '0' || c > '9') return gt_fail(err, "header: shape holds a non-integer");
+  const char *s = x->p;
+  uint64_t r = 0;
+  while (x->p < x->end && *x->p >= '0' && *x->p <= '9') {
+    if (r > (uint64_t)INT64_MAX / 10 ||
+        r * 10 + (uint64_t)(*x->p - '0') > (uint64_t)INT64_MAX)
+      return gt_fail(err, "header: dimension %.30s is too large", s);
+    r = r * 10 + (uint64_t)(*x->p - '0');
+    x->p++;
+  }
+  if (x->p - s > 1 && *s == '0')
+    return gt_fail(err, "header: dimension with a leading zero");
+  if (x->longs && x->p < x->end && *x->p == 'L') x->p++;
+  if (x->p < x->end && is_ident((unsigned char)*x->p))
+    return gt_fail(err, "header: malformed dimension");
+  *v = (int64_t)r;
+  return GT_OK;
+}
+
+/* "()", "(5,)", "(2, 3)", "(2, 3,)". */
+static int lex_shape(lexer *x, gt_npy_header *h, gt_err *err) {
+  if (!accept(x, '('))
+    return gt_fail(err, "header: shape is not a tuple");
+  h->ndim = 0;
+  while (!accept(x, ')')) {
+    if (h->ndim == GT_MAXDIM)
+      return gt_fail(err, "header: more than %d dimensions", GT_MAXDIM);
+    if (lex_int(x, &h->shape[h->ndim++], err) != GT_OK) return GT_ERR;
+    if (accept(x, ',')) continue;
+    if (h->ndim == 1)
+      return gt_fail(err, "header: shape is not a tuple (missing ',')");
+    if (!accept(x, ')')) return gt_fail(err, "header: malformed shape");
+    break;
+  }
+  return GT_OK;
+}
+
+static int lex_bool(lexer *x, int *b, gt_err *err) {
+  peek(x);
+  const char *s = x->p;
+  while (x->p < x->end && is_ident((unsigned char)*x->p)) x->p++;
+  size_t n = (size_t)(x->p - s);
+  if (n == 4 && memcmp(s, "True", 4) == 0) *b = 1;
+  else if (n == 5 && memcmp(s, "False", 5) == 0) *b = 0;
+  else return gt_fail(err, "header: fortran_order is not True or False");
+  return GT_OK;
+}
+
+/* descr "<f4" etc.: byte order (optional), kind, decimal item size. */
+static int parse_descr(const char *d, gt_npy_header *h, gt_err *err) {
+  const char *s = d;
+  char order = '=';
+  if (*s == '<' || *s == '>' || *s == '|' || *s == '=') order = *s++;
+  char kind = *s ? *s++ : '\0';
+  if (kind == 'O')
+    return gt_fail(err, "object arrays ('%s') hold a pickle of Python objects "
+                        "and are refused", d);
+  if (kind == 'M' || kind == 'm')
+    return gt_fail(err, "datetime64/timedelta64 arrays ('%s') are not "
+                        "supported", d);
+  if (kind == 'V')
+    return gt_fail(err, "raw void dtype '%s' is not supported (bfloat16 from "
+                        "ml_dtypes is saved this way; no dtype is recorded)", d);
+  uint64_t size = 0;
+  const char *digits = s;
+  while (*s >= '0' && *s <= '9' && size < ((uint64_t)1 << 40))
+    size = size * 10 + (uint64_t)(*s++ - '0');
+  if (s == digits || *s || (s - digits > 1 && *digits == '0'))
+    return gt_fail(err, "unsupported descr '%s'", d);
+  static const struct {
+    char kind;
+    uint64_t size;
+    gt_dtype dt;
+  } table[] = {
+    {'b', 1, GT_BOOL}, {'i', 1, GT_I8}, {'i', 2, GT_I16}, {'i', 4, GT_I32},
+    {'i', 8, GT_I64}, {'u', 1, GT_U8}, {'u', 2, GT_U16}, {'u', 4, GT_U32},
+    {'u', 8, GT_U64}, {'f', 2, GT_F16}, {'f', 4, GT_F32}, {'f', 8, GT_F64},
+    {'c', 8, GT_C64}, {'c', 16, GT_C128},
+  };
+  h->str_kind = 0;
+  if (kind == 'S' || kind == 'U') {
+    h->str_kind = kind;
+    h->dtype = GT_STRING;
+    h->itemsize = kind == 'U' ? size * 4 : size;
+    h->swap = kind == 'U' && order == '>';
+    return GT_OK;
+  }
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    if (table[i].kind == kind && table[i].size == size) {
+      h->dtype = table[i].dt;
+      h->itemsize = size;
+      h->swap = order == '>' && size > 1;
+      return GT_OK;
+    }
+  return gt_fail(err, "unsupported descr '%s'", d);
+}
+
+/* The value of key `k` at x. */
+static int lex_value(lexer *x, const char *k, gt_npy_header *h, gt_err *err) {
+  if (strcmp(k, "descr") == 0) {
+    int c = peek(x);
+    if (c == '[')
+      return gt_fail(err, "structured dtypes (a list descr) are not supported");
+    if (c == '(')
+      return gt_fail(err, "sub-array dtypes (a tuple descr) are not supported");
+    if (lex_string(x, h->descr, sizeof h->descr, err) != GT_OK) return GT_ERR;
+    return parse_descr(h->descr, h, err);
+  }
+  if (strcmp(k, "fortran_order") == 0) return lex_bool(x, &h->fortran, err);
+  return lex_shape(x, h, err);
+}
+
+/* The whole dict: exactly the three keys, any order, optional trailing
+ * comma; only whitespace may follow. */
+static int parse_dict(lexer *x, gt_npy_header *h, gt_err *err) {
+  static const char *keys[3] = {"descr", "fortran_order", "shape"};
+  int seen[3] = {0, 0, 0};
+  if (!accept(x, '{')) return gt_fail(err, "header is not a dict");
+  while (!accept(x, '}')) {
+    char k[32];
+    int i;
+    if (lex_string(x, k, sizeof k, err) != GT_OK) return GT_ERR;
+    for (i = 0; i < 3 && strcmp(k, keys[i]) != 0; i++) {}
+    if (i == 3) return gt_fail(err, "header: unexpected key '%s'", k);
+    if (seen[i]++) return gt_fail(err, "header: key '%s' appears twice", k);
+    if (!accept(x, ':')) return gt_fail(err, "header: expected ':' after '%s'", k);
+    if (lex_value(x, k, h, err) != GT_OK) return GT_ERR;
+    if (accept(x, ',')) continue;
+    if (!accept(x, '}')) return gt_fail(err, "header: expected ',' or '}'");
+    break;
+  }
+  for (int i = 0; i < 3; i++)
+    if (!seen[i]) return gt_fail(err, "header: key '%s' is missing", keys[i]);
+  if (peek(x) != -1) return gt_fail(err, "header: unexpected text after the dict");
+  return GT_OK;
+}
+
+static uint32_t rd_le(const unsigned char *p, int n) {
+  uint32_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+int gt_npy_header_need(const unsigned char *p, uint64_t len, uint64_t *need,
+                       gt_err *err) {
+  if (len < 10 || memcmp(p, MAGIC, 6) != 0)
+    return gt_fail(err, len < 6 || memcmp(p, MAGIC, len < 6 ? len : 6) == 0
+                            ? "truncated .npy header (%llu bytes)"
+                            : "not a .npy file (bad magic)",
+                   (unsigned long long)len);
+  if ((p[6] != 1 && p[6] != 2 && p[6] != 3) || p[7] != 0)
+    return gt_fail(err, "unsupported .npy format version %u.%u", p[6], p[7]);
+  int lenbytes = p[6] == 1 ? 2 : 4;
+  if (len < 8u + (unsigned)lenbytes)
+    return gt_fail(err, "truncated .npy header (%llu bytes)",
+                   (unsigned long long)len);
+  uint64_t hlen = rd_le(p + 8, lenbytes);
+  if (hlen > GT_NPY_MAX_HEADER)
+    return gt_fail(err, "header of %llu bytes is too long (at most %llu)",
+                   (unsigned long long)hlen,
+                   (unsigned long long)GT_NPY_MAX_HEADER);
+  *need = 8u + (unsigned)lenbytes + hlen;
+  return GT_OK;
+}
+
+/* numel and nbytes, overflow-checked; both must fit int64. */
+static int header_sizes(gt_npy_header *h, gt_err *err) {
+  uint64_t n = 1;
+  int zero = 0;
+  for (int i = 0; i < h->ndim; i++) zero |= h->shape[i] == 0;
+  for (int i = 0; i < h->ndim && !zero; i++)
+    if (gt_mul_u64(n, (uint64_t)h->shape[i], (unsigned long long *)&n) ||
+        n > (uint64_t)INT64_MAX)
+      return gt_fail(err, "shape has more than 2^63 elements");
+  h->numel = zero ? 0 : n;
+  if (gt_mul_u64(h->numel, h->itemsize, (unsigned long long *)&h->nbytes) ||
+      h->nbytes > (uint64_t)INT64_MAX)
+    return gt_fail(err, "shape of %llu elements of '%s' overflows the byte "
+                        "count", (unsigned long long)h->numel, h->descr);
+  return GT_OK;
+}
+
+int gt_npy_parse_header(const unsigned char *p, uint64_t len, gt_npy_header *h,
+                        gt_err *err) {
+  uint64_t need;
+  memset(h, 0, sizeof *h);
+  if (gt_npy_header_need(p, len, &need, err) != GT_OK) return GT_ERR;
+  if (need > len)
+    return gt_fail(err, "header claims %llu bytes but only %llu are there",
+                   (unsigned long long)need, (unsigned long long)len);
+  h->major = p[6];
+  h->minor = p[7];
+  size_t start = h->major == 1 ? 10 : 12;
+  lexer x = {(const char *)p + start, (const char *)p + need, h->major <= 2};
+  if (parse_dict(&x, h, err) != GT_OK) return GT_ERR;
+  h->data_offset = need;
+  return header_sizes(h, err);
+}
+
+/* Data must fit in the `avail` bytes after the header. */
+static int check_data(const gt_npy_header *h, uint64_t avail, gt_err *err) {
+  if (h->nbytes > avail)
+    return gt_fail(err, "data is %llu bytes but %llu elements of '%s' need "
+                        "%llu", (unsigned long long)avail,
+                   (unsigned long long)h->numel, h->descr,
+                   (unsigned long long)h->nbytes);
+  return GT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Lazy storages                                                     */
+/* ------------------------------------------------------------------ */
+
+/* "<file>: <kind> \"<name>\"": lazy storages fail long after open, where
+ * the caller no longer knows which file they came from. */
+static char *label(const gt_storage *file, const char *kind, const char *name,
+                   size_t name_len) {
+  const char *path = file && file->path ? file->path : "?";
+  int n = name_len > 200 ? 200 : (int)name_len;
+  size_t cap = strlen(path) + strlen(kind) + (size_t)n + 8;
+  char *s = malloc(cap);
+  if (s) snprintf(s, cap, "%s: %s \"%.*s\"", path, kind, n, name);
+  return s;
+}
+
+static size_t align_of(const gt_npy_header *h) {
+  return h->dtype == GT_STRING ? 1 : (size_t)h->itemsize;
+}
+
+/* The mapped file a storage rests on (through regions and lazy parents). */
+static const gt_storage *root_file(const gt_storage *s) {
+  while (s && s->kind != GT_STORAGE_MAPPING) s = s->parent;
+  return s;
+}
+
+static int is_aligned(const void *p, size_t a) {
+  return ((uintptr_t)p & (a - 1)) == 0;
+}
+
+/* Copy-to-aligned: bytes [off, off + size) of the parent. */
+typedef struct copy_ctx {
+  uint64_t off;
+} copy_ctx;
+
+static int load_copy(gt_storage *s, gt_err *err) {
+  const copy_ctx *c = s->ctx;
+  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  if (s->size) memcpy(s->data, s->parent->data + c->off, s->size);
+  return GT_OK;
+}
+
+static gt_storage *copy_storage(gt_storage *parent, uint64_t off,
+                                uint64_t size, gt_err *err) {
+  copy_ctx *c = malloc(sizeof *c);
+  if (!c) {
+    gt_fail(err, "out of memory");
+    return NULL;
+  }
+  c->off = off;
+  return gt_storage_lazy((size_t)size, parent, load_copy, c, free, err);
+}
+
+static uint32_t crc_of(const unsigned char *p, uint64_t n) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  while (n > 0) {
+    uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+    crc = crc32(crc, p, k);
+    p += k;
+    n -= k;
+  }
+  return (uint32_t)crc;
+}
+
+/* A stored .npz member: the CRC-32 of the whole member is checked on first
+ * use, then the array bytes [data, data + size) are used in place when
+ * aligned, else copied. */
+typedef struct member_ctx {
+  char *what;
+  uint64_t member_off, member_size, data;
+  uint32_t crc;
+  size_t align;
+} member_ctx;
+
+static void free_member(void *p) {
+  member_ctx *c = p;
+  free(c->what);
+  free(c);
+}
+
+static int load_member(gt_storage *s, gt_err *err) {
+  const member_ctx *c = s->ctx;
+  const unsigned char *base = s->parent->data;
+  uint32_t crc = crc_of(base + c->member_off, c->member_size);
+  if (crc != c->crc)
+    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
+                        "%08x): the file is corrupt", c->what,
+                   (unsigned)c->crc, (unsigned)crc);
+  if (is_aligned(base + c->data, c->align)) {
+    s->data = (unsigned char *)base + c->data;
+    s->owns_data = 0;
+    return GT_OK;
+  }
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  if (s->size) memcpy(s->data, base + c->data, s->size);
+  return GT_OK;
+}
+
+/* libzip's view of an .npz, shared by its deflated members. */
+typedef struct archive {
+  int refs;
+  zip_t *za;
+  gt_storage *file;
+} archive;
+
+static void archive_release(archive *a) {
+  if (a && --a->refs == 0) {
+    zip_discard(a->za);
+    gt_storage_release(a->file);
+    free(a);
+  }
+}
+
+static archive *archive_open(gt_storage *file, gt_err *err) {
+  zip_error_t ze;
+  zip_error_init(&ze);
+  archive *a = calloc(1, sizeof *a);
+  zip_source_t *src =
+      a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
+  zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
+  if (!za) {
+    gt_fail(err, a ? "libzip cannot open the archive: %s" : "out of memory",
+            zip_error_strerror(&ze));
+    if (src) zip_source_free(src);
+    zip_error_fini(&ze);
+    free(a);
+    return NULL;
+  }
+  zip_error_fini(&ze);
+  a->refs = 1;
+  a->za = za;
+  a->file = file;
+  gt_storage_retain(file);
+  return a;
+}
+
+/* Inflate up to `want` bytes of member `index` into buf from its start. */
+static int inflate_member(archive *a, uint64_t index, unsigned char *buf,
+                          uint64_t want, uint64_t *got, gt_err *err) {
+  zip_file_t *f = zip_fopen_index(a->za, index, 0);
+  if (!f) return gt_fail(err, "cannot open: %s", zip_strerror(a->za));
+  uint64_t n = 0;
+  while (n < want) {
+    zip_int64_t r = zip_fread(f, buf + n, want - n);
+    if (r < 0) {
+      gt_fail(err, "cannot inflate: %s", zip_file_strerror(f));
+      zip_fclose(f);
+      return GT_ERR;
+    }
+    if (r == 0) break;
+    n += (uint64_t)r;
+  }
+  zip_fclose(f);
+  *got = n;
+  return GT_OK;
+}
+
+/* A deflated member, inflated whole on first use; when `move` is set the
+ * array bytes [move_off, +move_len) are then moved to the (aligned) start. */
+typedef struct deflate_ctx {
+  archive *a;
+  char *what;
+  uint64_t index;
+  uint32_t crc;
+  uint64_t move_off, move_len;
+  int move;
+} deflate_ctx;
+
+static void free_deflate(void *p) {
+  deflate_ctx *c = p;
+  archive_release(c->a);
+  free(c->what);
+  free(c);
+}
+
+static int load_deflate(gt_storage *s, gt_err *err) {
+  const deflate_ctx *c = s->ctx;
+  uint64_t got;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  if (inflate_member(c->a, c->index, s->data, s->size, &got, err) != GT_OK)
+    return gt_wrap(err, "%s", c->what);
+  if (got != s->size)
+    return gt_fail(err, "%s: inflates to %llu bytes, the archive says %zu",
+                   c->what, (unsigned long long)got, s->size);
+  uint32_t crc = crc_of(s->data, s->size);
+  if (crc != c->crc)
+    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
+                        "%08x): the file is corrupt", c->what,
+                   (unsigned)c->crc, (unsigned)crc);
+  if (c->move) memmove(s->data, s->data + c->move_off, c->move_len);
+  return GT_OK;
+}
+
+/* String arrays: numel fixed-width items of the parent at `off` become
+ * gt_str elements followed by their bytes (UTF-8 of a U item is never
+ * longer than the item, so numel * width bytes suffice). */
+typedef struct strings_ctx {
+  char *what;  /* for messages: "<file>: tensor \"x\"" */
+  uint64_t off, numel, width;
+  int kind, swap;
+} strings_ctx;
+
+static void free_strings(void *p) {
+  strings_ctx *c = p;
+  free(c->what);
+  free(c);
+}
+
+static size_t utf8_put(unsigned char *o, uint32_t cp) {
+  if (cp < 0x80) {
+    o[0] = (unsigned char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    o[0] = (unsigned char)(0xC0 | cp >> 6);
+    o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    o[0] = (unsigned char)(0xE0 | cp >> 12);
+    o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (unsigned char)(0xF0 | cp >> 18);
+  o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+  o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+  o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* One U item (width bytes = width/4 code units) to UTF-8 at o. */
+static int utf32_item(const strings_ctx *c, const unsigned char *in,
+                      unsigned char *o, size_t *n, uint64_t index,
+                      gt_err *err) {
+  /* Trailing NUL code units are zero bytes in either byte order. */
+  uint64_t used = c->width / 4;
+  while (used > 0 && rd_le(in + 4 * (used - 1), 4) == 0) used--;
+  size_t k = 0;
+  for (uint64_t i = 0; i < used; i++) {
+    const unsigned char *u = in + 4 * i;
+    uint32_t cp = c->swap ? (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 |
+                                (uint32_t)u[2] << 8 | u[3]
+                          : rd_le(u, 4);
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return gt_fail(err, "%s: element %llu holds invalid code point 0x%X",
+                     c->what, (unsigned long long)index, (unsigned)cp);
+    k += utf8_put(o + k, cp);
+  }
+  *n = k;
+  return GT_OK;
+}
+
+static int load_strings(gt_storage *s, gt_err *err) {
+  const strings_ctx *c = s->ctx;
+  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  const unsigned char *in = s->parent->data + c->off;
+  unsigned char *bytes = s->data + c->numel * sizeof(gt_str);
+  for (uint64_t i = 0; i < c->numel; i++, in += c->width) {
+    gt_str e = {(const char *)bytes, 0};
+    if (c->kind == 'S') {
+      size_t n = (size_t)c->width;
+      while (n > 0 && in[n - 1] == 0) n--;
+      memcpy(bytes, in, n);
+      e.n = n;
+    } else if (utf32_item(c, in, bytes, &e.n, i, err) != GT_OK) {
+      return GT_ERR;
+    }
+    bytes += e.n;
+    memcpy(s->data + i * sizeof(gt_str), &e, sizeof e);
+  }
+  return GT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Readers                                                           */
+/* ------------------------------------------------------------------ */
+
+/* The view of h's array on s at byte `offset`: C order directly; Fortran
+ * order as the reversed-shape C-order view with its dims reversed. */
+static int make_view(const gt_npy_header *h, gt_storage *s, int64_t offset,
+                     gt_tensor *out, gt_err *err) {
+  int64_t shape[GT_MAXDIM];
+  int perm[GT_MAXDIM];
+  if (!h->fortran || h->ndim < 2) {
+    if (gt_tensor_make(out, s, h->dtype, h->ndim, h->shape, offset, err) !=
+        GT_OK)
+      return GT_ERR;
+  } else {
+    gt_tensor c;
+    for (int i = 0; i < h->ndim; i++) {
+      shape[i] = h->shape[h->ndim - 1 - i];
+      perm[i] = h->ndim - 1 - i;
+    }
+    if (gt_tensor_make(&c, s, h->dtype, h->ndim, shape, offset, err) != GT_OK)
+      return GT_ERR;
+    int rc = gt_permute(&c, perm, out, err);
+    gt_tensor_free(&c);
+    if (rc != GT_OK) return GT_ERR;
+  }
+  out->swap = h->dtype != GT_STRING && h->swap;
+  return GT_OK;
+}
+
+/* Wrap raw item storage `raw` (items at `off`) into a string storage. */
+static gt_storage *strings_storage(const gt_npy_header *h, gt_storage *raw,
+                                   uint64_t off, const char *name,
+                                   size_t name_len, gt_err *err) {
+  uint64_t heads, size;
+  if (gt_mul_u64(h->numel, sizeof(gt_str), (unsigned long long *)&heads) ||
+      gt_add_u64(heads, h->nbytes, (unsigned long long *)&size) ||
+      size > SIZE_MAX)
+    return gt_fail(err, "string array too large"), NULL;
+  strings_ctx *c = calloc(1, sizeof *c);
+  char *what = label(root_file(raw), "tensor", name, name_len);
+  if (!c || !what) {
+    free(c);
+    free(what);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  c->what = what;
+  c->off = off;
+  c->numel = h->numel;
+  c->width = h->itemsize;
+  c->kind = h->str_kind;
+  c->swap = h->swap;
+  return gt_storage_lazy((size_t)size, raw, load_strings, c, free_strings,
+                         err);
+}
+
+/* Add the tensor for h whose items are `raw` bytes at `off` (offset kept in
+ * the view for numeric data, consumed by the string storage otherwise). */
+static int add_tensor(gt_model *m, const char *name, size_t name_len,
+                      const gt_npy_header *h, gt_storage *raw, uint64_t off,
+                      gt_err *err) {
+  gt_storage *s = raw;
+  int64_t view_off = (int64_t)off;
+  gt_tensor t;
+  if (h->dtype == GT_STRING) {
+    if (!(s = strings_storage(h, raw, off, name, name_len, err))) return GT_ERR;
+    view_off = 0;
+  } else {
+    gt_storage_retain(s);
+  }
+  int rc = make_view(h, s, view_off, &t, err);
+  gt_storage_release(s);
+  if (rc != GT_OK) return GT_ERR;
+  return gt_model_add(m, name, name_len, &t, err);
+}
+
+static gt_value *header_meta(const gt_npy_header *h) {
+  char v[16];
+  snprintf(v, sizeof v, "%d.%d", h->major, h->minor);
+  gt_value *d = gt_value_new(GT_V_MAP);
+  if (gt_value_setk(d, "version", gt_value_str(v, strlen(v))) != GT_OK ||
+      gt_value_setk(d, "descr", gt_value_str(h->descr, strlen(h->descr))) !=
+          GT_OK ||
+      gt_value_setk(d, "fortran_order", gt_value_bool(h->fortran)) != GT_OK) {
+    gt_value_free(d);
+    return NULL;
+  }
+  return d;
+}
+
+/* The base name of the file without ".npy"; "array" when nothing is left. */
+static const char *default_name(const gt_storage *file, size_t *len) {
+  const char *p = file->path ? file->path : "";
+  const char *slash = strrchr(p, '/');
+  const char *base = slash ? slash + 1 : p;
+  size_t n = strlen(base);
+  if (n >= 4 && strcmp(base + n - 4, ".npy") == 0) n -= 4;
+  if (n == 0) {
+    base = "array";
+    n = 5;
+  }
+  *len = n;
+  return base;
+}
+
+int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err) {
+  gt_npy_header h;
+  size_t name_len;
+  if (name) name_len = strlen(name);
+  else name = default_name(file, &name_len);
+  if (gt_npy_parse_header(file->data, file->size, &h, err) != GT_OK ||
+      check_data(&h, file->size - h.data_offset, err) != GT_OK)
+    return GT_ERR;
+  gt_storage *raw;
+  uint64_t off = 0;
+  if (h.dtype == GT_STRING) {
+    raw = file;
+    gt_storage_retain(raw);
+    off = h.data_offset;
+  } else if (is_aligned(file->data + h.data_offset, align_of(&h))) {
+    raw = gt_storage_region(file, h.data_offset, h.nbytes, err);
+  } else {
+    raw = copy_storage(file, h.data_offset, h.nbytes, err);
+  }
+  if (!raw) return GT_ERR;
+  int rc = add_tensor(m, name, name_len, &h, raw, off, err);
+  gt_storage_release(raw);
+  if (rc != GT_OK) return GT_ERR;
+  m->format = "npy";
+  gt_value_free(m->meta);
+  if (!(m->meta = header_meta(&h))) return gt_fail(err, "out of memory");
+  return GT_OK;
+}
+
+/* .npz */
+
+static int cmp_member(const void *a, const void *b) {
+  const gt_zip_member *x = *(gt_zip_member *const *)a;
+  const gt_zip_member *y = *(gt_zip_member *const *)b;
+  size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+  int c = memcmp(x->name, y->name, n);
+  return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+static int check_duplicates(const gt_zip_dir *d, gt_err *err) {
+  if (d->n < 2) return GT_OK;
+  const gt_zip_member **v = malloc(d->n * sizeof *v);
+  if (!v) return gt_fail(err, "out of memory");
+  for (size_t i = 0; i < d->n; i++) v[i] = &d->m[i];
+  qsort(v, d->n, sizeof *v, cmp_member);
+  int rc = GT_OK;
+  for (size_t i = 1; i < d->n && rc == GT_OK; i++)
+    if (cmp_member(&v[i - 1], &v[i]) == 0)
+      rc = gt_fail(err, "member \"%.200s\" appears twice", v[i]->name);
+  free(v);
+  return rc;
+}
+
+static int is_npy_member(const gt_zip_member *mm) {
+  return mm->name_len >= 4 && memcmp(mm->name + mm->name_len - 4, ".npy", 4) == 0;
+}
+
+/* Header of deflated member i, read by inflating only its first bytes. */
+static int deflated_header(archive *a, const gt_zip_member *mm, uint64_t i,
+                           gt_npy_header *h, gt_err *err) {
+  uint64_t want = mm->size < 4096 ? mm->size : 4096, got, need;
+  unsigned char *buf = malloc(4096);
+  if (!buf) return gt_fail(err, "out of memory");
+  int rc = inflate_member(a, i, buf, want, &got, err);
+  if (rc == GT_OK) rc = gt_npy_header_need(buf, got, &need, err);
+  if (rc == GT_OK && need > got && need <= mm->size) {
+    unsigned char *big = realloc(buf, (size_t)need);
+    if (!big) rc = gt_fail(err, "out of memory");
+    else buf = big;
+    if (rc == GT_OK) rc = inflate_member(a, i, buf, need, &got, err);
+  }
+  if (rc == GT_OK) rc = gt_npy_parse_header(buf, got, h, err);
+  free(buf);
+  return rc;
+}
+
+/* Raw storage for a stored member's array bytes (CRC checked on use). */
+static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
+                              const gt_npy_header *h, gt_err *err) {
+  member_ctx *c = calloc(1, sizeof *c);
+  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
+    free(c);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  c->member_off = mm->data_offset;
+  c->member_size = mm->size;
+  c->data = mm->data_offset + h->data_offset;
+  c->crc = mm->crc;
+  c->align = align_of(h);
+  return gt_storage_lazy((size_t)h->nbytes, file, load_member, c, free_member,
+                         err);
+}
+
+/* Raw storage holding the whole inflated member; *off is where the array
+ * bytes will be once loaded. */
+static gt_storage *deflated_raw(gt_storage *file, archive *a, uint64_t i,
+                                const gt_zip_member *mm,
+                                const gt_npy_header *h, uint64_t *off,
+                                gt_err *err) {
+  if (mm->size > SIZE_MAX) return gt_fail(err, "member too large"), NULL;
+  deflate_ctx *c = calloc(1, sizeof *c);
+  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
+    free(c);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  c->a = a;
+  a->refs++;
+  c->index = i;
+  c->crc = mm->crc;
+  *off = h->data_offset;
+  if (h->data_offset % align_of(h) != 0) {
+    c->move = 1;
+    c->move_off = h->data_offset;
+    c->move_len = h->nbytes;
+    *off = 0;
+  }
+  return gt_storage_lazy((size_t)mm->size, file, load_deflate, c, free_deflate,
+                         err);
+}
+
+/* Names libzip and the central directory parse must agree on. */
+static int check_libzip_name(archive *a, uint64_t i, const gt_zip_member *mm,
+                             gt_err *err) {
+  const char *n = zip_get_name(a->za, i, ZIP_FL_ENC_RAW);
+  if (!n || strlen(n) != mm->name_len || memcmp(n, mm->name, mm->name_len))
+    return gt_fail(err, "libzip and the central directory disagree about "
+                        "member %llu", (unsigned long long)i);
+  return GT_OK;
+}
+
+typedef struct npz_state {
+  gt_storage *file;
+  archive *a;
+  gt_value *arrays, *others;
+} npz_state;
+
+static int member_meta(npz_state *st, const gt_zip_member *mm,
+                       const gt_npy_header *h, gt_err *err) {
+  const char *comp = mm->method == 0 ? "stored" : "deflated";
+  gt_value *d = header_meta(h);
+  if (!d) return gt_fail(err, "out of memory");
+  int bad = gt_value_setk(d, "member", gt_value_str(mm->name, mm->name_len));
+  bad |= gt_value_setk(d, "compression", gt_value_str(comp, strlen(comp)));
+  if (bad) {
+    gt_value_free(d);
+    return gt_fail(err, "out of memory");
+  }
+  if (gt_value_set(st->arrays, gt_value_str(mm->name, mm->name_len - 4), d))
+    return gt_fail(err, "out of memory");
+  return GT_OK;
+}
+
+static int read_member(npz_state *st, gt_model *m, const gt_zip_member *mm,
+                       uint64_t i, gt_err *err) {
+  gt_npy_header h;
+  gt_storage *raw = NULL;
+  uint64_t off = 0;
+  if (mm->method == 0) {
+    if (gt_npy_parse_header(st->file->data + mm->data_offset, mm->size, &h,
+                            err) != GT_OK ||
+        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
+      return GT_ERR;
+    raw = stored_raw(st->file, mm, &h, err);
+  } else if (mm->method == 8) {
+    if (!st->a && !(st->a = archive_open(st->file, err))) return GT_ERR;
+    if (check_libzip_name(st->a, i, mm, err) != GT_OK ||
+        deflated_header(st->a, mm, i, &h, err) != GT_OK ||
+        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
+      return GT_ERR;
+    raw = deflated_raw(st->file, st->a, i, mm, &h, &off, err);
+  } else {
+    return gt_fail(err, "compression method %u is not supported (only "
+                        "stored and deflated)", mm->method);
+  }
+  if (!raw) return GT_ERR;
+  int rc = add_tensor(m, mm->name, mm->name_len - 4, &h, raw, off, err);
+  gt_storage_release(raw);
+  if (rc != GT_OK) return GT_ERR;
+  return member_meta(st, mm, &h, err);
+}
+
+static int npz_members(npz_state *st, const gt_zip_dir *d, gt_model *m,
+                       gt_err *err) {
+  for (size_t i = 0; i < d->n; i++) {
+    const gt_zip_member *mm = &d->m[i];
+    if (!is_npy_member(mm)) {
+      if (gt_value_push(st->others, gt_value_str(mm->name, mm->name_len)))
+        return gt_fail(err, "out of memory");
+      continue;
+    }
+    if (read_member(st, m, mm, i, err) != GT_OK)
+      return gt_wrap(err, "member \"%.200s\"", mm->name);
+  }
+  return GT_OK;
+}
+
+int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
+  (void)path; /* the mapping is read; libzip opens it as a buffer */
+  gt_zip_dir d;
+  if (gt_zip_dir_read(file->data, file->size, &d, err) != GT_OK) return GT_ERR;
+  npz_state st = {file, NULL, gt_value_new(GT_V_MAP), gt_value_new(GT_V_LIST)};
+  int rc = check_duplicates(&d, err);
+  if (rc == GT_OK && (!st.arrays || !st.others))
+    rc = gt_fail(err, "out of memory");
+  if (rc == GT_OK) rc = npz_members(&st, &d, m, err);
+  gt_zip_dir_free(&d);
+  archive_release(st.a);
+  gt_value *meta = rc == GT_OK ? gt_value_new(GT_V_MAP) : NULL;
+  if (!meta) {
+    gt_value_free(st.arrays);
+    gt_value_free(st.others);
+    return rc == GT_OK ? gt_fail(err, "out of memory") : GT_ERR;
+  }
+  int bad = gt_value_setk(meta, "arrays", st.arrays) != GT_OK;
+  if (st.others->n) bad |= gt_value_setk(meta, "other_members", st.others);
+  else gt_value_free(st.others);
+  if (bad) {
+    gt_value_free(meta);
+    return gt_fail(err, "out of memory");
+  }
+  m->format = "npz";
+  gt_value_free(m->meta);
+  m->meta = meta;
+  return GT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Writers                                                           */
+/* ------------------------------------------------------------------ */
+
+enum { HEADER_CAP = 4096 };
+#define STAGE_BYTES ((size_t)1 << 20)
+
+static const char *numpy_descr(gt_dtype dt) {
+  switch (dt) {
+  case GT_F64: return "<f8";
+  case GT_F32: return "<f4";
+  case GT_F16: return "<f2";
+  case GT_I64: return "<i8";
+  case GT_I32: return "<i4";
+  case GT_I16: return "<i2";
+  case GT_I8: return "|i1";
+  case GT_U64: return "<u8";
+  case GT_U32: return "<u4";
+  case GT_U16: return "<u2";
+  case GT_U8: return "|u1";
+  case GT_BOOL: return "|b1";
+  case GT_C64: return "<c8";
+  case GT_C128: return "<c16";
+  default: return NULL;
+  }
+}
+
+/* What the file will hold for one tensor. */
+typedef struct wplan {
+  char descr[32];
+  uint64_t itemsize, numel, nbytes;
+  int str_kind;                      /* 0, 'S' or 'U' */
+  unsigned char header[HEADER_CAP];
+  size_t hlen;
+  uint64_t total;                    /* header + data */
+} wplan;
+
+/* Row-major walk over the elements of a (ready) string view. */
+typedef struct str_iter {
+  const gt_tensor *t;
+  int64_t idx[GT_MAXDIM];
+  int64_t left;
+} str_iter;
+
+static void str_iter_init(str_iter *it, const gt_tensor *t) {
+  memset(it, 0, sizeof *it);
+  it->t = t;
+  it->left = gt_tensor_numel(t);
+}
+
+static int str_next(str_iter *it, gt_str *e) {
+  const gt_tensor *t = it->t;
+  if (it->left == 0) return 0;
+  int64_t off = t->offset;
+  for (int d = 0; d < t->ndim; d++)
+    off += it->idx[d] * t->strides[d] * (int64_t)sizeof(gt_str);
+  memcpy(e, t->storage->data + off, sizeof *e);
+  for (int d = t->ndim - 1; d >= 0; d--) {
+    if (++it->idx[d] < t->shape[d]) break;
+    it->idx[d] = 0;
+  }
+  it->left--;
+  return 1;
+}
+
+/* Next code point of s[*i, n) (strict UTF-8: no overlong forms, surrogates
+ * or values past U+10FFFF); -1 when invalid. */
+static int utf8_next(const unsigned char *s, size_t n, size_t *i,
+                     uint32_t *cp) {
+  unsigned char c = s[*i];
+  size_t len;
+  uint32_t min;
+  if (c < 0x80) {
+    *cp = c;
+    *i += 1;
+    return 0;
+  }
+  if ((c & 0xE0) == 0xC0) len = 2, *cp = c & 0x1Fu, min = 0x80;
+  else if ((c & 0xF0) == 0xE0) len = 3, *cp = c & 0x0Fu, min = 0x800;
+  else if ((c & 0xF8) == 0xF0) len = 4, *cp = c & 0x07u, min = 0x10000;
+  else return -1;
+  if (n - *i < len) return -1;
+  for (size_t k = 1; k < len; k++) {
+    unsigned char b = s[*i + k];
+    if ((b & 0xC0) != 0x80) return -1;
+    *cp = *cp << 6 | (b & 0x3Fu);
+  }
+  if (*cp < min || *cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF))
+    return -1;
+  *i += len;
+  return 0;
+}
+
+/* Code points in s, or -1 when s is not valid UTF-8. */
+static int64_t utf8_count(const gt_str *s) {
+  const unsigned char *p = (const unsigned char *)s->p;
+  int64_t k = 0;
+  uint32_t cp;
+  for (size_t i = 0; i < s->n; k++)
+    if (utf8_next(p, s->n, &i, &cp) != 0) return -1;
+  return k;
+}
+
+/* '<U<max code points>' when every element is UTF-8, else '|S<max bytes>'
+ * (at least 1, as numpy makes it for empty strings). */
+static int plan_strings(const gt_tensor *t, wplan *p, gt_err *err) {
+  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  str_iter it;
+  gt_str e;
+  uint64_t max_cp = 1, max_bytes = 1;
+  int utf8 = 1;
+  str_iter_init(&it, t);
+  while (str_next(&it, &e)) {
+    int64_t k = utf8_count(&e);
+    if (k < 0) utf8 = 0;
+    else if ((uint64_t)k > max_cp) max_cp = (uint64_t)k;
+    if (e.n > max_bytes) max_bytes = e.n;
+  }
+  p->str_kind = utf8 ? 'U' : 'S';
+  p->itemsize = utf8 ? 4 * max_cp : max_bytes;
+  snprintf(p->descr, sizeof p->descr, utf8 ? "<U%llu" : "|S%llu",
+           (unsigned long long)(utf8 ? max_cp : max_bytes));
+  return GT_OK;
+}
+
+/* np.save's header: the dict repr with keys sorted, spare spaces for the
+ * shape to grow (21 - digits of the first dim), then spaces and '\n' so
+ * that the data starts at a multiple of 64 (always 1..64 spaces). */
+static int build_header(const gt_tensor *t, wplan *p, gt_err *err) {
+  char d[HEADER_CAP];
+  size_t n = 0;
+  n += (size_t)snprintf(d, sizeof d,
+                        "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                        p->descr);
+  for (int i = 0; i < t->ndim && n < sizeof d; i++)
+    n += (size_t)snprintf(d + n, sizeof d - n, "%s%lld", i ? ", " : "",
+                          (long long)t->shape[i]);
+  if (n < sizeof d)
+    n += (size_t)snprintf(d + n, sizeof d - n, "%s), }",
+                          t->ndim == 1 ? "," : "");
+  if (t->ndim > 0 && n < sizeof d) {
+    char first[24];
+    int digits = snprintf(first, sizeof first, "%lld", (long long)t->shape[0]);
+    for (int i = digits; i < 21 && n < sizeof d; i++) d[n++] = ' ';
+  }
+  size_t hl = n + 1, prefix = 10, pad = 64 - (prefix + hl) % 64;
+  int major = 1;
+  if (hl + pad > 65535) {
+    major = 2;
+    prefix = 12;
+    pad = 64 - (prefix + hl) % 64;
+  }
+  if (prefix + hl + pad > sizeof p->header)
+    return gt_fail(err, "npy header too long");
+  unsigned char *h = p->header;
+  uint32_t len = (uint32_t)(hl + pad);
+  memcpy(h, MAGIC, 6);
+  h[6] = (unsigned char)major;
+  h[7] = 0;
+  for (size_t i = 0; i < prefix - 8; i++) h[8 + i] = (unsigned char)(len >> (8 * i));
+  memcpy(h + prefix, d, n);
+  memset(h + prefix + n, ' ', pad);
+  h[prefix + n + pad] = '\n';
+  p->hlen = prefix + hl + pad;
+  return GT_OK;
+}
+
+static int plan_tensor(const gt_tensor *t, wplan *p, gt_err *err) {
+  memset(p, 0, sizeof *p);
+  if (t->dtype == GT_STRING) {
+    if (plan_strings(t, p, err) != GT_OK) return GT_ERR;
+  } else {
+    const char *d = numpy_descr(t->dtype);
+    if (!d)
+      return gt_fail(err, "%s has no NumPy dtype; cast the tensor first "
+                          "(e.g. :float())", gt_dtype_name(t->dtype));
+    snprintf(p->descr, sizeof p->descr, "%s", d);
+    p->itemsize = gt_dtype_size(t->dtype);
+  }
+  p->numel = (uint64_t)gt_tensor_numel(t);
+  if (gt_mul_u64(p->numel, p->itemsize, (unsigned long long *)&p->nbytes))
+    return gt_fail(err, "tensor too large");
+  if (build_header(t, p, err) != GT_OK) return GT_ERR;
+  p->total = p->hlen + p->nbytes;
+  return GT_OK;
+}
+
+/* Pull-style source of a tensor's npy data bytes, in pieces of at most
+ * `cap` bytes: numeric views are cut as gt_stream cuts them (dims before k
+ * one index at a time, dim k in chunks) and copied with gt_copy_into;
+ * string elements are encoded to fixed-width items. */
+typedef struct producer {
+  const gt_tensor *t;
+  const wplan *p;
+  unsigned char *buf;
+  size_t cap;
+  int k;              /* -1: the whole tensor is one piece */
+  int64_t slice;      /* elements per index of dim k */
+  int64_t chunk;      /* indices of dim k per piece */
+  int64_t outer, o, i;
+  str_iter it;
+} producer;
+
+static int prod_init(producer *pr, const gt_tensor *t, const wplan *p,
+                     gt_err *err) {
+  memset(pr, 0, sizeof *pr);
+  pr->t = t;
+  pr->p = p;
+  pr->cap = STAGE_BYTES;
+  if (p->itemsize > pr->cap) {
+    if (p->itemsize > SIZE_MAX / 2) return gt_fail(err, "string too long");
+    pr->cap = (size_t)p->itemsize;
+  }
+  void *b = NULL;
+  if (posix_memalign(&b, 64, pr->cap) != 0)
+    return gt_fail(err, "out of memory");
+  pr->buf = b;
+  if (p->str_kind) {
+    str_iter_init(&pr->it, t);
+    return gt_storage_ready(t->storage, err);
+  }
+  int64_t numel = (int64_t)p->numel;
+  pr->outer = numel > 0;
+  if (numel == 0 || p->nbytes <= pr->cap) {
+    pr->k = -1;
+    return GT_OK;
+  }
+  int64_t slice = numel;
+  int k = 0;
+  while (k < t->ndim) {
+    slice /= t->shape[k];
+    if ((uint64_t)slice * p->itemsize <= pr->cap) break;
+    k++;
+  }
+  pr->k = k;
+  pr->slice = slice;
+  pr->chunk = (int64_t)(pr->cap / ((uint64_t)slice * p->itemsize));
+  pr->outer = 1;
+  for (int d = 0; d < k; d++) pr->outer *= t->shape[d];
+  return GT_OK;
+}
+
+static void prod_free(producer *pr) {
+  free(pr->buf);
+  pr->buf = NULL;
+}
+
+/* The piece at outer index o, indices [i, i + len) of dim k. */
+static void piece_view(const gt_tensor *t, int k, int64_t o, int64_t i,
+                       int64_t len, gt_tensor *s) {
+  int64_t esz = (int64_t)gt_dtype_size(t->sdtype);
+  *s = *t;
+  for (int d = k - 1; d >= 0; d--) {
+    s->offset += (o % t->shape[d]) * t->strides[d] * esz;
+    o /= t->shape[d];
+  }
+  s->offset += i * t->strides[k] * esz;
+  s->ndim = t->ndim - k;
+  memmove(s->shape, t->shape + k, (size_t)s->ndim * sizeof s->shape[0]);
+  memmove(s->strides, t->strides + k, (size_t)s->ndim * sizeof s->strides[0]);
+  s->shape[0] = len;
+}
+
+/* One item of a string element at o (itemsize bytes, NUL padded). */
+static void encode_item(const producer *pr, const gt_str *e, unsigned char *o) {
+  size_t w = (size_t)pr->p->itemsize;
+  memset(o, 0, w);
+  if (pr->p->str_kind == 'S') {
+    memcpy(o, e->p, e->n);
+    return;
+  }
+  const unsigned char *s = (const unsigned char *)e->p;
+  uint32_t cp;
+  for (size_t i = 0, j = 0; i < e->n && utf8_next(s, e->n, &i, &cp) == 0;
+       j += 4) {
+    o[j] = (unsigned char)cp;
+    o[j + 1] = (unsigned char)(cp >> 8);
+    o[j + 2] = (unsigned char)(cp >> 16);
+  }
+}
+
+/* Fill pr->buf with the next piece; *n = 0 at the end. */
+static int prod_next(producer *pr, size_t *n, gt_err *err) {
+  const gt_tensor *t = pr->t;
+  *n = 0;
+  if (pr->p->str_kind) {
+    gt_str e;
+    size_t w = (size_t)pr->p->itemsize;
+    while (pr->cap - *n >= w && str_next(&pr->it, &e)) {
+      encode_item(pr, &e, pr->buf + *n);
+      *n += w;
+    }
+    return GT_OK;
+  }
+  if (pr->o == pr->outer) return GT_OK;
+  if (pr->k < 0) {
+    pr->o = pr->outer;
+    *n = (size_t)pr->p->nbytes;
+    return gt_copy_into(t, t->dtype, pr->buf, err);
+  }
+  gt_tensor s;
+  int64_t len = t->shape[pr->k] - pr->i;
+  if (len > pr->chunk) len = pr->chunk;
+  piece_view(t, pr->k, pr->o, pr->i, len, &s);
+  *n = (size_t)((uint64_t)(len * pr->slice) * pr->p->itemsize);
+  pr->i += len;
+  if (pr->i == t->shape[pr->k]) {
+    pr->i = 0;
+    pr->o++;
+  }
+  return gt_copy_into(&s, t->dtype, pr->buf, err);
+}
+
+static int write_strings(gt_out *o, const gt_tensor *t, const wplan *p,
+                         gt_err *err) {
+  producer pr;
+  size_t n;
+  int rc = prod_init(&pr, t, p, err);
+  while (rc == GT_OK && (rc = prod_next(&pr, &n, err)) == GT_OK && n > 0)
+    rc = gt_out_write(o, pr.buf, n, err);
+  prod_free(&pr);
+  return rc;
+}
+
+int gt_npy_write(const char *path, const gt_save *s, gt_err *err) {
+  if (s->n != 1)
+    return gt_fail(err, "a .npy file holds exactly one tensor, not %zu "
+                        "(write an .npz for several)", s->n);
+  const gt_tensor *t = &s->entries[0].t;
+  wplan *p = malloc(sizeof *p);
+  if (!p) return gt_fail(err, "out of memory");
+  if (plan_tensor(t, p, err) != GT_OK) {
+    free(p);
+    return gt_wrap(err, "tensor \"%.200s\"", s->entries[0].name);
+  }
+  gt_out o;
+  if (gt_out_check_inputs(path, s->entries, s->n, err) != GT_OK ||
+      gt_out_open(&o, path, s, err) != GT_OK) {
+    free(p);
+    return GT_ERR;
+  }
+  int rc = gt_out_write(&o, p->header, p->hlen, err);
+  if (rc == GT_OK)
+    rc = p->str_kind ? write_strings(&o, t, p, err) : gt_out_tensor(&o, t, err);
+  free(p);
+  if (rc != GT_OK) {
+    gt_out_abort(&o);
+    return gt_wrap(err, "tensor \"%.200s\"", s->entries[0].name);
+  }
+  return gt_out_commit(&o, err);
+}
+
+/* .npz: libzip builds the archive; its output goes to a write source of
+ * ours that gathers bytes in `buf` (file bytes [bstart, bstart + blen)) in
+ * front of gt_out's temporary file. libzip seeks back only to rewrite a
+ * local header it wrote earlier, which lands either in buf or in the file
+ * (pwrite); gt_out_commit then fsyncs and renames. */
+typedef struct npz_writer {
+  const char *path;
+  gt_out o;
+  int open;
+  unsigned char *buf;
+  size_t blen, bcap;
+  uint64_t bstart, wpos;
+  zip_error_t zerr;
+  gt_err err;
+  int failed;
+  const gt_save *s;
+  uint64_t done, total;
+} npz_writer;
+
+static void w_error(npz_writer *w, const gt_err *e, int zip_code) {
+  if (!w->failed) {
+    w->failed = 1;
+    w->err = *e;
+  }
+  zip_error_set(&w->zerr, zip_code, 0);
+}
+
+static int pwrite_all(int fd, const unsigned char *p, size_t n, uint64_t at,
+                      gt_err *err) {
+  while (n > 0) {
+    ssize_t r = pwrite(fd, p, n, (off_t)at);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return gt_fail(err, "cannot write: %s", strerror(errno));
+    }
+    p += r;
+    at += (uint64_t)r;
+    n -= (size_t)r;
+  }
+  return GT_OK;
+}
+
+static int w_flush(npz_writer *w, gt_err *err) {
+  if (pwrite_all(w->o.fd, w->buf, w->blen, w->bstart, err) != GT_OK)
+    return GT_ERR;
+  w->bstart += w->blen;
+  w->blen = 0;
+  return GT_OK;
+}
+
+static int w_write(npz_writer *w, const unsigned char *p, size_t n,
+                   gt_err *err) {
+  while (n > 0) {
+    uint64_t end = w->bstart + w->blen;
+    size_t k;
+    if (w->wpos < w->bstart) {
+      k = w->bstart - w->wpos < n ? (size_t)(w->bstart - w->wpos) : n;
+      if (pwrite_all(w->o.fd, p, k, w->wpos, err) != GT_OK) return GT_ERR;
+    } else if (w->wpos < end) {
+      k = end - w->wpos < n ? (size_t)(end - w->wpos) : n;
+      memcpy(w->buf + (w->wpos - w->bstart), p, k);
+    } else if (n <= w->bcap - w->blen) {
+      k = n;
+      memcpy(w->buf + w->blen, p, k);
+      w->blen += k;
+    } else {
+      if (w_flush(w, err) != GT_OK) return GT_ERR;
+      if (n < w->bcap) continue;
+      k = n;
+      if (pwrite_all(w->o.fd, p, k, w->bstart, err) != GT_OK) return GT_ERR;
+      w->bstart += k;
+    }
+    w->wpos += k;
+    p += k;
+    n -= k;
+  }
+  return GT_OK;
+}
+
+static void w_abort(npz_writer *w) {
+  if (w->open) gt_out_abort(&w->o);
+  w->open = 0;
+  free(w->buf);
+  w->buf = NULL;
+}
+
+static zip_int64_t w_begin(npz_writer *w) {
+  gt_err e;
+  w->bcap = STAGE_BYTES;
+  w->blen = 0;
+  w->bstart = w->wpos = 0;
+  if (!(w->buf = malloc(w->bcap))) {
+    gt_fail(&e, "out of memory");
+    w_error(w, &e, ZIP_ER_MEMORY);
+    return -1;
+  }
+  if (gt_out_open(&w->o, w->path, NULL, &e) != GT_OK) {
+    w_error(w, &e, ZIP_ER_TMPOPEN);
+    return -1;
+  }
+  w->open = 1;
+  return 0;
+}
+
+static zip_int64_t w_commit(npz_writer *w) {
+  gt_err e;
+  if (w_flush(w, &e) != GT_OK) {
+    w_error(w, &e, ZIP_ER_WRITE);
+    return -1;
+  }
+  w->open = 0;
+  if (gt_out_commit(&w->o, &e) != GT_OK) {
+    w_error(w, &e, ZIP_ER_WRITE);
+    return -1;
+  }
+  return 0;
+}
+
+static zip_int64_t writer_cb(void *ud, void *data, zip_uint64_t len,
+                             zip_source_cmd_t cmd) {
+  npz_writer *w = ud;
+  gt_err e;
+  switch (cmd) {
+  case ZIP_SOURCE_SUPPORTS:
+    return ZIP_SOURCE_SUPPORTS_WRITABLE;
+  case ZIP_SOURCE_STAT:
+    /* The old target is never read: report it absent, so libzip starts a
+     * new archive (gt_out replaces the target on commit). */
+    zip_error_set(&w->zerr, ZIP_ER_READ, ENOENT);
+    return -1;
+  case ZIP_SOURCE_ERROR:
+    return zip_error_to_data(&w->zerr, data, len);
+  case ZIP_SOURCE_BEGIN_WRITE:
+    return w_begin(w);
+  case ZIP_SOURCE_WRITE:
+    if (!w->open || w_write(w, data, (size_t)len, &e) != GT_OK) {
+      if (!w->open) gt_fail(&e, "output is not open");
+      w_error(w, &e, ZIP_ER_WRITE);
+      return -1;
+    }
+    return (zip_int64_t)len;
+  case ZIP_SOURCE_SEEK_WRITE: {
+    zip_int64_t at = zip_source_seek_compute_offset(
+        w->wpos, w->bstart + w->blen, data, len, &w->zerr);
+    if (at < 0) return -1;
+    w->wpos = (uint64_t)at;
+    return 0;
+  }
+  case ZIP_SOURCE_TELL_WRITE:
+    return (zip_int64_t)w->wpos;
+  case ZIP_SOURCE_COMMIT_WRITE:
+    return w_commit(w);
+  case ZIP_SOURCE_ROLLBACK_WRITE:
+  case ZIP_SOURCE_FREE:
+    w_abort(w);
+    return 0;
+  case ZIP_SOURCE_REMOVE:
+    return 0;
+  default:
+    zip_error_set(&w->zerr, ZIP_ER_OPNOTSUPP, 0);
+    return -1;
+  }
+}
+
+/* One member's bytes: the header, then the producer's pieces. */
+typedef struct member_src {
+  npz_writer *w;
+  const gt_entry *e;
+  wplan p;
+  producer pr;
+  int opened;
+  size_t hpos, plen, ppos;
+  uint64_t sent;
+  zip_error_t zerr;
+} member_src;
+
+static zip_int64_t member_fail(member_src *m, gt_err *e) {
+  gt_wrap(e, "tensor \"%.200s\"", m->e->name);
+  w_error(m->w, e, ZIP_ER_READ);
+  zip_error_set(&m->zerr, ZIP_ER_READ, 0);
+  return -1;
+}
+
+static zip_int64_t member_read(member_src *m, unsigned char *out, size_t len) {
+  gt_err e;
+  size_t done = 0;
+  while (done < len) {
+    size_t k;
+    if (m->hpos < m->p.hlen) {
+      k = m->p.hlen - m->hpos < len - done ? m->p.hlen - m->hpos : len - done;
+      memcpy(out + done, m->p.header + m->hpos, k);
+      m->hpos += k;
+    } else if (m->ppos < m->plen) {
+      k = m->plen - m->ppos < len - done ? m->plen - m->ppos : len - done;
+      memcpy(out + done, m->pr.buf + m->ppos, k);
+      m->ppos += k;
+    } else {
+      if (prod_next(&m->pr, &m->plen, &e) != GT_OK) return member_fail(m, &e);
+      m->ppos = 0;
+      if (m->plen == 0) break;
+      m->w->done += m->plen;
+      if (m->w->s->progress)
+        m->w->s->progress(m->w->s->progress_ctx, m->w->done, m->w->total);
+      continue;
+    }
+    done += k;
+  }
+  m->sent += done;
+  if (done < len && m->sent != m->p.total) {
+    gt_fail(&e, "produced %llu bytes, expected %llu",
+            (unsigned long long)m->sent, (unsigned long long)m->p.total);
+    return member_fail(m, &e);
+  }
+  return (zip_int64_t)done;
+}
+
+static zip_int64_t member_cb(void *ud, void *data, zip_uint64_t len,
+                             zip_source_cmd_t cmd) {
+  member_src *m = ud;
+  gt_err e;
+  switch (cmd) {
+  case ZIP_SOURCE_SUPPORTS:
+    return zip_source_make_command_bitmap(ZIP_SOURCE_OPEN, ZIP_SOURCE_READ,
+                                          ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT,
+                                          ZIP_SOURCE_ERROR, ZIP_SOURCE_FREE,
+                                          -1);
+  case ZIP_SOURCE_STAT: {
+    zip_stat_t *st = ZIP_SOURCE_GET_ARGS(zip_stat_t, data, len, &m->zerr);
+    if (!st) return -1;
+    zip_stat_init(st);
+    st->size = m->p.total;
+    st->valid |= ZIP_STAT_SIZE;
+    return sizeof *st;
+  }
+  case ZIP_SOURCE_OPEN:
+    prod_free(&m->pr);
+    m->hpos = m->plen = m->ppos = 0;
+    m->sent = 0;
+    if (prod_init(&m->pr, &m->e->t, &m->p, &e) != GT_OK)
+      return member_fail(m, &e);
+    return 0;
+  case ZIP_SOURCE_READ:
+    return member_read(m, data, (size_t)len);
+  case ZIP_SOURCE_CLOSE:
+    prod_free(&m->pr);
+    return 0;
+  case ZIP_SOURCE_ERROR:
+    return zip_error_to_data(&m->zerr, data, len);
+  case ZIP_SOURCE_FREE:
+    prod_free(&m->pr);
+    free(m);
+    return 0;
+  default:
+    zip_error_set(&m->zerr, ZIP_ER_OPNOTSUPP, 0);
+    return -1;
+  }
+}
+
+static int is_utf8_name(const char *s) {
+  size_t n = strlen(s), i = 0;
+  uint32_t cp;
+  while (i < n)
+    if (utf8_next((const unsigned char *)s, n, &i, &cp) != 0) return 0;
+  return 1;
+}
+
+/* Queue entry e as member "<name>.npy". */
+static int add_member(zip_t *za, npz_writer *w, const gt_entry *e,
+                      int compress, gt_err *err) {
+  member_src *m = calloc(1, sizeof *m);
+  size_t n = strlen(e->name);
+  char *name = malloc(n + 5);
+  if (!m || !name) {
+    free(m);
+    free(name);
+    return gt_fail(err, "out of memory");
+  }
+  memcpy(name, e->name, n);
+  memcpy(name + n, ".npy", 5);
+  m->w = w;
+  m->e = e;
+  int rc = plan_tensor(&e->t, &m->p, err);
+  if (rc != GT_OK) gt_wrap(err, "tensor \"%.200s\"", e->name);
+  w->total += m->p.nbytes;
+  zip_error_t ze;
+  zip_error_init(&ze);
+  zip_source_t *src = rc == GT_OK ? zip_source_function_create(member_cb, m, &ze)
+                                  : NULL;
+  zip_int64_t idx = -1;
+  if (rc == GT_OK && !src) rc = gt_fail(err, "%s", zip_error_strerror(&ze));
+  if (rc != GT_OK) free(m);
+  else if ((idx = zip_file_add(za, name, src, is_utf8_name(name)
+                                                  ? ZIP_FL_ENC_UTF_8
+                                                  : ZIP_FL_ENC_GUESS)) < 0) {
+    rc = zip_error_code_zip(zip_get_error(za)) == ZIP_ER_EXISTS
+             ? gt_fail(err, "tensor name \"%.200s\" appears twice", e->name)
+             : gt_fail(err, "cannot add \"%.200s\": %s", name, zip_strerror(za));
+    zip_source_free(src);
+  } else if (zip_set_file_compression(za, (zip_uint64_t)idx,
+                                      compress ? ZIP_CM_DEFLATE : ZIP_CM_STORE,
+                                      0) != 0) {
+    rc = gt_fail(err, "cannot set compression: %s", zip_strerror(za));
+  }
+  zip_error_fini(&ze);
+  free(name);
+  return rc;
+}
+
+/* An archive without members is just an end of central directory record,
+ * as Python's zipfile writes it for np.savez() with no arrays. */
+static int write_empty_zip(const char *path, const gt_save *s, gt_err *err) {
+  static const unsigned char eocd[22] = {'P', 'K', 5, 6};
+  gt_out o;
+  if (gt_out_open(&o, path, s, err) != GT_OK) return GT_ERR;
+  if (gt_out_write(&o, eocd, sizeof eocd, err) != GT_OK) {
+    gt_out_abort(&o);
+    return GT_ERR;
+  }
+  return gt_out_commit(&o, err);
+}
+
+int gt_npz_write(const char *path, const gt_save *s, int compress,
+                 gt_err *err) {
+  if (gt_out_check_inputs(path, s->entries, s->n, err) != GT_OK) return GT_ERR;
+  if (s->n == 0) return write_empty_zip(path, s, err);
+  npz_writer w;
+  memset(&w, 0, sizeof w);
+  w.path = path;
+  w.s = s;
+  zip_error_init(&w.zerr);
+  zip_error_t ze;
+  zip_error_init(&ze);
+  zip_source_t *src = zip_source_function_create(writer_cb, &w, &ze);
+  zip_t *za = src ? zip_open_from_source(src, ZIP_CREATE | ZIP_TRUNCATE, &ze)
+                  : NULL;
+  if (!za) {
+    gt_fail(err, "cannot start the archive: %s", zip_error_strerror(&ze));
+    if (src) zip_source_free(src);
+    zip_error_fini(&ze);
+    zip_error_fini(&w.zerr);
+    return GT_ERR;
+  }
+  zip_error_fini(&ze);
+  int rc = GT_OK;
+  for (size_t i = 0; i < s->n && rc == GT_OK; i++)
+    rc = add_member(za, &w, &s->entries[i], compress, err);
+  if (rc != GT_OK) {
+    zip_discard(za);
+  } else if (zip_close(za) != 0) {
+    if (w.failed) *err = w.err;
+    else gt_fail(err, "cannot write the archive: %s", zip_strerror(za));
+    zip_discard(za);
+    rc = GT_ERR;
+  }
+  w_abort(&w);
+  zip_error_fini(&w.zerr);
+  return rc;
+}

@@ -1,0 +1,47 @@
+/* lgraft.h: what the parts of the Lua binding (graft.core) share.
+ *
+ * The binding is the only code that knows Lua. It turns C-core failures
+ * (gt_err) into Lua errors "graft: <context>: <message>" and keeps the
+ * garbage collector informed of the memory tensors hold. */
+#ifndef LGRAFT_H
+#define LGRAFT_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "formats/model.h"
+#include "tensor/tensor.h"
+
+#define LG_TENSOR "graft.tensor"
+
+/* Tensor userdata: created "empty" (storage NULL) with its metatable set
+ * before a storage is attached, so __gc always sees a consistent object. */
+typedef struct lg_tensor {
+  gt_tensor t;
+} lg_tensor;
+
+/* New userdata whose tensor takes over *t (t is zeroed). */
+lg_tensor *lg_push_tensor(lua_State *L, gt_tensor *t);
+gt_tensor *lg_check_tensor(lua_State *L, int idx);
+gt_tensor *lg_test_tensor(lua_State *L, int idx);
+
+/* Raise "graft: [ctx: ]msg". Never returns. */
+int lg_raise(lua_State *L, const char *ctx, const gt_err *e);
+/* Tell the GC that `bytes` outside its heap were allocated. */
+void lg_account(lua_State *L, size_t bytes);
+
+/* 1-based / negative Lua dim -> 0-based, raising when out of [1, ndim]. */
+int lg_dim(lua_State *L, int idx, int ndim);
+/* dtype name at idx (or default when absent and dflt >= 0). */
+gt_dtype lg_dtype(lua_State *L, int idx, int dflt);
+/* Shape from varargs of integers starting at idx, or from one table. */
+int lg_shape(lua_State *L, int idx, int64_t *shape);
+
+/* Push a gt_value tree as plain Lua values (tensor refs resolved through
+ * the list of tensor userdata at index `tensors`, or 0). */
+void lg_push_value(lua_State *L, const gt_value *v, int tensors);
+
+void lg_tensor_init(lua_State *L);  /* adds tensor functions to module */
+void lg_io_init(lua_State *L);      /* adds read/write functions */
+
+#endif

@@ -1,0 +1,352 @@
+/* lgraft_io.c: reading and writing model files from Lua.
+ *
+ * core.read(path, format [, opts]) -> tensors, names, meta
+ * core.write(path, format, names, tensors [, metadata [, progress]])
+ * Format detection and every convenience (sharding, dtype policy, ordering)
+ * live in lua/graft; this file only moves between gt_model and Lua tables. */
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "formats/fileout.h"
+#include "formats/npy.h"
+#include "formats/safetensors.h"
+#include "lgraft.h"
+
+void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
+  luaL_checkstack(L, 6, "metadata nested too deep");
+  if (!v) {
+    lua_pushnil(L);
+    return;
+  }
+  switch (v->kind) {
+  case GT_V_NIL: lua_pushnil(L); break;
+  case GT_V_BOOL: lua_pushboolean(L, (int)v->i); break;
+  case GT_V_INT: lua_pushinteger(L, v->i); break;
+  case GT_V_FLOAT: lua_pushnumber(L, v->f); break;
+  case GT_V_STR: lua_pushlstring(L, v->str, v->len); break;
+  case GT_V_TENSOR:
+    if (tensors) lua_rawgeti(L, tensors, v->i + 1);
+    else lua_pushnil(L);
+    break;
+  case GT_V_LIST:
+    lua_createtable(L, (int)v->n, 0);
+    for (size_t i = 0; i < v->n; i++) {
+      lg_push_value(L, v->items[i], tensors);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
+  case GT_V_MAP:
+    lua_createtable(L, 0, (int)v->n);
+    for (size_t i = 0; i < v->n; i++) {
+      lg_push_value(L, v->keys[i], tensors);
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        continue;
+      }
+      lg_push_value(L, v->items[i], tensors);
+      lua_rawset(L, -3);
+    }
+    break;
+  case GT_V_OBJECT:
+    lua_createtable(L, (int)v->n, 1);
+    lua_pushlstring(L, v->str ? v->str : "", v->str ? v->len : 0);
+    lua_setfield(L, -2, "__object");
+    for (size_t i = 0; i < v->n; i++) {
+      lg_push_value(L, v->items[i], tensors);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
+  }
+}
+
+/* A readers' model, owned by a to-be-closed userdata so a Lua error while
+ * pushing cannot leak it. */
+typedef struct model_box {
+  gt_model m;
+  int live;
+} model_box;
+
+static int box_gc(lua_State *L) {
+  model_box *b = lua_touserdata(L, 1);
+  if (b && b->live) {
+    gt_model_free(&b->m);
+    b->live = 0;
+  }
+  return 0;
+}
+
+static model_box *new_box(lua_State *L) {
+  model_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, "graft.modelbox")) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  gt_model_init(&b->m);
+  b->live = 1;
+  return b;
+}
+
+static int read_format(const char *format, gt_storage *file, const char *path,
+                       gt_model *m, gt_err *e) {
+  if (strcmp(format, "safetensors") == 0) return gt_safetensors_read(file, m, e);
+  if (strcmp(format, "npy") == 0) return gt_npy_read(file, m, NULL, e);
+  if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
+  return gt_fail(e, "unknown format '%s'", format);
+}
+
+static int l_read(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *format = luaL_checkstring(L, 2);
+  gt_err e;
+  model_box *b = new_box(L);
+  int box = lua_gettop(L);
+  lua_toclose(L, box);
+  gt_storage *file = gt_storage_map(path, &e);
+  if (!file) return lg_raise(L, path, &e);
+  int rc = read_format(format, file, path, &b->m, &e);
+  gt_storage_release(file);
+  if (rc != GT_OK) return lg_raise(L, path, &e);
+  gt_model *m = &b->m;
+  lua_createtable(L, 0, (int)m->n);        /* tensors */
+  int tensors = lua_gettop(L);
+  lua_createtable(L, (int)m->n, 0);        /* names */
+  int names = tensors + 1;
+  lua_createtable(L, (int)m->n, 0);        /* list of userdata, for meta */
+  int list = tensors + 2;
+  size_t total = 0;
+  for (size_t i = 0; i < m->n; i++) {
+    gt_entry *en = &m->entries[i];
+    lua_getfield(L, tensors, en->name);
+    if (!lua_isnil(L, -1))
+      return luaL_error(L, "graft: %s: tensor name \"%s\" appears twice", path, en->name);
+    lua_pop(L, 1);
+    lg_push_tensor(L, &en->t);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, list, (lua_Integer)i + 1);
+    lua_setfield(L, tensors, en->name);
+    lua_pushstring(L, en->name);
+    lua_rawseti(L, names, (lua_Integer)i + 1);
+    total += 0;
+  }
+  if (m->meta) lg_push_value(L, m->meta, list);
+  else lua_newtable(L);
+  lua_pushstring(L, m->format ? m->format : format);
+  lua_setfield(L, -2, "format");
+  lua_remove(L, list);
+  return 3;
+}
+
+/* progress bridge: calls the Lua function at stack index `fn` protected, so
+ * a Lua error never unwinds through the C writer. */
+typedef struct progress_ctx {
+  lua_State *L;
+  int fn;
+} progress_ctx;
+
+static void progress_cb(void *ctx, uint64_t done, uint64_t total) {
+  progress_ctx *p = ctx;
+  lua_pushvalue(p->L, p->fn);
+  lua_pushinteger(p->L, (lua_Integer)done);
+  lua_pushinteger(p->L, (lua_Integer)total);
+  if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) lua_pop(p->L, 1);
+}
+
+/* Build a gt_value MAP of strings from a Lua table of string -> string. */
+static gt_value *metadata_from_lua(lua_State *L, int idx, gt_err *e) {
+  gt_value *map = gt_value_new(GT_V_MAP);
+  if (!map) {
+    gt_fail(e, "out of memory");
+    return NULL;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+      lua_pop(L, 2);
+      gt_value_free(map);
+      gt_fail(e, "metadata keys and values must be strings");
+      return NULL;
+    }
+    size_t kl, vl;
+    const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+    if (gt_value_set(map, gt_value_str(k, kl), gt_value_str(v, vl)) != GT_OK) {
+      lua_pop(L, 2);
+      gt_value_free(map);
+      gt_fail(e, "out of memory");
+      return NULL;
+    }
+    lua_pop(L, 1);
+  }
+  return map;
+}
+
+typedef struct save_box {
+  gt_entry *entries;
+  gt_value *meta;
+} save_box;
+
+static int save_gc(lua_State *L) {
+  save_box *b = lua_touserdata(L, 1);
+  if (b) {
+    gt_value_free(b->meta);
+    b->meta = NULL;
+  }
+  return 0;
+}
+
+static int l_write(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *format = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  int has_meta = lua_istable(L, 5), has_prog = lua_isfunction(L, 6);
+  gt_err e;
+  lua_Integer n = luaL_len(L, 3);
+  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  save_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, "graft.savebox")) {
+    lua_pushcfunction(L, save_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, save_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 3, i);
+    const char *name = lua_tostring(L, -1);
+    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", path, (int)i);
+    lua_getfield(L, 4, name);
+    gt_tensor *t = lg_test_tensor(L, -1);
+    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", path, name);
+    b->entries[i - 1].name = (char *)name; /* kept alive by names table */
+    b->entries[i - 1].t = *t;             /* borrowed */
+    lua_pop(L, 2);
+  }
+  if (has_meta && !(b->meta = metadata_from_lua(L, 5, &e))) return lg_raise(L, path, &e);
+  progress_ctx pc = {L, 6};
+  gt_save s = {b->entries, (size_t)n, b->meta, has_prog ? progress_cb : NULL, &pc};
+  int rc;
+  if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
+  if (strcmp(format, "safetensors") == 0) rc = gt_safetensors_write(path, &s, &e);
+  else if (strcmp(format, "npy") == 0) rc = gt_npy_write(path, &s, &e);
+  else if (strcmp(format, "npz") == 0) rc = gt_npz_write(path, &s, 0, &e);
+  else if (strcmp(format, "npz_compressed") == 0) rc = gt_npz_write(path, &s, 1, &e);
+  else return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
+  if (rc != GT_OK) return lg_raise(L, path, &e);
+  return 0;
+}
+
+/* core.write_file(path, bytes): small files (indexes) through the same
+ * temp + fsync + rename path as tensor data. */
+static int l_write_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *bytes = luaL_checklstring(L, 2, &n);
+  gt_err e;
+  gt_out o;
+  if (gt_out_open(&o, path, NULL, &e) != GT_OK) return lg_raise(L, path, &e);
+  if (gt_out_write(&o, bytes, n, &e) != GT_OK) {
+    gt_out_abort(&o);
+    return lg_raise(L, path, &e);
+  }
+  if (gt_out_commit(&o, &e) != GT_OK) return lg_raise(L, path, &e);
+  return 0;
+}
+
+/* Wall-clock seconds (monotonic), for the benchmark. */
+static int l_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
+/* Peak resident set size of this process so far, in bytes. */
+static int l_maxrss(lua_State *L) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  lua_pushinteger(L, (lua_Integer)ru.ru_maxrss * 1024);
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static void push_json(lua_State *L, const cJSON *j, int depth) {
+  if (depth > 200) luaL_error(L, "graft: JSON nested too deep");
+  luaL_checkstack(L, 4, "JSON nested too deep");
+  if (cJSON_IsObject(j)) {
+    lua_newtable(L);
+    for (const cJSON *c = j->child; c; c = c->next) {
+      push_json(L, c, depth + 1);
+      lua_setfield(L, -2, c->string ? c->string : "");
+    }
+  } else if (cJSON_IsArray(j)) {
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (const cJSON *c = j->child; c; c = c->next) {
+      push_json(L, c, depth + 1);
+      lua_rawseti(L, -2, ++i);
+    }
+  } else if (cJSON_IsString(j)) {
+    lua_pushstring(L, j->valuestring);
+  } else if (cJSON_IsNumber(j)) {
+    double d = j->valuedouble;
+    if (d == (double)(lua_Integer)d && d > -9007199254740992.0 && d < 9007199254740992.0)
+      lua_pushinteger(L, (lua_Integer)d);
+    else
+      lua_pushnumber(L, d);
+  } else if (cJSON_IsBool(j)) {
+    lua_pushboolean(L, cJSON_IsTrue(j));
+  } else {
+    lua_pushnil(L);
+  }
+}
+
+static int json_box_gc(lua_State *L) {
+  cJSON **b = lua_touserdata(L, 1);
+  if (b && *b) {
+    cJSON_Delete(*b);
+    *b = NULL;
+  }
+  return 0;
+}
+
+/* core.json_decode(text) -> Lua value (objects lose key order). */
+static int l_json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  cJSON **b = lua_newuserdatauv(L, sizeof *b, 0);
+  *b = NULL;
+  if (luaL_newmetatable(L, "graft.jsonbox")) {
+    lua_pushcfunction(L, json_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, json_box_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  const char *end = NULL;
+  *b = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  if (!*b) return luaL_error(L, "graft: invalid JSON near byte %d", end ? (int)(end - s) : 0);
+  push_json(L, *b, 0);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
+  {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
+
+void lg_io_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }

@@ -1,0 +1,446 @@
+/* copy.c: the materialising kernels.
+ *
+ * Every copy goes through a *plan*: the view with size-1 dims dropped and
+ * neighbouring dims merged where the source strides allow (the destination
+ * is always row-major, so any merge that holds for the source holds for
+ * both). Three loops then cover all cases:
+ *   rows:  innermost source stride is 1: convert whole rows;
+ *   tiles: some other dim has source stride 1 (a transpose-like layout):
+ *          copy square tiles between that dim and the innermost one so both
+ *          reads and writes stay in cache;
+ *   gather: anything else: gather strided rows into a small buffer, convert.
+ * Big plans are split along their outermost dim across worker threads; each
+ * part writes a disjoint contiguous slice of the destination. */
+#include "copy.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cast.h"
+
+#define TILE 32
+#define GATHER 1024              /* elements per gathered row piece */
+#define PARALLEL_BYTES (1 << 20) /* below this one thread is faster */
+
+typedef struct plan {
+  int nd;
+  int64_t shape[GT_MAXDIM];
+  int64_t stride[GT_MAXDIM];     /* source strides, elements */
+  const unsigned char *src;      /* element 0 */
+  gt_dtype sdt, ddt;
+  int swap;
+  size_t ssz, dsz;
+} plan;
+
+static int nthreads = 0;
+
+void gt_set_threads(int n) { nthreads = n < 1 ? 1 : n > 64 ? 64 : n; }
+
+int gt_get_threads(void) {
+  if (nthreads == 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    nthreads = c < 1 ? 1 : c > 2 ? 2 : (int)c;
+  }
+  return nthreads;
+}
+
+static void make_plan(const gt_tensor *t, gt_dtype ddt, plan *p) {
+  p->nd = 0;
+  for (int i = 0; i < t->ndim; i++) {
+    if (t->shape[i] == 1) continue;
+    if (p->nd > 0 &&
+        p->stride[p->nd - 1] == t->strides[i] * t->shape[i]) {
+      p->shape[p->nd - 1] *= t->shape[i];
+      p->stride[p->nd - 1] = t->strides[i];
+    } else {
+      p->shape[p->nd] = t->shape[i];
+      p->stride[p->nd] = t->strides[i];
+      p->nd++;
+    }
+  }
+  p->src = t->storage->data + t->offset;
+  p->sdt = t->sdtype;
+  p->ddt = ddt;
+  p->swap = t->swap && gt_dtype_size(t->sdtype) > 1;
+  p->ssz = gt_dtype_size(t->sdtype);
+  p->dsz = gt_dtype_size(ddt);
+}
+
+static int64_t plan_numel(const plan *p, int from) {
+  int64_t n = 1;
+  for (int i = from; i < p->nd; i++) n *= p->shape[i];
+  return n;
+}
+
+/* Plain same-type copy or conversion of n contiguous source elements. */
+static int convert(const plan *p, void *dst, const void *src, size_t n,
+                   gt_err *err) {
+  if (p->sdt == p->ddt && !p->swap) {
+    memcpy(dst, src, n * p->dsz);
+    return GT_OK;
+  }
+  return gt_convert(p->ddt, dst, p->sdt, src, n, p->swap, err);
+}
+
+/* Advance a multi-index over dims [0, nd) (last fastest); returns the
+ * source element offset change. */
+static int64_t step_index(const plan *p, int nd, int64_t *idx) {
+  int64_t delta = 0;
+  for (int d = nd - 1; d >= 0; d--) {
+    if (++idx[d] < p->shape[d]) return delta + p->stride[d];
+    idx[d] = 0;
+    delta -= p->stride[d] * (p->shape[d] - 1);
+  }
+  return delta;
+}
+
+static int run_rows(const plan *p, unsigned char *dst, gt_err *err) {
+  int64_t row = p->nd ? p->shape[p->nd - 1] : 1;
+  int64_t rows = p->nd ? plan_numel(p, 0) / row : 1;
+  int64_t idx[GT_MAXDIM] = {0}, off = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (convert(p, dst, p->src + off * (int64_t)p->ssz, (size_t)row, err))
+      return GT_ERR;
+    dst += row * (int64_t)p->dsz;
+    if (p->nd > 1) off += step_index(p, p->nd - 1, idx);
+  }
+  return GT_OK;
+}
+
+static int run_gather(const plan *p, unsigned char *dst, gt_err *err) {
+  unsigned char tmp[GATHER * 16];
+  int64_t row = p->shape[p->nd - 1], st = p->stride[p->nd - 1];
+  int64_t rows = plan_numel(p, 0) / row;
+  int64_t idx[GT_MAXDIM] = {0}, off = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t j0 = 0; j0 < row; j0 += GATHER) {
+      int64_t m = row - j0 < GATHER ? row - j0 : GATHER;
+      const unsigned char *s = p->src + (off + j0 * st) * (int64_t)p->ssz;
+      for (int64_t j = 0; j < m; j++)
+        memcpy(tmp + j * (int64_t)p->ssz, s + j * st * (int64_t)p->ssz, p->ssz);
+      if (convert(p, dst, tmp, (size_t)m, err)) return GT_ERR;
+      dst += m * (int64_t)p->dsz;
+    }
+    off += step_index(p, p->nd - 1, idx);
+  }
+  return GT_OK;
+}
+
+/* Copy a tb x ta tile: source element (i, j) at s[i + j*sa] (i along the
+ * unit-stride dim b, j along the innermost destination dim a) goes to
+ * d[i*db + j]. Fixed element sizes let the compiler emit plain moves. */
+#define TILE_COPY(T)                                                        \
+  static void tile_##T(unsigned char *d, const unsigned char *s, int64_t db, \
+                       int64_t sa, int tb, int ta) {                        \
+    const T *sp = (const T *)s;                                             \
+    T *dp = (T *)d;                                                         \
+    for (int i = 0; i < tb; i++)                                            \
+      for (int j = 0; j < ta; j++) dp[i * db + j] = sp[i + j * sa];         \
+  }
+TILE_COPY(uint8_t)
+TILE_COPY(uint16_t)
+TILE_COPY(uint32_t)
+TILE_COPY(uint64_t)
+
+typedef struct { uint64_t a, b; } u128;
+TILE_COPY(u128)
+
+static void tile_any(size_t sz, unsigned char *d, const unsigned char *s,
+                     int64_t db, int64_t sa, int tb, int ta) {
+  switch (sz) {
+  case 1: tile_uint8_t(d, s, db, sa, tb, ta); break;
+  case 2: tile_uint16_t(d, s, db, sa, tb, ta); break;
+  case 4: tile_uint32_t(d, s, db, sa, tb, ta); break;
+  case 8: tile_uint64_t(d, s, db, sa, tb, ta); break;
+  default: tile_u128(d, s, db, sa, tb, ta); break;
+  }
+}
+
+/* Tiled transpose between dim b (source stride 1) and the innermost dim a.
+ * Other dims are walked outside the tiles. The source type is copied into a
+ * tile buffer first when a conversion is needed. */
+static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
+  int a = p->nd - 1;
+  int64_t na = p->shape[a], nb = p->shape[b], sa = p->stride[a];
+  int64_t db = plan_numel(p, b + 1);          /* dst stride of dim b */
+  int direct = p->sdt == p->ddt && !p->swap;
+  unsigned char tmp[TILE * TILE * 16];
+  /* outer dims: all but a and b, in destination order */
+  int od[GT_MAXDIM], no = 0;
+  for (int d = 0; d < p->nd; d++)
+    if (d != a && d != b) od[no++] = d;
+  int64_t idx[GT_MAXDIM] = {0}, outer = 1;
+  for (int k = 0; k < no; k++) outer *= p->shape[od[k]];
+  for (int64_t o = 0; o < outer; o++) {
+    int64_t soff = 0, doff = 0;
+    for (int k = 0; k < no; k++) {
+      soff += idx[k] * p->stride[od[k]];
+      doff += idx[k] * plan_numel(p, od[k] + 1);
+    }
+    for (int64_t i0 = 0; i0 < nb; i0 += TILE) {
+      int tb = (int)(nb - i0 < TILE ? nb - i0 : TILE);
+      for (int64_t j0 = 0; j0 < na; j0 += TILE) {
+        int ta = (int)(na - j0 < TILE ? na - j0 : TILE);
+        const unsigned char *s = p->src + (soff + i0 + j0 * sa) * (int64_t)p->ssz;
+        unsigned char *d = dst + (doff + i0 * db + j0) * (int64_t)p->dsz;
+        if (direct) {
+          tile_any(p->ssz, d, s, db, sa, tb, ta);
+          continue;
+        }
+        tile_any(p->ssz, tmp, s, ta, sa, tb, ta);
+        for (int i = 0; i < tb; i++)
+          if (convert(p, d + i * db * (int64_t)p->dsz,
+                      tmp + (int64_t)i * ta * (int64_t)p->ssz, (size_t)ta, err))
+            return GT_ERR;
+      }
+    }
+    for (int k = no - 1; k >= 0; k--) {
+      if (++idx[k] < p->shape[od[k]]) break;
+      idx[k] = 0;
+    }
+  }
+  return GT_OK;
+}
+
+static int run_plan(const plan *p, unsigned char *dst, gt_err *err) {
+  if (p->nd == 0 || p->stride[p->nd - 1] == 1) return run_rows(p, dst, err);
+  int b = -1;
+  for (int d = 0; d < p->nd - 1; d++)
+    if (p->stride[d] == 1 && p->shape[d] >= 4) b = d;
+  if (b >= 0) return run_tiles(p, b, dst, err);
+  return run_gather(p, dst, err);
+}
+
+typedef struct job {
+  plan p;
+  unsigned char *dst;
+  int rc;
+  gt_err err;
+} job;
+
+static void *run_job(void *arg) {
+  job *j = arg;
+  j->rc = run_plan(&j->p, j->dst, &j->err);
+  return NULL;
+}
+
+/* Split the plan along dim 0 into k parts that write disjoint slices. */
+static int run_parallel(const plan *p, unsigned char *dst, int k, gt_err *err) {
+  job jobs[64];
+  pthread_t tids[64];
+  int64_t n0 = p->shape[0], inner = plan_numel(p, 1), start = 0;
+  int started = 0;
+  for (int i = 0; i < k; i++) {
+    int64_t len = n0 / k + (i < n0 % k);
+    jobs[i].p = *p;
+    jobs[i].p.shape[0] = len;
+    jobs[i].p.src = p->src + start * p->stride[0] * (int64_t)p->ssz;
+    jobs[i].dst = dst + start * inner * (int64_t)p->dsz;
+    jobs[i].rc = GT_OK;
+    start += len;
+  }
+  for (int i = 1; i < k; i++) {
+    if (pthread_create(&tids[i], NULL, run_job, &jobs[i]) != 0) break;
+    started = i;
+  }
+  run_job(&jobs[0]);
+  for (int i = started + 1; i < k; i++) run_job(&jobs[i]); /* not started */
+  for (int i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+  for (int i = 0; i < k; i++)
+    if (jobs[i].rc != GT_OK) {
+      if (err) *err = jobs[i].err;
+      return GT_ERR;
+    }
+  return GT_OK;
+}
+
+int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
+  if (!gt_dtype_castable(t->sdtype, ddt))
+    return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
+                   gt_dtype_name(ddt));
+  if (gt_tensor_numel(t) == 0) return GT_OK;
+  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  plan p;
+  make_plan(t, ddt, &p);
+  int64_t bytes = plan_numel(&p, 0) * (int64_t)(p.ssz > p.dsz ? p.ssz : p.dsz);
+  int k = gt_get_threads();
+  if (k > 1 && p.nd > 0 && bytes >= PARALLEL_BYTES && p.shape[0] >= 2) {
+    if (k > p.shape[0]) k = (int)p.shape[0];
+    return run_parallel(&p, dst, k, err);
+  }
+  return run_plan(&p, dst, err);
+}
+
+int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err) {
+  gt_tensor r;
+  if (gt_tensor_zeros(&r, t->dtype, t->ndim, t->shape, err) != GT_OK)
+    return GT_ERR;
+  if (gt_copy_into(t, t->dtype, r.storage->data, err) != GT_OK) {
+    gt_tensor_free(&r);
+    return GT_ERR;
+  }
+  *out = r;
+  return GT_OK;
+}
+
+/* The part of t at outer multi-index o over dims [0, dim): a view of the
+ * remaining dims. */
+static gt_tensor outer_slice(const gt_tensor *t, int dim, int64_t o) {
+  gt_tensor s = *t;
+  for (int d = dim - 1; d >= 0; d--) {
+    int64_t i = o % t->shape[d];
+    o /= t->shape[d];
+    s.offset += i * t->strides[d] * (int64_t)gt_dtype_size(t->sdtype);
+  }
+  s.ndim = t->ndim - dim;
+  memmove(s.shape, t->shape + dim, (size_t)s.ndim * sizeof s.shape[0]);
+  memmove(s.strides, t->strides + dim, (size_t)s.ndim * sizeof s.strides[0]);
+  return s;
+}
+
+int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
+  if (n < 1) return gt_fail(err, "cat: no tensors");
+  const gt_tensor *f = &ts[0];
+  if (dim < 0 || dim >= f->ndim)
+    return gt_fail(err, "cat: dimension %d out of range for a %d-d tensor",
+                   dim + 1, f->ndim);
+  int64_t shape[GT_MAXDIM];
+  memcpy(shape, f->shape, sizeof shape);
+  shape[dim] = 0;
+  for (int k = 0; k < n; k++) {
+    const gt_tensor *t = &ts[k];
+    if (t->dtype != f->dtype)
+      return gt_fail(err, "cat: tensor %d is %s, tensor 1 is %s", k + 1,
+                     gt_dtype_name(t->dtype), gt_dtype_name(f->dtype));
+    if (t->ndim != f->ndim)
+      return gt_fail(err, "cat: tensor %d has %d dims, tensor 1 has %d", k + 1,
+                     t->ndim, f->ndim);
+    for (int d = 0; d < f->ndim; d++)
+      if (d != dim && t->shape[d] != f->shape[d])
+        return gt_fail(err, "cat: tensor %d has size %lld in dimension %d, tensor 1 has %lld",
+                       k + 1, (long long)t->shape[d], d + 1,
+                       (long long)f->shape[d]);
+    if (__builtin_add_overflow(shape[dim], t->shape[dim], &shape[dim]))
+      return gt_fail(err, "cat: result too large");
+  }
+  gt_tensor r;
+  if (gt_tensor_zeros(&r, f->dtype, f->ndim, shape, err) != GT_OK) return GT_ERR;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < dim; d++) outer *= shape[d];
+  for (int d = dim + 1; d < f->ndim; d++) inner *= shape[d];
+  size_t esz = gt_dtype_size(f->dtype);
+  int64_t acc = 0;
+  for (int k = 0; k < n; k++) {
+    for (int64_t o = 0; o < outer; o++) {
+      gt_tensor s = outer_slice(&ts[k], dim, o);
+      unsigned char *d = r.storage->data +
+                         ((o * shape[dim] + acc) * inner) * (int64_t)esz;
+      if (gt_copy_into(&s, f->dtype, d, err) != GT_OK) {
+        gt_tensor_free(&r);
+        return gt_wrap(err, "cat: tensor %d", k + 1);
+      }
+    }
+    acc += ts[k].shape[dim];
+  }
+  *out = r;
+  return GT_OK;
+}
+
+int gt_stack(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
+  if (n < 1) return gt_fail(err, "stack: no tensors");
+  if (n > 1 << 20) return gt_fail(err, "stack: too many tensors");
+  gt_tensor *u = malloc((size_t)n * sizeof *u);
+  if (!u) return gt_fail(err, "out of memory");
+  int made = 0, rc = GT_OK;
+  for (; made < n; made++) {
+    const gt_tensor *t = &ts[made];
+    if (t->ndim != ts[0].ndim ||
+        memcmp(t->shape, ts[0].shape, (size_t)t->ndim * sizeof t->shape[0])) {
+      rc = gt_fail(err, "stack: tensor %d has a different shape from tensor 1",
+                   made + 1);
+      break;
+    }
+    if (gt_unsqueeze(t, dim, &u[made], err) != GT_OK) {
+      rc = GT_ERR;
+      break;
+    }
+  }
+  if (rc == GT_OK) rc = gt_cat(u, n, dim, out, err);
+  for (int k = 0; k < made; k++) gt_tensor_free(&u[k]);
+  free(u);
+  return rc;
+}
+
+/* Stream pieces: choose the first dim k such that one slice of the dims
+ * after it fits the buffer; walk the dims before k one index at a time and
+ * dim k in chunks. Each piece is a sub-view copied whole into buf. */
+static int stream_view(const gt_tensor *t, gt_dtype ddt, unsigned char *buf,
+                       size_t bufsize, gt_sink_fn sink, void *ctx,
+                       gt_err *err) {
+  size_t dsz = gt_dtype_size(ddt);
+  int64_t numel = gt_tensor_numel(t);
+  if ((uint64_t)numel * dsz <= bufsize) {
+    if (gt_copy_into(t, ddt, buf, err) != GT_OK) return GT_ERR;
+    return sink(ctx, buf, (size_t)numel * dsz, err);
+  }
+  int k = 0;
+  int64_t slice = numel;
+  while (k < t->ndim) {
+    slice /= t->shape[k] ? t->shape[k] : 1;
+    if ((uint64_t)slice * dsz <= bufsize) break;
+    k++;
+  }
+  /* numel > 0 here and bufsize >= dsz, so k < ndim. */
+  int64_t chunk = (int64_t)(bufsize / ((uint64_t)slice * dsz));
+  int64_t outer = 1;
+  for (int d = 0; d < k; d++) outer *= t->shape[d];
+  for (int64_t o = 0; o < outer; o++) {
+    gt_tensor s = outer_slice(t, k, o);
+    for (int64_t i = 0; i < s.shape[0]; i += chunk) {
+      int64_t len = s.shape[0] - i < chunk ? s.shape[0] - i : chunk;
+      gt_tensor piece = s;
+      piece.shape[0] = len;
+      piece.offset += i * s.strides[0] * (int64_t)gt_dtype_size(s.sdtype);
+      if (gt_copy_into(&piece, ddt, buf, err) != GT_OK) return GT_ERR;
+      if (sink(ctx, buf, (size_t)(len * slice) * dsz, err) != GT_OK)
+        return GT_ERR;
+    }
+  }
+  return GT_OK;
+}
+
+int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
+              gt_sink_fn sink, void *ctx, int release, gt_err *err) {
+  size_t dsz = gt_dtype_size(ddt);
+  if (!gt_dtype_castable(t->sdtype, ddt))
+    return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
+                   gt_dtype_name(ddt));
+  if (bufsize < dsz) return gt_fail(err, "stream buffer too small");
+  int64_t numel = gt_tensor_numel(t);
+  if (numel == 0) return GT_OK;
+  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  int rc;
+  if (gt_tensor_is_plain(t) && ddt == t->dtype && t->dtype != GT_STRING) {
+    /* Already the bytes wanted: hand them over without copying. */
+    const unsigned char *p = t->storage->data + t->offset;
+    uint64_t total = (uint64_t)numel * dsz, done = 0;
+    rc = GT_OK;
+    while (rc == GT_OK && done < total) {
+      size_t n = total - done < bufsize ? (size_t)(total - done) : bufsize;
+      rc = sink(ctx, p + done, n, err);
+      if (rc == GT_OK && release)
+        gt_storage_done_with(t->storage, (uint64_t)t->offset + done, n);
+      done += n;
+    }
+    return rc;
+  }
+  rc = stream_view(t, ddt, buf, bufsize, sink, ctx, err);
+  if (rc == GT_OK && release) {
+    int64_t lo, hi;
+    if (gt_tensor_extent(t, &lo, &hi, NULL) == GT_OK && hi > lo)
+      gt_storage_done_with(t->storage, (uint64_t)lo, (uint64_t)(hi - lo));
+  }
+  return rc;
+}

@@ -1,0 +1,43 @@
+/* copy.h: materialising views, the only place bytes move.
+ *
+ * gt_copy_into is the primitive every writer and every materialising method
+ * uses: it walks a (possibly permuted, strided, flipped, lazily cast,
+ * byte-swapped) view and writes its elements row-major into a caller's
+ * contiguous buffer as `ddt`, in cache-sized tiles, on both cores for big
+ * tensors. gt_stream cuts a view into pieces that fit a bounded buffer so a
+ * writer never holds a whole tensor. */
+#ifndef GT_COPY_H
+#define GT_COPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* Write all elements of t, row-major, converted to ddt, into dst (which has
+ * room for numel * size(ddt) bytes). Loads lazy storages first. */
+int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err);
+
+/* New plain contiguous tensor with t's values as t->dtype. */
+int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err);
+
+/* Concatenate n tensors of equal dtype along dim (0-based); shapes must
+ * agree elsewhere. */
+int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err);
+/* Stack n tensors of equal shape along a new dim. */
+int gt_stack(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err);
+
+/* Called with consecutive pieces of the materialised bytes. */
+typedef int (*gt_sink_fn)(void *ctx, const void *bytes, size_t n, gt_err *err);
+/* Materialise t as ddt through buf (bufsize bytes, >= 64 KiB recommended),
+ * calling sink for each filled piece, in order. Pages of a mapped source are
+ * released as they are consumed when `release` is set. */
+int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
+              gt_sink_fn sink, void *ctx, int release, gt_err *err);
+
+/* Number of worker threads kernels may use (1 = no threads); default 2 or
+ * the number of CPUs, whichever is smaller. */
+void gt_set_threads(int n);
+int gt_get_threads(void);
+
+#endif

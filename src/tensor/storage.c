@@ -1,0 +1,179 @@
+#include "storage.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static gt_storage *alloc_header(int kind, gt_err *err) {
+  gt_storage *s = calloc(1, sizeof *s);
+  if (!s) {
+    gt_fail(err, "out of memory");
+    return NULL;
+  }
+  s->refs = 1;
+  s->kind = kind;
+  return s;
+}
+
+static void *aligned_bytes(size_t size, int zero) {
+  void *p = NULL;
+  /* posix_memalign(0) may return NULL; keep a valid pointer for size 0. */
+  if (posix_memalign(&p, 64, size ? size : 64) != 0) return NULL;
+  if (zero) memset(p, 0, size);
+  return p;
+}
+
+gt_storage *gt_storage_new(size_t size, int zero, gt_err *err) {
+  gt_storage *s = alloc_header(GT_STORAGE_HEAP, err);
+  if (!s) return NULL;
+  s->data = aligned_bytes(size, zero);
+  if (!s->data) {
+    free(s);
+    gt_fail(err, "out of memory allocating %zu bytes", size);
+    return NULL;
+  }
+  s->size = size;
+  s->owns_data = 1;
+  return s;
+}
+
+gt_storage *gt_storage_map(const char *path, gt_err *err) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    gt_fail(err, "cannot open: %s", strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    gt_fail(err, "cannot stat: %s", strerror(errno));
+    close(fd);
+    return NULL;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    gt_fail(err, "not a regular file");
+    close(fd);
+    return NULL;
+  }
+  gt_storage *s = alloc_header(GT_STORAGE_MAPPING, err);
+  if (!s) {
+    close(fd);
+    return NULL;
+  }
+  s->size = (size_t)st.st_size;
+  s->dev = st.st_dev;
+  s->ino = st.st_ino;
+  s->path = strdup(path);
+  if (s->size > 0) {
+    void *p = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      gt_fail(err, "cannot map: %s", strerror(errno));
+      close(fd);
+      free(s->path);
+      free(s);
+      return NULL;
+    }
+    s->data = p;
+  } else {
+    static unsigned char empty[1];
+    s->data = empty;
+  }
+  close(fd);
+  return s;
+}
+
+gt_storage *gt_storage_region(gt_storage *parent, uint64_t offset,
+                              uint64_t size, gt_err *err) {
+  uint64_t end;
+  if (gt_add_u64(offset, size, (unsigned long long *)&end) || end > parent->size) {
+    gt_fail(err, "byte range [%llu, +%llu) is past the end (%zu bytes)",
+            (unsigned long long)offset, (unsigned long long)size,
+            parent->size);
+    return NULL;
+  }
+  gt_storage *s = alloc_header(GT_STORAGE_REGION, err);
+  if (!s) return NULL;
+  if (gt_storage_ready(parent, err) != GT_OK) {
+    free(s);
+    return NULL;
+  }
+  s->data = parent->data + offset;
+  s->size = (size_t)size;
+  s->parent = parent;
+  gt_storage_retain(parent);
+  return s;
+}
+
+gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
+                            void *ctx, gt_free_fn free_ctx, gt_err *err) {
+  gt_storage *s = alloc_header(GT_STORAGE_LAZY, err);
+  if (!s) {
+    if (free_ctx) free_ctx(ctx);
+    return NULL;
+  }
+  s->size = size;
+  s->load = load;
+  s->ctx = ctx;
+  s->free_ctx = free_ctx;
+  s->parent = parent;
+  if (parent) gt_storage_retain(parent);
+  return s;
+}
+
+int gt_storage_alloc_data(gt_storage *s, gt_err *err) {
+  s->data = aligned_bytes(s->size, 0);
+  if (!s->data) return gt_fail(err, "out of memory allocating %zu bytes", s->size);
+  s->owns_data = 1;
+  return GT_OK;
+}
+
+void gt_storage_retain(gt_storage *s) { s->refs++; }
+
+void gt_storage_release(gt_storage *s) {
+  while (s && --s->refs == 0) {
+    gt_storage *parent = s->parent;
+    if (s->free_ctx) s->free_ctx(s->ctx);
+    if (s->kind == GT_STORAGE_MAPPING) {
+      if (s->size > 0) munmap(s->data, s->size);
+      free(s->path);
+    } else if (s->owns_data) {
+      free(s->data);
+    }
+    free(s);
+    s = parent;
+  }
+}
+
+int gt_storage_ready(gt_storage *s, gt_err *err) {
+  if (!s->load) return GT_OK;
+  if (s->load(s, err) != GT_OK) {
+    if (s->owns_data) {
+      free(s->data);
+      s->data = NULL;
+      s->owns_data = 0;
+    }
+    return GT_ERR;
+  }
+  s->load = NULL;
+  return GT_OK;
+}
+
+const gt_storage *gt_storage_root_mapping(const gt_storage *s) {
+  while (s && s->kind != GT_STORAGE_MAPPING) {
+    if (s->kind != GT_STORAGE_REGION) return NULL;
+    s = s->parent;
+  }
+  return s;
+}
+
+void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len) {
+  const gt_storage *root = gt_storage_root_mapping(s);
+  if (!root || !s->data || root->size == 0) return;
+  long pg = sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)(s->data + off), b = a + len;
+  uintptr_t lo = (a + pg - 1) & ~(uintptr_t)(pg - 1), hi = b & ~(uintptr_t)(pg - 1);
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
