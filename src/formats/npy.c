@@ -374,6 +374,7 @@ static void free_member(void *p) {
 
 static int load_member(gt_storage *s, gt_err *err) {
   const member_ctx *c = s->ctx;
+  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
   const unsigned char *base = s->parent->data;
   uint32_t crc = crc_of(base + c->member_off, c->member_size);
   if (crc != c->crc)
@@ -413,8 +414,9 @@ static archive *archive_open(gt_storage *file, gt_err *err) {
       a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
   zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
   if (!za) {
-    gt_fail(err, a ? "libzip cannot open the archive: %s" : "out of memory",
-            zip_error_strerror(&ze));
+    if (a) gt_fail(err, "libzip cannot open the archive: %s",
+                   zip_error_strerror(&ze));
+    else gt_fail(err, "out of memory");
     if (src) zip_source_free(src);
     zip_error_fini(&ze);
     free(a);

@@ -59,9 +59,11 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err);
 /* Write s (exactly one tensor) as a .npy file. */
 int gt_npy_write(const char *path, const gt_save *s, gt_err *err);
 
-/* Read the .npz archive mapped as `file` (path: only for libzip's sake; may
- * be NULL). Each "<name>.npy" member becomes tensor <name>, in archive
- * order; other members are skipped and listed in meta.other_members.
+/* Read the .npz archive mapped as `file` (path is unused: the mapping is
+ * read, by zipmap.c and by libzip over a buffer source; may be NULL). Each
+ * "<name>.npy" member becomes tensor <name>, in archive order; other
+ * members are skipped and listed in meta.other_members (names only).
+ * Duplicate member names are an error.
  * m->meta gets arrays = {<name> = {member, version, descr, fortran_order,
  * compression = "stored" | "deflated"}}. Stored members are mapped (CRC-32
  * checked on first use), deflated ones inflated on first use. */

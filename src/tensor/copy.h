@@ -3,8 +3,8 @@
  * gt_copy_into is the primitive every writer and every materialising method
  * uses: it walks a (possibly permuted, strided, flipped, lazily cast,
  * byte-swapped) view and writes its elements row-major into a caller's
- * contiguous buffer as `ddt`, in cache-sized tiles, on both cores for big
- * tensors. gt_stream cuts a view into pieces that fit a bounded buffer so a
+ * contiguous buffer as `ddt`, in cache-sized tiles, optionally on several
+ * threads for big tensors. gt_stream cuts a view into pieces that fit a bounded buffer so a
  * writer never holds a whole tensor. */
 #ifndef GT_COPY_H
 #define GT_COPY_H
@@ -35,8 +35,11 @@ typedef int (*gt_sink_fn)(void *ctx, const void *bytes, size_t n, gt_err *err);
 int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
               gt_sink_fn sink, void *ctx, int release, gt_err *err);
 
-/* Number of worker threads kernels may use (1 = no threads); default 2 or
- * the number of CPUs, whichever is smaller. */
+/* 1: transposes use only the portable scalar tiles (for tests). */
+void gt_copy_force_scalar(int on);
+
+/* Number of worker threads kernels may use (1 = no threads); default from
+ * the environment variable GRAFT_THREADS, else 1. */
 void gt_set_threads(int n);
 int gt_get_threads(void);
 
