@@ -10,7 +10,7 @@ local path, step, out = arg[1], arg[2], arg[3]
 
 local function best(fn, reps)
   local b = math.huge
-  for _ = 1, reps or 3 do
+  for _ = 1, reps or 5 do
     local t0 = core.now()
     fn()
     local dt = core.now() - t0

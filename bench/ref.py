@@ -21,7 +21,7 @@ def load_all(path):
         out[k] = np.array(mm[base + a: base + b]).view(np.float32).reshape(v["shape"])
     return out
 
-def best(fn, reps=3):
+def best(fn, reps=5):
     t = []
     for _ in range(reps):
         t0 = time.perf_counter(); fn(); t.append(time.perf_counter() - t0)

@@ -79,16 +79,25 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-static model_box *new_box(lua_State *L) {
-  model_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, "graft.modelbox")) {
-    lua_pushcfunction(L, box_gc);
+/* A zeroed userdata whose __gc and __close are `gc`, marked to-be-closed,
+ * so C resources it owns are freed on return and on error alike. */
+static void *push_box(lua_State *L, size_t size, const char *tname,
+                      lua_CFunction gc) {
+  void *b = lua_newuserdatauv(L, size, 0);
+  memset(b, 0, size);
+  if (luaL_newmetatable(L, tname)) {
+    lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, box_gc);
+    lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__close");
   }
   lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  return b;
+}
+
+static model_box *new_box(lua_State *L) {
+  model_box *b = push_box(L, sizeof *b, "graft.modelbox", box_gc);
   gt_model_init(&b->m);
   b->live = 1;
   return b;
@@ -107,8 +116,6 @@ static int l_read(lua_State *L) {
   const char *format = luaL_checkstring(L, 2);
   gt_err e;
   model_box *b = new_box(L);
-  int box = lua_gettop(L);
-  lua_toclose(L, box);
   gt_storage *file = gt_storage_map(path, &e);
   if (!file) return lg_raise(L, path, &e);
   int rc = read_format(format, file, path, &b->m, &e);
@@ -121,7 +128,6 @@ static int l_read(lua_State *L) {
   int names = tensors + 1;
   lua_createtable(L, (int)m->n, 0);        /* list of userdata, for meta */
   int list = tensors + 2;
-  size_t total = 0;
   for (size_t i = 0; i < m->n; i++) {
     gt_entry *en = &m->entries[i];
     lua_getfield(L, tensors, en->name);
@@ -134,7 +140,6 @@ static int l_read(lua_State *L) {
     lua_setfield(L, tensors, en->name);
     lua_pushstring(L, en->name);
     lua_rawseti(L, names, (lua_Integer)i + 1);
-    total += 0;
   }
   if (m->meta) lg_push_value(L, m->meta, list);
   else lua_newtable(L);
@@ -210,16 +215,7 @@ static int l_write(lua_State *L) {
   gt_err e;
   lua_Integer n = luaL_len(L, 3);
   if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
-  save_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, "graft.savebox")) {
-    lua_pushcfunction(L, save_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, save_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_setmetatable(L, -2);
-  lua_toclose(L, -1);
+  save_box *b = push_box(L, sizeof *b, "graft.savebox", save_gc);
   b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, 3, i);
@@ -290,6 +286,9 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
   if (cJSON_IsObject(j)) {
     lua_newtable(L);
     for (const cJSON *c = j->child; c; c = c->next) {
+      if (lua_getfield(L, -1, c->string ? c->string : "") != LUA_TNIL)
+        luaL_error(L, "graft: JSON object has the key \"%s\" twice", c->string);
+      lua_pop(L, 1);
       push_json(L, c, depth + 1);
       lua_setfield(L, -2, c->string ? c->string : "");
     }
@@ -328,19 +327,14 @@ static int json_box_gc(lua_State *L) {
 static int l_json_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  cJSON **b = lua_newuserdatauv(L, sizeof *b, 0);
-  *b = NULL;
-  if (luaL_newmetatable(L, "graft.jsonbox")) {
-    lua_pushcfunction(L, json_box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, json_box_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_setmetatable(L, -2);
-  lua_toclose(L, -1);
+  cJSON **b = push_box(L, sizeof *b, "graft.jsonbox", json_box_gc);
   const char *end = NULL;
   *b = cJSON_ParseWithLengthOpts(s, n, &end, 0);
   if (!*b) return luaL_error(L, "graft: invalid JSON near byte %d", end ? (int)(end - s) : 0);
+  while (end && end < s + n && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+    end++;
+  if (end && end < s + n)
+    return luaL_error(L, "graft: invalid JSON: text after the value at byte %d", (int)(end - s));
   push_json(L, *b, 0);
   return 1;
 }

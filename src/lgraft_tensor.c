@@ -582,31 +582,20 @@ static void compare(lua_State *L, gt_tensor *a, gt_tensor *b, cmp_state *s) {
   lua_pop(L, 2);
 }
 
-static int t_equal(lua_State *L) {
-  gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);
-  cmp_state s = {.equal = 1, .close = 1};
-  if (!same_shape(a, b)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  compare(L, a, b, &s);
-  lua_pushboolean(L, s.equal);
-  return 1;
-}
-
-static int t_allclose(lua_State *L) {
+/* equal(u) and allclose(u, rtol, atol): false for different shapes. */
+static int equal_or_close(lua_State *L, int close) {
   gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);
   cmp_state s = {.equal = 1, .close = 1};
   s.rtol = luaL_optnumber(L, 3, 1e-5);
   s.atol = luaL_optnumber(L, 4, 1e-8);
-  if (!same_shape(a, b)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  compare(L, a, b, &s);
-  lua_pushboolean(L, s.close);
+  if (same_shape(a, b)) compare(L, a, b, &s);
+  else s.equal = s.close = 0;
+  lua_pushboolean(L, close ? s.close : s.equal);
   return 1;
 }
+
+static int t_equal(lua_State *L) { return equal_or_close(L, 0); }
+static int t_allclose(lua_State *L) { return equal_or_close(L, 1); }
 
 static int t_max_abs_diff(lua_State *L) {
   gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);

@@ -10,12 +10,13 @@ local json = require "graft.json"
 
 local cli = {}
 
-local usage = [[
+local usage = [==[
 usage: graft ls FILE [--json]
        graft show FILE NAME
-       graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]
+       graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--max-shard-size S]
        graft diff A B [--map RECIPE] [--atol X]
-       graft run RECIPE.lua [ARGS...]]
+       graft run RECIPE.lua [ARGS...]
+exit status: 0 done (diff: same), 1 diff: different, 2 error]==]
 
 local function human(n)
   local units = { "B", "KiB", "MiB", "GiB", "TiB" }
@@ -27,12 +28,14 @@ end
 -- Split argv into positionals and --options (an option takes the next
 -- word as its value unless it is a known flag).
 local flags = { json = true, help = true }
-local function parse(argv)
+-- `graft run` passes everything after the recipe to it untouched.
+local function parse(argv, cmd)
   local pos, opt = {}, {}
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local k = a:match("^%-%-(.+)$")
+    if cmd == "run" and #pos >= 1 then k = nil end
     if k then
       local name, val = k:match("^([^=]+)=(.*)$")
       if name then opt[name] = val
@@ -79,7 +82,7 @@ function cli.ls(pos, opt, out)
     out:write(string.format("%-" .. w .. "s  %-13s %-20s %12s\n", n, t.dtype,
       shape_str(t), human(t.nbytes)))
   end
-  out:write(string.format("%d tensors, %s (%s)\n", #names, human(total),
+  out:write(string.format("%d tensor%s, %s (%s)\n", #names, #names == 1 and "" or "s", human(total),
     tostring(graft.meta(m).format)))
 end
 
@@ -88,15 +91,24 @@ function cli.show(pos, _, out)
   local name = pos[2] or error("graft: show needs FILE NAME", 0)
   local t = m[name] or error("graft: " .. pos[1] .. ": no tensor named " .. name, 0)
   out:write(tostring(t), "\n")
-  if t.dtype ~= "string" and t.dtype ~= "complex64" and t.dtype ~= "complex128" then
+  if t.numel > 0 and t.dtype ~= "string" and t.dtype ~= "complex64"
+      and t.dtype ~= "complex128" then
     local s = t:stats()
     out:write(string.format("min %.6g  max %.6g  mean %.6g  std %.6g  nan %d\n",
       s.min, s.max, s.mean, s.std, s.nan))
   end
   if t.numel <= 64 then
-    local flat = t:reshape(t.numel):totable()
     local parts = {}
-    for i, v in ipairs(flat) do parts[i] = tostring(v) end
+    local function flatten(v)
+      if type(v) == "table" then
+        for _, x in ipairs(v) do flatten(x) end
+      elseif type(v) == "string" then
+        parts[#parts + 1] = string.format("%q", v)
+      else
+        parts[#parts + 1] = tostring(v)
+      end
+    end
+    flatten(t:totable())
     out:write("[", table.concat(parts, ", "), "]\n")
   end
 end
@@ -156,24 +168,41 @@ end
 function cli.run(pos)
   local recipe = pos[1] or error("graft: run needs RECIPE.lua", 0)
   local chunk = load_recipe(recipe)
-  local args = {}
+  local args = { [0] = recipe }
   for i = 2, #pos do args[#args + 1] = pos[i] end
+  _G.arg = args
   chunk(table.unpack(args))
 end
 
+local commands = { ls = true, show = true, convert = true, diff = true, run = true }
+
+-- Returns the exit status; every error is one line on stderr, no traceback.
 function cli.main(argv, out)
   out = out or io.stdout
   local cmd = table.remove(argv, 1)
-  local pos, opt = parse(argv)
-  local f = cmd and cli[cmd]
-  if not f or cmd == "main" or opt.help then
+  if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
     io.stderr:write(usage, "\n")
-    return (cmd == nil or opt.help) and 0 or 2
+    return cmd == nil and 2 or 0
   end
-  local ok, rc = pcall(f, pos, opt, out)
+  if not commands[cmd] then
+    io.stderr:write("graft: unknown command '", cmd, "'\n", usage, "\n")
+    return 2
+  end
+  local ok, rc = pcall(function()
+    local pos, opt = parse(argv, cmd)
+    if opt.help and cmd ~= "run" then
+      io.stderr:write(usage, "\n")
+      return 0
+    end
+    return cli[cmd](pos, opt, out)
+  end)
   if not ok then
-    io.stderr:write(tostring(rc), "\n")
-    return 1
+    -- A position inside graft's own Lua modules says nothing to the user;
+    -- one in their recipe does, so it stays.
+    local msg = tostring(rc):gsub("^[^\n]-graft/%a+%.lua:%d+: ", "")
+    if not msg:find("^graft: ") then msg = "graft: " .. msg end
+    io.stderr:write(msg, "\n")
+    return 2
   end
   return rc or 0
 end

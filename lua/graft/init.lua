@@ -20,16 +20,33 @@ graft.core = core
 -- that the model itself stays a plain name -> tensor table.
 local info = setmetatable({}, { __mode = "k" })
 
+-- Errors carry no Lua position: the message is the contract
+-- ("graft: <file>: <what is wrong>").
 local function fail(fmt, ...)
-  error("graft: " .. string.format(fmt, ...), 3)
+  error("graft: " .. string.format(fmt, ...), 0)
+end
+
+-- io.open's message repeats the path ("p: No such file or directory").
+local function open_error(path, err)
+  err = tostring(err)
+  if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+  fail("%s: cannot open: %s", path, err)
+end
+
+-- A message from a nested graft call without its "graft: " prefix (nor
+-- the Lua position luaL_error puts before it).
+local function inner(msg)
+  return (tostring(msg):gsub("^[^\n]-:%d+: graft: ", ""):gsub("^graft: ", ""))
 end
 
 local function file_head(path, n)
   local f, err = io.open(path, "rb")
-  if not f then fail("%s: cannot open: %s", path, tostring(err)) end
-  local ok, head = pcall(f.read, f, n)
+  if not f then open_error(path, err) end
+  local ok, head, err2 = pcall(f.read, f, n)
   f:close()
-  if not ok then fail("%s: cannot read (is it a directory?)", path) end
+  if not ok or (head == nil and err2) then
+    fail("%s: cannot read: %s", path, tostring(ok and err2 or head):gsub("^.-: ", ""))
+  end
   return head or ""
 end
 
@@ -38,11 +55,17 @@ function graft.detect(path)
   local head = file_head(path, 64)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
+  -- JSON text (an index) has no control bytes; a safetensors header length
+  -- always does (it is below 2^56, so its high byte is 0).
+  if head:find("^%s*{") and not head:find("[%z\1-\8\14-\31]") then
+    return "safetensors_index"
+  end
   if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
-  local first = head:match("^%s*(.)")
-  if first == "{" then return "safetensors_index" end
   if #head == 0 then fail("%s: empty file", path) end
-  fail("%s: unrecognised format (first bytes %q)", path, head:sub(1, 8))
+  local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
+    return string.format("\\x%02x", c:byte())
+  end)
+  fail("%s: unrecognised format (first bytes \"%s\")", path, shown)
 end
 
 local function remember(m, names, meta)
@@ -56,23 +79,36 @@ end
 
 local function read_text(path)
   local f, err = io.open(path, "rb")
-  if not f then fail("%s: cannot open: %s", path, tostring(err)) end
-  local s = f:read("a")
+  if not f then open_error(path, err) end
+  local ok, s, err2 = pcall(f.read, f, "a")
   f:close()
+  if not ok or not s then
+    fail("%s: cannot read: %s", path, tostring(ok and err2 or s):gsub("^.-: ", ""))
+  end
   return s
+end
+
+-- Shard files sit beside their index: a bare file name, never a path.
+local function bad_shard_name(shard)
+  return type(shard) ~= "string" or shard == "" or shard == "."
+    or shard:find("/", 1, true) or shard:find("\\", 1, true)
+    or shard:find("..", 1, true) or shard:find("%z")
 end
 
 -- A *.safetensors.index.json: every shard opened, one table, shard order.
 local function open_sharded(path, opts)
   local ok, index = pcall(json.decode, read_text(path))
-  if not ok then fail("%s: %s", path, tostring(index):gsub("^graft: ", "")) end
+  if not ok then fail("%s: %s", path, inner(index)) end
   if type(index) ~= "table" or type(index.weight_map) ~= "table" then
     fail("%s: not a sharded checkpoint index (no weight_map)", path)
   end
   local shards, order = {}, {}
   for name, shard in pairs(index.weight_map) do
-    if type(shard) ~= "string" or shard:find("/", 1, true) or shard:find("^%.%.") then
-      fail("%s: tensor %q: bad shard file name %q", path, tostring(name), tostring(shard))
+    if type(name) ~= "string" then
+      fail("%s: weight_map must be an object of tensor name -> shard file", path)
+    end
+    if bad_shard_name(shard) then
+      fail("%s: tensor %q: bad shard file name %q", path, name, tostring(shard))
     end
     if not shards[shard] then
       shards[shard] = {}
@@ -87,7 +123,8 @@ local function open_sharded(path, opts)
   sub.format = nil
   for _, shard in ipairs(order) do
     local file = dirname(path) .. "/" .. shard
-    local part = graft.open(file, sub)
+    local ok_open, part = pcall(graft.open, file, sub)
+    if not ok_open then fail("%s: shard %s: %s", path, shard, inner(part)) end
     for _, name in ipairs(graft.names(part)) do
       if not shards[shard][name] then
         fail("%s: tensor %q is in %s but the index does not list it there", path, name, shard)
@@ -120,6 +157,7 @@ end
 -- Names in the file's order; sorted for tables built by hand (or where a
 -- loaded table has been changed since).
 function graft.names(m)
+  if type(m) ~= "table" then fail("names: expected a table of tensors, got %s", type(m)) end
   local i = info[m]
   local names = {}
   if i then
@@ -153,10 +191,14 @@ local ext_formats = {
 }
 
 local function format_for(path, opts)
-  if opts.format then return opts.format end
-  local ext = path:match("%.([%w_]+)$")
-  local f = ext and ext_formats[ext:lower()]
-  if not f then fail("save: %s: cannot tell the format from the extension; pass opts.format", path) end
+  local f = opts.format
+  if not f then
+    local ext = path:match("%.([%w_]+)$")
+    f = ext and ext_formats[ext:lower()]
+    if not f then
+      fail("%s: cannot tell the format from the extension; pass opts.format", path)
+    end
+  end
   if f == "npz" and opts.compress then f = "npz_compressed" end
   return f
 end
@@ -176,7 +218,7 @@ local function check_table(tensors)
   if type(tensors) ~= "table" then fail("save: tensors must be a table") end
   for k, v in pairs(tensors) do
     if type(k) ~= "string" then fail("save: tensor names must be strings (got %s)", type(k)) end
-    if not core.is_tensor(v) then fail("save: %q is not a tensor (%s)", k, type(v)) end
+    if not core.is_tensor(v) then fail("save: %q is not a tensor (it is a %s)", k, type(v)) end
   end
 end
 
@@ -200,12 +242,16 @@ local float_dtypes = { float64 = true, float32 = true, float16 = true, bfloat16 
 
 -- opts.dtype casts floating-point tensors only: integer buffers such as
 -- position ids or step counters keep their type.
-local function apply_dtype(tensors, names, dtype)
+local function apply_dtype(path, tensors, names, dtype)
   if not dtype then return tensors end
   local out = {}
   for _, n in ipairs(names) do
     local t = tensors[n]
-    if float_dtypes[t.dtype] and t.dtype ~= dtype then t = t:cast(dtype) end
+    if float_dtypes[t.dtype] and t.dtype ~= dtype then
+      local ok, c = pcall(t.cast, t, dtype)
+      if not ok then fail("%s: opts.dtype: %s", path, inner(c)) end
+      t = c
+    end
     out[n] = t
   end
   return out
@@ -276,7 +322,7 @@ function graft.save(path, tensors, opts)
   check_table(tensors)
   local format = format_for(path, opts)
   local names = ordered_names(tensors, opts)
-  local out = apply_dtype(tensors, names, opts.dtype)
+  local out = apply_dtype(path, tensors, names, opts.dtype)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)
@@ -307,10 +353,40 @@ local function apply_transform(name, t, f)
     if not lf then fail("map: unknown layout %q for %q", f, name) end
     f = lf
   end
+  if type(f) ~= "function" then fail("map: transform for %q must be a function or a layout name", name) end
   local ok, r = pcall(f, t, name)
-  if not ok then fail("map: %s: %s", name, tostring(r):gsub("^graft: ", "")) end
+  if not ok then fail("map: %s: %s", name, inner(r)) end
   if not core.is_tensor(r) then fail("map: transform of %q returned %s", name, type(r)) end
   return r
+end
+
+local function new_name(name, t, pat, target)
+  if target == graft.keep then return name end
+  local ok, new
+  if type(target) == "function" then
+    ok, new = pcall(target, name, t)
+  elseif type(target) == "string" then
+    ok, new = pcall(string.gsub, name, pat, target)
+  else
+    fail("map: rule %q: target must be a string, a function, graft.keep or graft.drop", pat)
+  end
+  if not ok then fail("map: %s: rule %q: %s", name, pat, inner(new)) end
+  if type(new) ~= "string" then
+    fail("map: %s: rule %q gave no name (%s)", name, pat, type(new))
+  end
+  return new
+end
+
+-- The first rule whose pattern matches `name`, or nil.
+local function find_rule(rules, name)
+  for i, rule in ipairs(rules) do
+    local pat = type(rule) == "table" and rule[1]
+    if type(pat) ~= "string" then fail("map: rule %d: {pattern, target [, transform]} with a string pattern", i) end
+    local ok, hit = pcall(string.find, name, pat)
+    if not ok then fail("map: rule %d: bad pattern %q: %s", i, pat, inner(hit)) end
+    if hit then return rule end
+  end
+  return nil
 end
 
 -- rules: ordered list of {pattern, target [, transform]}; the first rule
@@ -319,31 +395,26 @@ end
 -- or graft.drop. A name no rule matches is an error.
 function graft.map(m, rules, opts)
   opts = opts or {}
-  local out, order = {}, {}
+  if type(rules) ~= "table" then fail("map: rules must be a list of {pattern, target [, transform]}") end
+  local out, order, from = {}, {}, {}
   for _, name in ipairs(graft.names(m)) do
-    local t, done = m[name], false
-    for _, rule in ipairs(rules) do
-      local pat, target, transform = rule[1], rule[2], rule[3]
-      if name:find(pat) then
-        done = true
-        if target ~= graft.drop then
-          local new
-          if target == graft.keep then new = name
-          elseif type(target) == "function" then new = target(name, t)
-          else new = name:gsub(pat, target) end
-          if type(new) ~= "string" then fail("map: rule for %q gave no name", name) end
-          if out[new] then fail("map: %q and another tensor both map to %q", name, new) end
-          out[new] = apply_transform(name, t, transform)
-          order[#order + 1] = new
-        end
-        break
+    local t = m[name]
+    local rule = find_rule(rules, name)
+    local new, transform
+    if rule then
+      if rule[2] ~= graft.drop then
+        new, transform = new_name(name, t, rule[1], rule[2]), rule[3]
       end
-    end
-    if not done and not opts.keep_unmatched then
+    elseif opts.keep_unmatched then
+      new = name
+    else
       fail("map: no rule matches %q (add a rule, graft.keep or graft.drop)", name)
-    elseif not done then
-      out[name] = t
-      order[#order + 1] = name
+    end
+    if new then
+      if from[new] then fail("map: %q and %q both map to %q", from[new], name, new) end
+      from[new] = name
+      out[new] = apply_transform(name, t, transform)
+      order[#order + 1] = new
     end
   end
   return remember(out, order, { format = "map" })
@@ -353,12 +424,15 @@ end
 function graft.check(out, template, opts)
   opts = opts or {}
   local report = { missing = {}, unexpected = {}, shape = {}, dtype = {} }
-  local function spec(v)
-    if core.is_tensor(v) then return v.shape, v.dtype end
-    return v.shape, v.dtype
+  if type(out) ~= "table" or type(template) ~= "table" then
+    fail("check: expected two tables (model, template)")
+  end
+  local function spec(name, v)
+    if core.is_tensor(v) or type(v) == "table" then return v.shape, v.dtype end
+    fail("check: template entry %q must be a tensor or {shape, dtype}", name)
   end
   for _, name in ipairs(graft.names(template)) do
-    local want_shape, want_dtype = spec(template[name])
+    local want_shape, want_dtype = spec(name, template[name])
     local t = out[name]
     if not t then
       report.missing[#report.missing + 1] = name

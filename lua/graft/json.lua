@@ -54,13 +54,37 @@ local function is_array(t)
   return true
 end
 
+-- Floats as Python's repr: the shortest digits that read back exactly,
+-- fixed notation for decimal exponents -4 .. 15 (with ".0" when integral),
+-- otherwise d.ddde+XX.
+local function shortest_digits(v)
+  for p = 1, 17 do
+    local s = string.format("%." .. (p - 1) .. "e", v)
+    if tonumber(s) == v or p == 17 then
+      local m, e = s:match("^(%d[%.%d]*)e([-+]%d+)$")
+      return (m:gsub("%.", "")), tonumber(e)
+    end
+  end
+end
+
 local function encode_number(v)
   if math.type(v) == "integer" then return tostring(v) end
   if v ~= v or v == math.huge or v == -math.huge then
-    error("graft: cannot encode " .. tostring(v) .. " in JSON")
+    error("graft: cannot encode " .. tostring(v) .. " in JSON", 0)
   end
-  if v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%.1f", v) end
-  return string.format("%.17g", v)
+  if v == 0 then return (1 / v < 0) and "-0.0" or "0.0" end
+  local sign = v < 0 and "-" or ""
+  local digits, e = shortest_digits(math.abs(v))
+  digits = digits:gsub("0+$", "")
+  if digits == "" then digits = "0" end
+  if e >= -4 and e < 16 then
+    local n = #digits
+    if e < 0 then return sign .. "0." .. string.rep("0", -e - 1) .. digits end
+    if n <= e + 1 then return sign .. digits .. string.rep("0", e + 1 - n) .. ".0" end
+    return sign .. digits:sub(1, e + 1) .. "." .. digits:sub(e + 2)
+  end
+  local mant = #digits > 1 and (digits:sub(1, 1) .. "." .. digits:sub(2)) or digits
+  return string.format("%s%se%s%02d", sign, mant, e < 0 and "-" or "+", math.abs(e))
 end
 
 local function encode(v, indent, level)

@@ -20,7 +20,12 @@
 
 #include "cast.h"
 
-#define TILE 32
+#ifndef TILE_B
+#define TILE_B 16 /* tile extent along the unit-stride source dim */
+#endif
+#ifndef TILE_A
+#define TILE_A 256 /* tile extent along the innermost destination dim */
+#endif
 #define GATHER 1024              /* elements per gathered row piece */
 #define PARALLEL_BYTES (1 << 20) /* below this one thread is faster */
 
@@ -30,6 +35,7 @@ typedef struct plan {
   int64_t stride[GT_MAXDIM];     /* source strides, elements */
   const unsigned char *src;      /* element 0 */
   gt_dtype sdt, ddt;
+  gt_dtype mid;                  /* a lazy cast's dtype to round through, or ddt */
   int swap;
   size_t ssz, dsz;
 } plan;
@@ -38,14 +44,14 @@ static int nthreads = 0;
 
 void gt_set_threads(int n) { nthreads = n < 1 ? 1 : n > 64 ? 64 : n; }
 
-/* Default 1: on the machines measured (bench/), copies and casts are
- * memory-bound and a second thread made them slower. GRAFT_THREADS=N or
- * gt_set_threads(N) splits big materialisations across N threads. */
+/* Default: the CPUs online, at most 4 (copies are memory-bound; more
+ * threads than memory channels only add overhead). GRAFT_THREADS=N or
+ * gt_set_threads(N) overrides. */
 int gt_get_threads(void) {
   if (nthreads == 0) {
     const char *env = getenv("GRAFT_THREADS");
-    int n = env ? atoi(env) : 1;
-    gt_set_threads(n);
+    long c = env ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    gt_set_threads(c < 1 ? 1 : c > 4 && !env ? 4 : (int)c);
   }
   return nthreads;
 }
@@ -67,6 +73,10 @@ static void make_plan(const gt_tensor *t, gt_dtype ddt, plan *p) {
   p->src = t->storage->data + t->offset;
   p->sdt = t->sdtype;
   p->ddt = ddt;
+  /* Materialising a lazy cast as yet another type must still round
+   * through the presented dtype (float32 -> float16 view read as float64
+   * gives float16 values). */
+  p->mid = (t->dtype != t->sdtype && t->dtype != ddt) ? t->dtype : ddt;
   p->swap = t->swap && gt_dtype_size(t->sdtype) > 1;
   p->ssz = gt_dtype_size(t->sdtype);
   p->dsz = gt_dtype_size(ddt);
@@ -85,7 +95,17 @@ static int convert(const plan *p, void *dst, const void *src, size_t n,
     memcpy(dst, src, n * p->dsz);
     return GT_OK;
   }
-  return gt_convert(p->ddt, dst, p->sdt, src, n, p->swap, err);
+  if (p->mid == p->ddt) return gt_convert(p->ddt, dst, p->sdt, src, n, p->swap, err);
+  unsigned char tmp[GATHER * 16];
+  for (size_t i = 0; i < n; i += GATHER) {
+    size_t m = n - i < GATHER ? n - i : GATHER;
+    if (gt_convert(p->mid, tmp, p->sdt, (const unsigned char *)src + i * p->ssz,
+                   m, p->swap, err) ||
+        gt_convert(p->ddt, (unsigned char *)dst + i * p->dsz, p->mid, tmp, m, 0,
+                   err))
+      return GT_ERR;
+  }
+  return GT_OK;
 }
 
 /* Advance a multi-index over dims [0, nd) (last fastest); returns the
@@ -188,6 +208,47 @@ __attribute__((target("avx2"))) static void tr8x8_32(float *d, int64_t db,
   _mm256_storeu_ps(d + 7 * db, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
+/* 8 x 8 transpose of 2-byte elements in SSE2 registers (x86-64 baseline). */
+static void tr8x8_16(uint16_t *d, int64_t db, const uint16_t *s, int64_t sa) {
+  __m128i r0 = _mm_loadu_si128((const __m128i *)(const void *)s);
+  __m128i r1 = _mm_loadu_si128((const __m128i *)(const void *)(s + sa));
+  __m128i r2 = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * sa));
+  __m128i r3 = _mm_loadu_si128((const __m128i *)(const void *)(s + 3 * sa));
+  __m128i r4 = _mm_loadu_si128((const __m128i *)(const void *)(s + 4 * sa));
+  __m128i r5 = _mm_loadu_si128((const __m128i *)(const void *)(s + 5 * sa));
+  __m128i r6 = _mm_loadu_si128((const __m128i *)(const void *)(s + 6 * sa));
+  __m128i r7 = _mm_loadu_si128((const __m128i *)(const void *)(s + 7 * sa));
+  __m128i a0 = _mm_unpacklo_epi16(r0, r1), a1 = _mm_unpackhi_epi16(r0, r1);
+  __m128i a2 = _mm_unpacklo_epi16(r2, r3), a3 = _mm_unpackhi_epi16(r2, r3);
+  __m128i a4 = _mm_unpacklo_epi16(r4, r5), a5 = _mm_unpackhi_epi16(r4, r5);
+  __m128i a6 = _mm_unpacklo_epi16(r6, r7), a7 = _mm_unpackhi_epi16(r6, r7);
+  __m128i b0 = _mm_unpacklo_epi32(a0, a2), b1 = _mm_unpackhi_epi32(a0, a2);
+  __m128i b2 = _mm_unpacklo_epi32(a1, a3), b3 = _mm_unpackhi_epi32(a1, a3);
+  __m128i b4 = _mm_unpacklo_epi32(a4, a6), b5 = _mm_unpackhi_epi32(a4, a6);
+  __m128i b6 = _mm_unpacklo_epi32(a5, a7), b7 = _mm_unpackhi_epi32(a5, a7);
+  _mm_storeu_si128((__m128i *)(void *)d, _mm_unpacklo_epi64(b0, b4));
+  _mm_storeu_si128((__m128i *)(void *)(d + db), _mm_unpackhi_epi64(b0, b4));
+  _mm_storeu_si128((__m128i *)(void *)(d + 2 * db), _mm_unpacklo_epi64(b1, b5));
+  _mm_storeu_si128((__m128i *)(void *)(d + 3 * db), _mm_unpackhi_epi64(b1, b5));
+  _mm_storeu_si128((__m128i *)(void *)(d + 4 * db), _mm_unpacklo_epi64(b2, b6));
+  _mm_storeu_si128((__m128i *)(void *)(d + 5 * db), _mm_unpackhi_epi64(b2, b6));
+  _mm_storeu_si128((__m128i *)(void *)(d + 6 * db), _mm_unpacklo_epi64(b3, b7));
+  _mm_storeu_si128((__m128i *)(void *)(d + 7 * db), _mm_unpackhi_epi64(b3, b7));
+}
+
+static void tile_16_sse2(unsigned char *d, const unsigned char *s, int64_t db,
+                         int64_t sa, int tb, int ta) {
+  int tb8 = tb & ~7, ta8 = ta & ~7;
+  for (int i = 0; i < tb8; i += 8)
+    for (int j = 0; j < ta8; j += 8)
+      tr8x8_16((uint16_t *)(void *)d + i * db + j, db,
+               (const uint16_t *)(const void *)s + i + j * sa, sa);
+  if (ta8 < ta)
+    tile_uint16_t(d + ta8 * 2, s + ta8 * sa * 2, db, sa, tb8, ta - ta8);
+  if (tb8 < tb)
+    tile_uint16_t(d + tb8 * db * 2, s + tb8 * 2, db, sa, tb - tb8, ta);
+}
+
 static int have_avx2(void) {
   static int v = -1;
   if (v < 0) v = __builtin_cpu_supports("avx2") ? 1 : 0;
@@ -216,7 +277,15 @@ static void tile_any(size_t sz, unsigned char *d, const unsigned char *s,
                      int64_t db, int64_t sa, int tb, int ta) {
   switch (sz) {
   case 1: tile_uint8_t(d, s, db, sa, tb, ta); break;
-  case 2: tile_uint16_t(d, s, db, sa, tb, ta); break;
+  case 2:
+#if defined(__x86_64__)
+    if (use_vector_tiles && ((uintptr_t)d % 2 == 0) && ((uintptr_t)s % 2 == 0)) {
+      tile_16_sse2(d, s, db, sa, tb, ta);
+      break;
+    }
+#endif
+    tile_uint16_t(d, s, db, sa, tb, ta);
+    break;
   case 4:
 #if defined(__x86_64__)
     /* float* access needs 4-byte alignment: the tiled path is only used on
@@ -242,6 +311,7 @@ void gt_copy_force_scalar(int on) { use_vector_tiles = !on; }
  * laid out like the source, which is then tile-transposed in the
  * destination type: conversions run on long runs, never on tile rows. */
 #define CONV_RUN 1024
+#define CONV_TILE_A 64
 
 static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
   int a = p->nd - 1;
@@ -249,7 +319,7 @@ static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
   int64_t db = plan_numel(p, b + 1);          /* dst stride of dim b */
   int direct = p->sdt == p->ddt && !p->swap;
   unsigned char *tmp = NULL;
-  if (!direct && !(tmp = malloc((size_t)CONV_RUN * TILE * p->dsz)))
+  if (!direct && !(tmp = malloc((size_t)CONV_RUN * CONV_TILE_A * p->dsz)))
     return gt_fail(err, "out of memory");
   /* outer dims: all but a and b, in destination order */
   int od[GT_MAXDIM], no = 0;
@@ -264,11 +334,11 @@ static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
       soff += idx[k] * p->stride[od[k]];
       doff += idx[k] * plan_numel(p, od[k] + 1);
     }
-    int64_t ib = direct ? TILE : CONV_RUN;
+    int64_t ib = direct ? TILE_B : CONV_RUN, ja = direct ? TILE_A : CONV_TILE_A;
     for (int64_t i0 = 0; i0 < nb && rc == GT_OK; i0 += ib) {
       int tb = (int)(nb - i0 < ib ? nb - i0 : ib);
-      for (int64_t j0 = 0; j0 < na; j0 += TILE) {
-        int ta = (int)(na - j0 < TILE ? na - j0 : TILE);
+      for (int64_t j0 = 0; j0 < na; j0 += ja) {
+        int ta = (int)(na - j0 < ja ? na - j0 : ja);
         const unsigned char *s = p->src + (soff + i0 + j0 * sa) * (int64_t)p->ssz;
         unsigned char *d = dst + (doff + i0 * db + j0) * (int64_t)p->dsz;
         if (direct) {
@@ -361,24 +431,9 @@ int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
   return run_plan(&p, dst, err);
 }
 
-/* A new contiguous tensor whose bytes the caller fills completely (not
- * zeroed: every byte is written by a copy before anyone reads it). */
-static int new_uninit(gt_tensor *r, gt_dtype dt, int ndim, const int64_t *shape,
-                      gt_err *err) {
-  int64_t n, bytes;
-  if (gt_numel(ndim, shape, &n, err) != GT_OK) return GT_ERR;
-  if (__builtin_mul_overflow(n, (int64_t)gt_dtype_size(dt), &bytes))
-    return gt_fail(err, "shape has too many bytes");
-  gt_storage *s = gt_storage_new((size_t)bytes, 0, err);
-  if (!s) return GT_ERR;
-  int rc = gt_tensor_make(r, s, dt, ndim, shape, 0, err);
-  gt_storage_release(s);
-  return rc;
-}
-
 int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err) {
   gt_tensor r;
-  if (new_uninit(&r, t->dtype, t->ndim, t->shape, err) != GT_OK)
+  if (gt_tensor_alloc(&r, t->dtype, t->ndim, t->shape, 0, err) != GT_OK)
     return GT_ERR;
   if (gt_copy_into(t, t->dtype, r.storage->data, err) != GT_OK) {
     gt_tensor_free(&r);
@@ -429,7 +484,7 @@ int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
       return gt_fail(err, "cat: result too large");
   }
   gt_tensor r;
-  if (new_uninit(&r, f->dtype, f->ndim, shape, err) != GT_OK) return GT_ERR;
+  if (gt_tensor_alloc(&r, f->dtype, f->ndim, shape, 0, err) != GT_OK) return GT_ERR;
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < dim; d++) outer *= shape[d];
   for (int d = dim + 1; d < f->ndim; d++) inner *= shape[d];

@@ -39,7 +39,7 @@ int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
 void gt_copy_force_scalar(int on);
 
 /* Number of worker threads kernels may use (1 = no threads); default from
- * the environment variable GRAFT_THREADS, else 1. */
+ * the environment variable GRAFT_THREADS, else the CPUs online, at most 4. */
 void gt_set_threads(int n);
 int gt_get_threads(void);
 

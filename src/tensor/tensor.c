@@ -100,11 +100,16 @@ int gt_tensor_make(gt_tensor *out, gt_storage *s, gt_dtype dtype, int ndim,
 
 int gt_tensor_zeros(gt_tensor *out, gt_dtype dtype, int ndim,
                     const int64_t *shape, gt_err *err) {
+  return gt_tensor_alloc(out, dtype, ndim, shape, 1, err);
+}
+
+int gt_tensor_alloc(gt_tensor *out, gt_dtype dtype, int ndim,
+                    const int64_t *shape, int zero, gt_err *err) {
   int64_t n, bytes;
   if (gt_numel(ndim, shape, &n, err) != GT_OK) return GT_ERR;
   if (__builtin_mul_overflow(n, (int64_t)gt_dtype_size(dtype), &bytes))
     return gt_fail(err, "shape has too many bytes");
-  gt_storage *s = gt_storage_new((size_t)bytes, 1, err);
+  gt_storage *s = gt_storage_new((size_t)bytes, zero, err);
   if (!s) return GT_ERR;
   int rc = gt_tensor_make(out, s, dtype, ndim, shape, 0, err);
   gt_storage_release(s);
@@ -255,7 +260,7 @@ int gt_flip(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
 static int view_strides(const gt_tensor *src, int ndim, const int64_t *shape,
                         int64_t *strides) {
   int64_t numel = gt_tensor_numel(src);
-  if (numel == 0) {
+  if (numel == 0 || src->ndim == 0) {
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
       strides[i] = s;

@@ -41,6 +41,10 @@ int gt_tensor_make(gt_tensor *out, gt_storage *s, gt_dtype dtype, int ndim,
 /* A fresh zero-filled contiguous tensor on a new heap storage. */
 int gt_tensor_zeros(gt_tensor *out, gt_dtype dtype, int ndim,
                     const int64_t *shape, gt_err *err);
+/* The same without zeroing when zero == 0: for results that a copy fills
+ * completely before anyone reads them. */
+int gt_tensor_alloc(gt_tensor *out, gt_dtype dtype, int ndim,
+                    const int64_t *shape, int zero, gt_err *err);
 void gt_tensor_free(gt_tensor *t);
 /* out = another reference to the same view. */
 void gt_tensor_ref(gt_tensor *out, const gt_tensor *src);
