@@ -384,12 +384,56 @@ static void *run_job(void *arg) {
   return NULL;
 }
 
+/* A small pool of persistent workers (created on first use, one slot each)
+ * so that splitting a copy costs a wake-up, not a thread creation. One
+ * caller at a time uses it; a concurrent caller runs single-threaded. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t work, done;
+  pthread_mutex_t busy;
+  job *slot[64];
+  int nworkers, finished;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0};
+
+static void *worker(void *arg) {
+  int me = (int)(intptr_t)arg;
+  pthread_mutex_lock(&pool.mu);
+  for (;;) {
+    while (!pool.slot[me]) pthread_cond_wait(&pool.work, &pool.mu);
+    job *j = pool.slot[me];
+    pthread_mutex_unlock(&pool.mu);
+    run_job(j);
+    pthread_mutex_lock(&pool.mu);
+    pool.slot[me] = NULL;
+    pool.finished++;
+    pthread_cond_signal(&pool.done);
+  }
+  return NULL;
+}
+
+/* Make sure n workers exist; returns how many do. Caller holds pool.busy. */
+static int grow_pool(int n) {
+  while (pool.nworkers < n) {
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&tid, &attr, worker, (void *)(intptr_t)pool.nworkers);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) break;
+    pool.nworkers++;
+  }
+  return pool.nworkers;
+}
+
 /* Split the plan along dim 0 into k parts that write disjoint slices. */
 static int run_parallel(const plan *p, unsigned char *dst, int k, gt_err *err) {
   job jobs[64];
-  pthread_t tids[64];
   int64_t n0 = p->shape[0], inner = plan_numel(p, 1), start = 0;
-  int started = 0;
+  if (pthread_mutex_trylock(&pool.busy) != 0) return run_plan(p, dst, err);
+  int helpers = grow_pool(k - 1);
+  if (helpers < k - 1) k = helpers + 1;
   for (int i = 0; i < k; i++) {
     int64_t len = n0 / k + (i < n0 % k);
     jobs[i].p = *p;
@@ -399,13 +443,16 @@ static int run_parallel(const plan *p, unsigned char *dst, int k, gt_err *err) {
     jobs[i].rc = GT_OK;
     start += len;
   }
-  for (int i = 1; i < k; i++) {
-    if (pthread_create(&tids[i], NULL, run_job, &jobs[i]) != 0) break;
-    started = i;
-  }
+  pthread_mutex_lock(&pool.mu);
+  pool.finished = 0;
+  for (int i = 1; i < k; i++) pool.slot[i - 1] = &jobs[i];
+  pthread_cond_broadcast(&pool.work);
+  pthread_mutex_unlock(&pool.mu);
   run_job(&jobs[0]);
-  for (int i = started + 1; i < k; i++) run_job(&jobs[i]); /* not started */
-  for (int i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+  pthread_mutex_lock(&pool.mu);
+  while (pool.finished < k - 1) pthread_cond_wait(&pool.done, &pool.mu);
+  pthread_mutex_unlock(&pool.mu);
+  pthread_mutex_unlock(&pool.busy);
   for (int i = 0; i < k; i++)
     if (jobs[i].rc != GT_OK) {
       if (err) *err = jobs[i].err;
