@@ -818,6 +818,11 @@ static int g_cast_force_scalar(lua_State *L) {
   return 0;
 }
 
+static int g_copy_force_scalar(lua_State *L) {
+  gt_copy_force_scalar(lua_toboolean(L, 1));
+  return 0;
+}
+
 static int g_cast_paths(lua_State *L) {
   lua_pushstring(L, gt_cast_paths());
   return 1;
@@ -846,6 +851,7 @@ static const luaL_Reg funcs[] = {
   {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
   {"stack", g_stack}, {"is_tensor", g_is_tensor},
   {"cast_force_scalar", g_cast_force_scalar}, {"cast_paths", g_cast_paths},
+  {"copy_force_scalar", g_copy_force_scalar},
   {"threads", g_threads},
   {NULL, NULL}};
 
