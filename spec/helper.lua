@@ -88,6 +88,26 @@ function H.ls(dir)
   return t
 end
 
+-- Bytes as lowercase hex, and back.
+function H.hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+function H.unhex(h)
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- Elements of a (nested) totable() result in row-major order.
+function H.flat(v, out)
+  out = out or {}
+  if type(v) == "table" then
+    for _, x in ipairs(v) do H.flat(x, out) end
+  else
+    out[#out + 1] = v
+  end
+  return out
+end
+
 -- Expect fn to raise; return the message.
 function H.raises(fn)
   local ok, err = pcall(fn)

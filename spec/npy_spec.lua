@@ -8,24 +8,11 @@ local H = require "helper"
 
 local NPY = "npy/"
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+local hex = H.hex
 
-local function unhex(h)
-  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
-end
+local unhex = H.unhex
 
--- Elements of a totable() result in row-major order.
-local function flat(v, out)
-  out = out or {}
-  if type(v) == "table" then
-    for _, x in ipairs(v) do flat(x, out) end
-  else
-    out[#out + 1] = v
-  end
-  return out
-end
+local flat = H.flat
 
 local function only_tensor(m)
   local names = graft.names(m)

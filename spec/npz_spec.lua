@@ -8,19 +8,9 @@ local H = require "helper"
 
 local NPZ = "npz/"
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+local hex = H.hex
 
-local function flat(v, out)
-  out = out or {}
-  if type(v) == "table" then
-    for _, x in ipairs(v) do flat(x, out) end
-  else
-    out[#out + 1] = v
-  end
-  return out
-end
+local flat = H.flat
 
 local function range(a, b)
   local t = {}

@@ -30,9 +30,7 @@ local function ref_dump(path)
   return json.decode(ref("dump", path))
 end
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+local hex = H.hex
 
 local function jstr(s)
   return '"' .. s:gsub('[%c"\\]', function(c)

@@ -14,66 +14,24 @@
 
 #include "cast.h"
 
-/* Scalar element loops shared by tails and NaN fix-ups; i..j-1. */
-static void f32_to_f16_range(unsigned char *d, const unsigned char *s,
-                             size_t i, size_t j) {
-  for (; i < j; i++) {
-    float f;
-    memcpy(&f, s + 4 * i, 4);
-    uint16_t h = gt_f32_to_f16(f);
-    memcpy(d + 2 * i, &h, 2);
+/* Scalar element loops shared by tails and NaN fix-ups, elements i..j-1:
+ * load an ST from s, convert with EXPR (of `x`), store a DT into d. */
+#define RANGE(name, ST, DT, EXPR)                                         \
+  static void name(unsigned char *d, const unsigned char *s, size_t i,    \
+                   size_t j) {                                            \
+    for (; i < j; i++) {                                                  \
+      ST x;                                                               \
+      memcpy(&x, s + sizeof(ST) * i, sizeof(ST));                         \
+      DT y = (EXPR);                                                      \
+      memcpy(d + sizeof(DT) * i, &y, sizeof(DT));                         \
+    }                                                                     \
   }
-}
-
-static void f16_to_f32_range(unsigned char *d, const unsigned char *s,
-                             size_t i, size_t j) {
-  for (; i < j; i++) {
-    uint16_t h;
-    memcpy(&h, s + 2 * i, 2);
-    float f = gt_f16_to_f32(h);
-    memcpy(d + 4 * i, &f, 4);
-  }
-}
-
-static void f32_to_bf16_range(unsigned char *d, const unsigned char *s,
-                              size_t i, size_t j) {
-  for (; i < j; i++) {
-    float f;
-    memcpy(&f, s + 4 * i, 4);
-    uint16_t b = gt_f32_to_bf16(f);
-    memcpy(d + 2 * i, &b, 2);
-  }
-}
-
-static void bf16_to_f32_range(unsigned char *d, const unsigned char *s,
-                              size_t i, size_t j) {
-  for (; i < j; i++) {
-    uint16_t b;
-    memcpy(&b, s + 2 * i, 2);
-    float f = gt_bf16_to_f32(b);
-    memcpy(d + 4 * i, &f, 4);
-  }
-}
-
-static void f64_to_f32_range(unsigned char *d, const unsigned char *s,
-                             size_t i, size_t j) {
-  for (; i < j; i++) {
-    double g;
-    memcpy(&g, s + 8 * i, 8);
-    float f = (float)g;
-    memcpy(d + 4 * i, &f, 4);
-  }
-}
-
-static void f32_to_f64_range(unsigned char *d, const unsigned char *s,
-                             size_t i, size_t j) {
-  for (; i < j; i++) {
-    float f;
-    memcpy(&f, s + 4 * i, 4);
-    double g = f;
-    memcpy(d + 8 * i, &g, 8);
-  }
-}
+RANGE(f32_to_f16_range, float, uint16_t, gt_f32_to_f16(x))
+RANGE(f16_to_f32_range, uint16_t, float, gt_f16_to_f32(x))
+RANGE(f32_to_bf16_range, float, uint16_t, gt_f32_to_bf16(x))
+RANGE(bf16_to_f32_range, uint16_t, float, gt_bf16_to_f32(x))
+RANGE(f64_to_f32_range, double, float, (float)x)
+RANGE(f32_to_f64_range, float, double, (double)x)
 
 static void bswap_range(unsigned char *d, const unsigned char *s, size_t i,
                         size_t j, size_t lane) {
