@@ -2,7 +2,8 @@
  * cast.c). Each converts n contiguous elements, src and dst at any
  * alignment and not overlapping, and gives exactly the results of the
  * scalar kernels of cast.h (NaN lanes are redone by those). Call a kernel
- * only when gt_x86_units() has the unit named beside it. */
+ * only when gt_x86_units() has the unit named beside it (copy.c asks it
+ * for its AVX2 transpose tiles too). */
 #ifndef GT_CAST_X86_H
 #define GT_CAST_X86_H
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cast.h"
+#include "cast_x86.h"
 
 #ifndef TILE_B
 #define TILE_B 16 /* tile extent along the unit-stride source dim */
@@ -236,38 +237,34 @@ static void tr8x8_16(uint16_t *d, int64_t db, const uint16_t *s, int64_t sa) {
   _mm_storeu_si128((__m128i *)(void *)(d + 7 * db), _mm_unpackhi_epi64(b3, b7));
 }
 
-static void tile_16_sse2(unsigned char *d, const unsigned char *s, int64_t db,
-                         int64_t sa, int tb, int ta) {
+/* Walk a tile in 8 x 8 blocks with a register transpose kernel (any
+ * element of `esz` bytes: data is only moved); the ragged right and bottom
+ * edges go to the scalar tile. */
+typedef void (*block8_fn)(unsigned char *d, int64_t db, const unsigned char *s,
+                          int64_t sa);
+typedef void (*tile_fn)(unsigned char *d, const unsigned char *s, int64_t db,
+                        int64_t sa, int tb, int ta);
+
+static void tile_blocks(block8_fn kernel, tile_fn edge, size_t esz,
+                        unsigned char *d, const unsigned char *s, int64_t db,
+                        int64_t sa, int tb, int ta) {
   int tb8 = tb & ~7, ta8 = ta & ~7;
+  int64_t e = (int64_t)esz;
   for (int i = 0; i < tb8; i += 8)
     for (int j = 0; j < ta8; j += 8)
-      tr8x8_16((uint16_t *)(void *)d + i * db + j, db,
-               (const uint16_t *)(const void *)s + i + j * sa, sa);
-  if (ta8 < ta)
-    tile_uint16_t(d + ta8 * 2, s + ta8 * sa * 2, db, sa, tb8, ta - ta8);
-  if (tb8 < tb)
-    tile_uint16_t(d + tb8 * db * 2, s + tb8 * 2, db, sa, tb - tb8, ta);
+      kernel(d + (i * db + j) * e, db, s + (i + j * sa) * e, sa);
+  if (ta8 < ta) edge(d + ta8 * e, s + ta8 * sa * e, db, sa, tb8, ta - ta8);
+  if (tb8 < tb) edge(d + tb8 * db * e, s + tb8 * e, db, sa, tb - tb8, ta);
 }
 
-static int have_avx2(void) {
-  static int v = -1;
-  if (v < 0) v = __builtin_cpu_supports("avx2") ? 1 : 0;
-  return v;
+static void block8_16(unsigned char *d, int64_t db, const unsigned char *s,
+                      int64_t sa) {
+  tr8x8_16((uint16_t *)(void *)d, db, (const uint16_t *)(const void *)s, sa);
 }
 
-/* 4-byte tile with the AVX2 8 x 8 kernel; edges by the scalar tile. The
- * data is only moved, never interpreted, so any 4-byte type works. */
-static void tile_32_avx2(unsigned char *d, const unsigned char *s, int64_t db,
-                         int64_t sa, int tb, int ta) {
-  int tb8 = tb & ~7, ta8 = ta & ~7;
-  for (int i = 0; i < tb8; i += 8)
-    for (int j = 0; j < ta8; j += 8)
-      tr8x8_32((float *)(void *)d + i * db + j, db,
-               (const float *)(const void *)s + i + j * sa, sa);
-  if (ta8 < ta)
-    tile_uint32_t(d + ta8 * 4, s + ta8 * sa * 4, db, sa, tb8, ta - ta8);
-  if (tb8 < tb)
-    tile_uint32_t(d + tb8 * db * 4, s + tb8 * 4, db, sa, tb - tb8, ta);
+static void block8_32(unsigned char *d, int64_t db, const unsigned char *s,
+                      int64_t sa) {
+  tr8x8_32((float *)(void *)d, db, (const float *)(const void *)s, sa);
 }
 #endif
 
@@ -280,7 +277,7 @@ static void tile_any(size_t sz, unsigned char *d, const unsigned char *s,
   case 2:
 #if defined(__x86_64__)
     if (use_vector_tiles && ((uintptr_t)d % 2 == 0) && ((uintptr_t)s % 2 == 0)) {
-      tile_16_sse2(d, s, db, sa, tb, ta);
+      tile_blocks(block8_16, tile_uint16_t, 2, d, s, db, sa, tb, ta);
       break;
     }
 #endif
@@ -290,9 +287,9 @@ static void tile_any(size_t sz, unsigned char *d, const unsigned char *s,
 #if defined(__x86_64__)
     /* float* access needs 4-byte alignment: the tiled path is only used on
      * aligned data, which storages guarantee. */
-    if (use_vector_tiles && have_avx2() && ((uintptr_t)d % 4 == 0) &&
-        ((uintptr_t)s % 4 == 0)) {
-      tile_32_avx2(d, s, db, sa, tb, ta);
+    if (use_vector_tiles && (gt_x86_units() & GT_X86_AVX2) &&
+        ((uintptr_t)d % 4 == 0) && ((uintptr_t)s % 4 == 0)) {
+      tile_blocks(block8_32, tile_uint32_t, 4, d, s, db, sa, tb, ta);
       break;
     }
 #endif
@@ -318,6 +315,7 @@ static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
   int64_t na = p->shape[a], nb = p->shape[b], sa = p->stride[a];
   int64_t db = plan_numel(p, b + 1);          /* dst stride of dim b */
   int direct = p->sdt == p->ddt && !p->swap;
+  int64_t ib = direct ? TILE_B : CONV_RUN, ja = direct ? TILE_A : CONV_TILE_A;
   unsigned char *tmp = NULL;
   if (!direct && !(tmp = malloc((size_t)CONV_RUN * CONV_TILE_A * p->dsz)))
     return gt_fail(err, "out of memory");
@@ -334,7 +332,6 @@ static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
       soff += idx[k] * p->stride[od[k]];
       doff += idx[k] * plan_numel(p, od[k] + 1);
     }
-    int64_t ib = direct ? TILE_B : CONV_RUN, ja = direct ? TILE_A : CONV_TILE_A;
     for (int64_t i0 = 0; i0 < nb && rc == GT_OK; i0 += ib) {
       int tb = (int)(nb - i0 < ib ? nb - i0 : ib);
       for (int64_t j0 = 0; j0 < na; j0 += ja) {
