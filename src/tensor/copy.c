@@ -38,6 +38,7 @@ typedef struct plan {
   gt_dtype sdt, ddt;
   gt_dtype mid;                  /* a lazy cast's dtype to round through, or ddt */
   int swap;
+  int same;                      /* elements move unchanged (memcpy-able) */
   size_t ssz, dsz;
 } plan;
 
@@ -79,6 +80,7 @@ static void make_plan(const gt_tensor *t, gt_dtype ddt, plan *p) {
    * gives float16 values). */
   p->mid = (t->dtype != t->sdtype && t->dtype != ddt) ? t->dtype : ddt;
   p->swap = t->swap && gt_dtype_size(t->sdtype) > 1;
+  p->same = p->sdt == p->ddt && p->mid == p->ddt && !p->swap;
   p->ssz = gt_dtype_size(t->sdtype);
   p->dsz = gt_dtype_size(ddt);
 }
@@ -92,7 +94,7 @@ static int64_t plan_numel(const plan *p, int from) {
 /* Plain same-type copy or conversion of n contiguous source elements. */
 static int convert(const plan *p, void *dst, const void *src, size_t n,
                    gt_err *err) {
-  if (p->sdt == p->ddt && !p->swap) {
+  if (p->same) {
     memcpy(dst, src, n * p->dsz);
     return GT_OK;
   }
@@ -314,7 +316,7 @@ static int run_tiles(const plan *p, int b, unsigned char *dst, gt_err *err) {
   int a = p->nd - 1;
   int64_t na = p->shape[a], nb = p->shape[b], sa = p->stride[a];
   int64_t db = plan_numel(p, b + 1);          /* dst stride of dim b */
-  int direct = p->sdt == p->ddt && !p->swap;
+  int direct = p->same;
   int64_t ib = direct ? TILE_B : CONV_RUN, ja = direct ? TILE_A : CONV_TILE_A;
   unsigned char *tmp = NULL;
   if (!direct && !(tmp = malloc((size_t)CONV_RUN * CONV_TILE_A * p->dsz)))
