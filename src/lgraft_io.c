@@ -14,6 +14,7 @@
 #include "formats/fileout.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
+#include "formats/torch_write.h"
 #include "lgraft.h"
 
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
@@ -206,6 +207,104 @@ static int save_gc(lua_State *L) {
   return 0;
 }
 
+/* The object a torch file pickles, from the Lua tree graft.save builds
+ * (arg 7 of core.write): a tensor (one of the entries, found through
+ * `index`, a table tensor -> 0-based entry index), a number, string or
+ * boolean, or a node {kind = "list", v1, v2, ...} / {kind = "dict", k1, v1,
+ * k2, v2, ...} in the order to write. Raw access only, so no Lua code runs. */
+static gt_value *torch_tree(lua_State *L, int idx, int index, int depth,
+                            gt_err *e) {
+  if (depth > 200) {
+    gt_fail(e, "values nested deeper than 200 levels");
+    return NULL;
+  }
+  gt_value *v = NULL;
+  int t = lua_type(L, idx);
+  if (t == LUA_TBOOLEAN) v = gt_value_bool(lua_toboolean(L, idx));
+  else if (t == LUA_TNUMBER && lua_isinteger(L, idx)) v = gt_value_int(lua_tointeger(L, idx));
+  else if (t == LUA_TNUMBER) v = gt_value_float(lua_tonumber(L, idx));
+  else if (t == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    v = gt_value_str(s, n);
+  } else if (t == LUA_TUSERDATA) {
+    lua_pushvalue(L, idx);
+    lua_rawget(L, index);
+    if (!lua_isinteger(L, -1)) {
+      lua_pop(L, 1);
+      gt_fail(e, "a tensor in the tree is not among the names");
+      return NULL;
+    }
+    if ((v = gt_value_new(GT_V_TENSOR))) v->i = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  } else if (t == LUA_TTABLE) {
+    luaL_checkstack(L, 4, "values nested too deep");
+    lua_pushliteral(L, "kind");
+    lua_rawget(L, idx);
+    const char *kind = lua_tostring(L, -1);
+    int map = kind && strcmp(kind, "dict") == 0;
+    int list = kind && strcmp(kind, "list") == 0;
+    lua_pop(L, 1);
+    if (!map && !list) {
+      gt_fail(e, "bad tree node");
+      return NULL;
+    }
+    if (!(v = gt_value_new(map ? GT_V_MAP : GT_V_LIST))) goto oom;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    for (lua_Integer i = 1; i <= n; i += map ? 2 : 1) {
+      gt_value *k = NULL, *x;
+      if (map) {
+        lua_rawgeti(L, idx, i);
+        k = torch_tree(L, lua_gettop(L), index, depth + 1, e);
+        lua_pop(L, 1);
+        if (!k) goto fail;
+      }
+      lua_rawgeti(L, idx, map ? i + 1 : i);
+      x = torch_tree(L, lua_gettop(L), index, depth + 1, e);
+      lua_pop(L, 1);
+      if (!x) {
+        gt_value_free(k);
+        goto fail;
+      }
+      if ((map ? gt_value_set(v, k, x) : gt_value_push(v, x)) != GT_OK) goto oom;
+    }
+    return v;
+  } else {
+    gt_fail(e, "cannot write a %s value", lua_typename(L, t));
+    return NULL;
+  }
+  if (!v) gt_fail(e, "out of memory");
+  return v;
+oom:
+  gt_fail(e, "out of memory");
+fail:
+  gt_value_free(v);
+  return NULL;
+}
+
+/* core.write(path, "torch", names, tensors, nil, progress, tree): the tree
+ * (or, without one, an OrderedDict of names -> tensors) as a torch file. */
+static int write_torch(lua_State *L, const char *path, gt_save *s,
+                       save_box *b, gt_err *e) {
+  if (!lua_istable(L, 7)) return gt_torch_write(path, s, e);
+  lua_createtable(L, 0, (int)s->n);
+  int index = lua_gettop(L);
+  for (size_t i = 0; i < s->n; i++) {
+    lua_getfield(L, 4, s->entries[i].name);
+    if (lua_rawget(L, index) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_getfield(L, 4, s->entries[i].name);
+      lua_pushinteger(L, (lua_Integer)i);
+      lua_rawset(L, index);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  if (!(b->meta = torch_tree(L, 7, index, 0, e))) return GT_ERR;
+  s->metadata = b->meta;
+  return gt_torch_write(path, s, e);
+}
+
 static int l_write(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *format = luaL_checkstring(L, 2);
@@ -237,6 +336,7 @@ static int l_write(lua_State *L) {
   else if (strcmp(format, "npy") == 0) rc = gt_npy_write(path, &s, &e);
   else if (strcmp(format, "npz") == 0) rc = gt_npz_write(path, &s, 0, &e);
   else if (strcmp(format, "npz_compressed") == 0) rc = gt_npz_write(path, &s, 1, &e);
+  else if (strcmp(format, "torch") == 0) rc = write_torch(L, path, &s, b, &e);
   else return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
   if (rc != GT_OK) return lg_raise(L, path, &e);
   return 0;

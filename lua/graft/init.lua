@@ -188,6 +188,7 @@ end
 
 local ext_formats = {
   safetensors = "safetensors", npy = "npy", npz = "npz",
+  pt = "torch", pth = "torch", bin = "torch",
 }
 
 local function format_for(path, opts)
@@ -316,9 +317,100 @@ local function save_sharded(path, tensors, names, opts, format)
   core.write_file(dir .. base .. ".index.json", json.encode_pretty(index) .. "\n")
 end
 
+-- ---------------------------------------------------------- torch files
+
+-- A torch file pickles one Python object: a state dict (every value a
+-- tensor: an OrderedDict, names in graft.names order) or a checkpoint of
+-- nested tables ({model = {...}, epoch = 10}): tables with keys 1..n become
+-- lists, other tables dicts (string or integer keys), numbers int or float,
+-- strings str, booleans bool. core.write gets the tensors under dotted names
+-- (list items 0-based; these names only label errors and progress) and an
+-- ordered tree: {kind = "dict", k1, v1, ...} / {kind = "list", v1, ...}.
+local function is_sequence(t)
+  local count, max = 0, 0
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 then return false end
+    count = count + 1
+    if k > max then max = k end
+  end
+  return count > 0 and max == count
+end
+
+local function torch_keys(t, opts)
+  local all_strings = true
+  for k in pairs(t) do
+    if type(k) ~= "string" then
+      all_strings = false
+      if math.type(k) ~= "integer" then
+        fail("save: dict keys must be strings or integers (got %s)", type(k))
+      end
+    end
+  end
+  if all_strings then return opts and ordered_names(t, opts) or graft.names(t) end
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) ~= type(b) then return type(a) == "number" end
+    return a < b
+  end)
+  return keys
+end
+
+local function save_torch(path, tensors, opts)
+  local names, flat, casts, used, visiting = {}, {}, {}, {}, {}
+  local function leaf(t, name)
+    if casts[t] then return casts[t] end
+    local c = t
+    if opts.dtype and float_dtypes[t.dtype] and t.dtype ~= opts.dtype then
+      local ok, r = pcall(t.cast, t, opts.dtype)
+      if not ok then fail("%s: opts.dtype: %s", path, inner(r)) end
+      c = r
+    end
+    casts[t] = c
+    local n, k = name, 1
+    while used[n] do k = k + 1; n = name .. "#" .. k end
+    used[n] = true
+    names[#names + 1] = n
+    flat[n] = c
+    return c
+  end
+  local function join(prefix, key)
+    return prefix == "" and tostring(key) or prefix .. "." .. tostring(key)
+  end
+  local function node(v, name, depth, keyopts)
+    if core.is_tensor(v) then return leaf(v, name) end
+    local ty = type(v)
+    if ty == "number" or ty == "string" or ty == "boolean" then return v end
+    if ty ~= "table" then fail("save: %q: cannot write a %s to a torch file", name, ty) end
+    if visiting[v] then fail("save: %q: the table contains itself", name) end
+    if depth >= 100 then fail("save: %q: tables nested deeper than 100 levels", name) end
+    visiting[v] = true
+    local out
+    if is_sequence(v) then
+      out = { kind = "list" }
+      for i = 1, #v do out[i] = node(v[i], join(name, i - 1), depth + 1) end
+    else
+      out = { kind = "dict" }
+      for _, k in ipairs(torch_keys(v, keyopts)) do
+        out[#out + 1] = k
+        out[#out + 1] = node(v[k], join(name, k), depth + 1)
+      end
+    end
+    visiting[v] = nil
+    return out
+  end
+  local tree = node(tensors, "", 0, opts)
+  -- An empty table is an empty state dict (an OrderedDict), not a dict.
+  if next(tensors) == nil then tree = nil end
+  core.write(path, "torch", names, flat, nil, progress_fn(opts, path), tree)
+end
+
 function graft.save(path, tensors, opts)
   opts = opts or {}
   if type(path) ~= "string" then fail("save: path must be a string") end
+  if type(tensors) == "table" and format_for(path, opts) == "torch" then
+    return save_torch(path, tensors, opts)
+  end
   check_table(tensors)
   local format = format_for(path, opts)
   local names = ordered_names(tensors, opts)
