@@ -274,10 +274,23 @@ static int pickle_tensor(tw *w, size_t i, gt_err *err) {
   return gt_pe_put(pe, &p->slot, err);
 }
 
+/* s[0, n) for a message: printable ASCII kept, other bytes as \xNN. */
+static const char *shown(const char *s, size_t n, char out[64]) {
+  size_t k = 0;
+  for (size_t i = 0; i < n && k + 5 < 64; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c < 0x7f && c != '\\') out[k++] = (char)c;
+    else k += (size_t)snprintf(out + k, 64 - k, "\\x%02x", c);
+  }
+  out[k] = '\0';
+  return out;
+}
+
 static int pickle_str(tw *w, const gt_value *v, gt_err *err) {
+  char buf[64];
   if (!gt_pe_utf8_ok(v->str, v->len))
-    return gt_fail(err, "string \"%.60s\" is not UTF-8 (a Python str must "
-                        "be)", v->str);
+    return gt_fail(err, "string \"%s\" is not UTF-8 (a Python str must be)",
+                   shown(v->str, v->len, buf));
   return gt_pe_str(&w->pe, v->str, v->len, err);
 }
 
@@ -297,8 +310,9 @@ static int pickle_items(tw *w, const gt_value *v, int depth, gt_err *err) {
     for (size_t i = a; i < b; i++) {
       if (map && pickle_key(w, v->keys[i], err) != GT_OK) return GT_ERR;
       if (pickle_value(w, v->items[i], depth + 1, err) != GT_OK) {
+        char buf[64];
         if (map && v->keys[i]->kind == GT_V_STR)
-          gt_wrap(err, "\"%.100s\"", v->keys[i]->str);
+          gt_wrap(err, "\"%s\"", shown(v->keys[i]->str, v->keys[i]->len, buf));
         else if (!map)
           gt_wrap(err, "item %zu", i + 1);
         return GT_ERR;
@@ -363,8 +377,10 @@ static int pickle_state_dict(tw *w, gt_err *err) {
     for (size_t i = a; i < b; i++) {
       const char *name = s->entries[i].name;
       size_t len = strlen(name);
+      char buf[64];
       if (!gt_pe_utf8_ok(name, len))
-        return gt_fail(err, "tensor name \"%.200s\" is not UTF-8", name);
+        return gt_fail(err, "tensor name \"%s\" is not UTF-8 (a Python str "
+                            "must be)", shown(name, len, buf));
       if (gt_pe_str(pe, name, len, err) != GT_OK ||
           pickle_tensor(w, i, err) != GT_OK)
         return GT_ERR;
@@ -444,12 +460,15 @@ static int write_record(gt_zipw *z, gt_out *o, const char *folder,
   return gt_zipw_end(z, err);
 }
 
-static uint64_t zip64_threshold(void) {
+/* GRAFT_TORCH_ZIP64_AT = "SIZE[,OFFSET]": test thresholds (0: none). */
+static void zip64_thresholds(uint64_t *size_at, uint64_t *off_at) {
   const char *v = getenv("GRAFT_TORCH_ZIP64_AT");
-  if (!v || !*v) return 0;
-  char *end;
-  unsigned long long n = strtoull(v, &end, 10);
-  return *end == '\0' && n > 0 && n < 0xFFFFFFFFull ? (uint64_t)n : 0;
+  char *end = NULL;
+  *size_at = *off_at = 0;
+  if (!v || !*v) return;
+  *size_at = *off_at = strtoull(v, &end, 10);
+  if (*end == ',') *off_at = strtoull(end + 1, &end, 10);
+  if (*end != '\0') *size_at = *off_at = 0;
 }
 
 static int write_archive(tw *w, gt_out *o, const char *folder, gt_err *err) {
@@ -457,7 +476,9 @@ static int write_archive(tw *w, gt_out *o, const char *folder, gt_err *err) {
   char name[4096];
   void *buf = NULL;
   int rc = GT_ERR;
-  gt_zipw_init(&z, o, zip64_threshold());
+  uint64_t size_at, off_at;
+  zip64_thresholds(&size_at, &off_at);
+  gt_zipw_init(&z, o, size_at, off_at);
   o->total = 0;
   for (size_t k = 0; k < w->nkeys; k++) o->total += w->recs[w->order[k]].nbytes;
   if (posix_memalign(&buf, 64, GT_OUT_BUFSIZE) != 0) {

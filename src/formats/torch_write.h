@@ -24,8 +24,9 @@
  * bounded buffer. dtypes that torch 1.13 has no storage class for (float8,
  * uint16/32/64, strings) are refused, naming the tensor.
  *
- * The environment variable GRAFT_TORCH_ZIP64_AT (bytes) lowers the size
- * from which ZIP64 fields are used, for tests of that path. */
+ * The environment variable GRAFT_TORCH_ZIP64_AT = "SIZE[,OFFSET]" (bytes)
+ * lowers the member size (and offset) from which ZIP64 fields are used,
+ * for tests of that path. */
 #ifndef GT_TORCH_WRITE_H
 #define GT_TORCH_WRITE_H
 

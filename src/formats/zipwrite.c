@@ -39,10 +39,11 @@ static unsigned char *sig(unsigned char *p, unsigned char a, unsigned char b) {
   return p + 4;
 }
 
-void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t zip64_at) {
+void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t size_at, uint64_t off_at) {
   memset(z, 0, sizeof *z);
   z->o = o;
-  z->zip64_at = zip64_at ? zip64_at : 0xFFFFFFFFu;
+  z->size_at = size_at && size_at < 0xFFFFFFFFu ? size_at : 0xFFFFFFFFu;
+  z->off_at = off_at && off_at < 0xFFFFFFFFu ? off_at : 0xFFFFFFFFu;
 }
 
 void gt_zipw_free(gt_zipw *z) {
@@ -80,7 +81,7 @@ int gt_zipw_begin(gt_zipw *z, const char *name, uint64_t size, gt_err *err) {
   m->size = size;
   m->crc = 0;
   z->n++;
-  int big_size = size >= z->zip64_at, big_off = m->offset >= z->zip64_at;
+  int big_size = size >= z->size_at, big_off = m->offset >= z->off_at;
   unsigned char x[28];
   size_t xlen = zip64_extra(x, big_size, size, big_off, m->offset);
   /* "FB" + u16 n + n x 'Z' so that the data lands on the alignment. */
@@ -157,7 +158,7 @@ static uint32_t clip32(uint64_t v, uint64_t at) {
 
 static int central_entry(gt_zipw *z, const gt_zipw_member *m, gt_err *err) {
   size_t nlen = strlen(m->name);
-  int big_size = m->size >= z->zip64_at, big_off = m->offset >= z->zip64_at;
+  int big_size = m->size >= z->size_at, big_off = m->offset >= z->off_at;
   unsigned char x[28];
   size_t xlen = zip64_extra(x, big_size, m->size, big_off, m->offset);
   unsigned char h[CEN_LEN];
@@ -168,15 +169,15 @@ static int central_entry(gt_zipw *z, const gt_zipw_member *m, gt_err *err) {
   p = put16(p, 0);
   p = put32(p, 0);
   p = put32(p, m->crc);
-  p = put32(p, clip32(m->size, z->zip64_at));
-  p = put32(p, clip32(m->size, z->zip64_at));
+  p = put32(p, clip32(m->size, z->size_at));
+  p = put32(p, clip32(m->size, z->size_at));
   p = put16(p, (uint32_t)nlen);
   p = put16(p, (uint32_t)xlen);
   p = put16(p, 0);                    /* comment */
   p = put16(p, 0);                    /* disk */
   p = put16(p, 0);                    /* internal attributes */
   p = put32(p, 0);                    /* external attributes */
-  p = put32(p, clip32(m->offset, z->zip64_at));
+  p = put32(p, clip32(m->offset, z->off_at));
   if (gt_out_write(z->o, h, CEN_LEN, err) != GT_OK ||
       gt_out_write(z->o, m->name, nlen, err) != GT_OK ||
       gt_out_write(z->o, x, xlen, err) != GT_OK)
@@ -205,15 +206,15 @@ int gt_zipw_finish(gt_zipw *z, gt_err *err) {
   p = put32(p, 0);
   p = put64(p, e64);
   p = put32(p, 1);                    /* disks */
-  uint64_t n_at = z->zip64_at < 0xFFFF ? z->zip64_at : 0xFFFF;
+  uint64_t n_at = z->off_at < 0xFFFF ? z->off_at : 0xFFFF;
   uint32_t n16 = n >= n_at ? 0xFFFF : (uint32_t)n;
   p = sig(p, 5, 6);
   p = put16(p, 0);
   p = put16(p, 0);
   p = put16(p, n16);
   p = put16(p, n16);
-  p = put32(p, clip32(cd_size, z->zip64_at));
-  p = put32(p, clip32(cd_off, z->zip64_at));
+  p = put32(p, clip32(cd_size, z->off_at));
+  p = put32(p, clip32(cd_off, z->off_at));
   p = put16(p, 0);                    /* comment */
   return gt_out_write(z->o, b, (size_t)(p - b), err);
 }

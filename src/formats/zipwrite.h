@@ -13,8 +13,9 @@
  *     members) follows each member's data;
  *   - the central directory repeats the real values; ZIP64 end records are
  *     always written, as PyTorch does.
- * A member, an offset or a count at or above `zip64_at` (0xFFFFFFFF for
- * real archives; tests lower it) uses the ZIP64 fields. */
+ * A member size at or above `size_at`, or an offset or count at or above
+ * `off_at` (both 0xFFFFFFFF for real archives; tests lower them) uses the
+ * ZIP64 fields. */
 #ifndef GT_ZIPWRITE_H
 #define GT_ZIPWRITE_H
 
@@ -33,7 +34,7 @@ typedef struct gt_zipw_member {
 
 typedef struct gt_zipw {
   gt_out *o;
-  uint64_t zip64_at;
+  uint64_t size_at, off_at;
   gt_zipw_member *m;
   size_t n, cap;
   int open;                 /* a member is being written */
@@ -42,8 +43,9 @@ typedef struct gt_zipw {
   int zip64;                /* the open member uses 8-byte sizes */
 } gt_zipw;
 
-/* o must be open; the archive starts at o->pos (normally 0). */
-void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t zip64_at);
+/* o must be open; the archive starts at o->pos (normally 0). A threshold
+ * of 0 means 0xFFFFFFFF. */
+void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t size_at, uint64_t off_at);
 void gt_zipw_free(gt_zipw *z);
 /* Local header of member `name` whose data will be exactly `size` bytes. */
 int gt_zipw_begin(gt_zipw *z, const char *name, uint64_t size, gt_err *err);
