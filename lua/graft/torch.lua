@@ -49,11 +49,12 @@ end
 
 -- Whether a file no other format claimed is a torch file or a pickle: it
 -- starts with the pickle PROTO opcode, or (protocol 0 and 1 pickles have
--- none) its extension is a torch one.
+-- none) its extension is a torch one and it starts with an opcode such a
+-- pickle starts with (MARK, EMPTY_DICT, EMPTY_LIST, GLOBAL).
 function M.is_pickle(path, head)
   local b1, b2 = head:byte(1, 2)
   if b1 == 0x80 and b2 and b2 <= 5 then return true end
-  return #head > 0 and has_torch_ext(path)
+  return has_torch_ext(path) and head:find("^[%(}%]c]") ~= nil
 end
 
 local function starts(s, prefix)
