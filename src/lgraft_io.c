@@ -14,6 +14,7 @@
 #include "formats/fileout.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
+#include "formats/torch.h"
 #include "formats/torch_write.h"
 #include "lgraft.h"
 
@@ -109,6 +110,8 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "safetensors") == 0) return gt_safetensors_read(file, m, e);
   if (strcmp(format, "npy") == 0) return gt_npy_read(file, m, NULL, e);
   if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
+  if (strcmp(format, "torch") == 0 || strcmp(format, "pickle") == 0)
+    return gt_torch_read(file, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 

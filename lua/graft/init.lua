@@ -5,6 +5,7 @@
 
 local core = require "graft.core"
 local json = require "graft.json"
+local torch = require "graft.torch"
 
 local graft = {}
 
@@ -52,8 +53,9 @@ end
 
 -- Formats are recognised by their first bytes, never by the extension.
 function graft.detect(path)
-  local head = file_head(path, 64)
+  local head = file_head(path, 512)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
+  if head:sub(1, 4) == "PK\3\4" and torch.is_zip(path, head) then return "torch" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
   -- JSON text (an index) has no control bytes; a safetensors header length
   -- always does (it is below 2^56, so its high byte is 0).
@@ -61,6 +63,7 @@ function graft.detect(path)
     return "safetensors_index"
   end
   if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
+  if torch.is_pickle(path, head) then return "torch" end
   if #head == 0 then fail("%s: empty file", path) end
   local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
     return string.format("\\x%02x", c:byte())
@@ -151,6 +154,9 @@ function graft.open(path, opts)
   local format = opts.format or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
   local tensors, names, meta = core.read(path, format, opts)
+  if format == "torch" or format == "pickle" then
+    tensors, names, meta = torch.shape(path, tensors, names, meta, opts)
+  end
   return remember(tensors, names, meta)
 end
 
