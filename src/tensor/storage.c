@@ -169,8 +169,24 @@ const gt_storage *gt_storage_root_mapping(const gt_storage *s) {
   return s;
 }
 
+/* The mapping whose pages hold s's bytes: through regions, and through
+ * loaded lazy storages whose loader pointed their data into the mapping
+ * instead of copying (stored zip members checked by CRC: npz, torch). */
+static const gt_storage *pages_of(const gt_storage *s) {
+  const gt_storage *m = s;
+  while (m && m->kind != GT_STORAGE_MAPPING) {
+    if (m->kind == GT_STORAGE_LAZY && (m->load || m->owns_data)) return NULL;
+    if (m->kind != GT_STORAGE_REGION && m->kind != GT_STORAGE_LAZY) return NULL;
+    m = m->parent;
+  }
+  if (!m || !m->data || !s->data || s->data < m->data ||
+      s->size > m->size || (size_t)(s->data - m->data) > m->size - s->size)
+    return NULL;
+  return m;
+}
+
 void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len) {
-  const gt_storage *root = gt_storage_root_mapping(s);
+  const gt_storage *root = pages_of(s);
   if (!root || !s->data || root->size == 0) return;
   long pg = sysconf(_SC_PAGESIZE);
   uintptr_t a = (uintptr_t)(s->data + off), b = a + len;
