@@ -724,7 +724,7 @@ static int path_push(reader *r, const char *seg, size_t n, size_t *mark, gt_err 
   size_t need = r->path_len + n + 2;
   if (grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
   if (r->path_len) r->path[r->path_len++] = '.';
-  memcpy(r->path + r->path_len, seg, n);
+  if (n) memcpy(r->path + r->path_len, seg, n);
   r->path_len += n;
   r->path[r->path_len] = 0;
   return GT_OK;
@@ -1205,7 +1205,7 @@ int gt_torch_read(gt_storage *file, gt_model *m, gt_err *err) {
   else if (kind && strcmp(kind, "legacy") == 0) rc = read_legacy(&r, meta, err);
   else rc = read_plain(&r, meta, err);
   if (rc == GT_OK) {
-    qsort(r.globals->items, r.globals->n, sizeof *r.globals->items, cmp_str);
+    if (r.globals->n > 1) qsort(r.globals->items, r.globals->n, sizeof *r.globals->items, cmp_str);
     if (gt_value_setk(meta, "globals", r.globals)) rc = gt_fail(err, "out of memory");
     r.globals = NULL;
   }
