@@ -165,6 +165,7 @@ static const gt_torch_type *storage_class(const gt_value *g) {
   if (!g || g->kind != GT_V_OBJECT || g->i != 0 || !g->str) return NULL;
   const char *n = g->str;
   if (strncmp(n, "torch.cuda.", 11) == 0) n += 11;
+  else if (strncmp(n, "torch.storage.", 14) == 0) n += 14;
   else if (strncmp(n, "torch.", 6) == 0) n += 6;
   else return NULL;
   return gt_torch_type_by_storage(n);
@@ -723,7 +724,7 @@ static int path_push(reader *r, const char *seg, size_t n, size_t *mark, gt_err 
   size_t need = r->path_len + n + 2;
   if (grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
   if (r->path_len) r->path[r->path_len++] = '.';
-  memcpy(r->path + r->path_len, seg, n);
+  if (n) memcpy(r->path + r->path_len, seg, n);
   r->path_len += n;
   r->path[r->path_len] = 0;
   return GT_OK;
@@ -763,6 +764,10 @@ static int make_entry(reader *r, size_t k, int64_t *entry, gt_err *err) {
 /* A whole storage saved as a value: a 1-D tensor of its elements. */
 static int storage_entry(reader *r, size_t st, int64_t *entry, gt_err *err) {
   const tstore *s = &r->st[st];
+  if (s->type->gt < 0) { /* e.g. inside a quantized tensor placeholder */
+    *entry = -1;
+    return GT_OK;
+  }
   int64_t shape = (int64_t)s->numel, stride = 1;
   size_t k;
   if (add_record(r, st, s->type, 0, 1, &shape, &stride, -1, &k, err)) return GT_ERR;
@@ -778,6 +783,19 @@ static int note_global(reader *r, const char *name, gt_err *err) {
 }
 
 static gt_value *walk(reader *r, const gt_value *v, int name_tensors, gt_err *err);
+
+/* A storage of a type graft cannot present: {storage, dtype, numel}. */
+static gt_value *storage_placeholder(const tstore *s, gt_err *err) {
+  gt_value *o = gt_value_new(GT_V_MAP);
+  int bad = !o || gt_value_setk(o, "storage", gt_value_str(s->key ? s->key : "", s->key ? strlen(s->key) : 0));
+  bad = bad || gt_value_setk(o, "dtype", gt_value_str(s->type->dtype, strlen(s->type->dtype)));
+  bad = bad || gt_value_setk(o, "numel", gt_value_int((int64_t)s->numel));
+  if (bad) {
+    gt_value_free(o);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  return o;
+}
 
 /* Key text for names: strings as they are, integers in decimal. */
 static size_t key_segment(const gt_value *k, char *buf, size_t cap, const char **seg) {
@@ -895,6 +913,7 @@ static gt_value *walk(reader *r, const gt_value *v, int name_tensors, gt_err *er
     if ((v->f == 1 ? storage_entry(r, (size_t)v->i, &entry, err)
                    : make_entry(r, (size_t)v->i, &entry, err)) != GT_OK)
       return NULL;
+    if (entry < 0) return storage_placeholder(&r->st[v->i], err);
     o = gt_value_new(GT_V_TENSOR);
     if (o) o->i = entry;
     break;
@@ -1186,7 +1205,7 @@ int gt_torch_read(gt_storage *file, gt_model *m, gt_err *err) {
   else if (kind && strcmp(kind, "legacy") == 0) rc = read_legacy(&r, meta, err);
   else rc = read_plain(&r, meta, err);
   if (rc == GT_OK) {
-    qsort(r.globals->items, r.globals->n, sizeof *r.globals->items, cmp_str);
+    if (r.globals->n > 1) qsort(r.globals->items, r.globals->n, sizeof *r.globals->items, cmp_str);
     if (gt_value_setk(meta, "globals", r.globals)) rc = gt_fail(err, "out of memory");
     r.globals = NULL;
   }
