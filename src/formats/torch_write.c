@@ -13,27 +13,15 @@
 #include "../tensor/copy.h"
 #include "fileout.h"
 #include "pickle_emit.h"
+#include "torch_types.h"
 #include "zipwrite.h"
 
-/* Legacy typed-storage classes (FORMATS.md 4.5) of the dtypes torch 1.13
- * can load. TODO(merge): the reader's torch_types table covers the same
- * facts; use one table once both branches are in. */
-static const struct {
-  gt_dtype dt;
-  const char *storage;
-} STORAGE_CLASS[] = {
-  {GT_F64, "DoubleStorage"}, {GT_F32, "FloatStorage"},
-  {GT_F16, "HalfStorage"}, {GT_BF16, "BFloat16Storage"},
-  {GT_I64, "LongStorage"}, {GT_I32, "IntStorage"},
-  {GT_I16, "ShortStorage"}, {GT_I8, "CharStorage"},
-  {GT_U8, "ByteStorage"}, {GT_BOOL, "BoolStorage"},
-  {GT_C64, "ComplexFloatStorage"}, {GT_C128, "ComplexDoubleStorage"},
-};
-
+/* The legacy typed-storage class of dt (FORMATS.md 4.5), or NULL when
+ * torch 1.13 has none (types saved only through UntypedStorage and
+ * _rebuild_tensor_v3 in 2.x, strings). */
 static const char *storage_class(gt_dtype dt) {
-  for (size_t i = 0; i < sizeof STORAGE_CLASS / sizeof *STORAGE_CLASS; i++)
-    if (STORAGE_CLASS[i].dt == dt) return STORAGE_CLASS[i].storage;
-  return NULL;
+  const gt_torch_type *t = gt_torch_type_of(dt);
+  return t ? t->storage : NULL;
 }
 
 /* Deeper value trees than this are refused (the pickle would be legal, but
