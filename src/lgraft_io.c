@@ -14,6 +14,7 @@
 #include "formats/fileout.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
+#include "formats/tfgraph.h"
 #include "lgraft.h"
 
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
@@ -108,6 +109,9 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "safetensors") == 0) return gt_safetensors_read(file, m, e);
   if (strcmp(format, "npy") == 0) return gt_npy_read(file, m, NULL, e);
   if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
+  if (strcmp(format, "graphdef") == 0) return gt_tfgraph_read(file, m, e);
+  if (strcmp(format, "metagraph") == 0) return gt_tfmeta_read(file, m, e);
+  if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 
