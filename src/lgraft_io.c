@@ -14,6 +14,8 @@
 #include "formats/fileout.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
+#include "formats/tfbundle.h"
+#include "formats/tfv1.h"
 #include "formats/tfgraph.h"
 #include "lgraft.h"
 
@@ -109,6 +111,8 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "safetensors") == 0) return gt_safetensors_read(file, m, e);
   if (strcmp(format, "npy") == 0) return gt_npy_read(file, m, NULL, e);
   if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
+  if (strcmp(format, "tf") == 0) return gt_tfbundle_read(path, m, e);
+  if (strcmp(format, "tf_v1") == 0) return gt_tfv1_read(file, m, e);
   if (strcmp(format, "graphdef") == 0) return gt_tfgraph_read(file, m, e);
   if (strcmp(format, "metagraph") == 0) return gt_tfmeta_read(file, m, e);
   if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
@@ -120,10 +124,12 @@ static int l_read(lua_State *L) {
   const char *format = luaL_checkstring(L, 2);
   gt_err e;
   model_box *b = new_box(L);
-  gt_storage *file = gt_storage_map(path, &e);
-  if (!file) return lg_raise(L, path, &e);
+  /* A TF bundle is read from its prefix (several files), not mapped here. */
+  int by_prefix = strcmp(format, "tf") == 0;
+  gt_storage *file = by_prefix ? NULL : gt_storage_map(path, &e);
+  if (!file && !by_prefix) return lg_raise(L, path, &e);
   int rc = read_format(format, file, path, &b->m, &e);
-  gt_storage_release(file);
+  if (file) gt_storage_release(file);
   if (rc != GT_OK) return lg_raise(L, path, &e);
   gt_model *m = &b->m;
   lua_createtable(L, 0, (int)m->n);        /* tensors */
