@@ -252,6 +252,39 @@ static int l_write(lua_State *L) {
   return 0;
 }
 
+/* core.tfgraph_patch(path, base, names, tensors [, progress]): the GraphDef
+ * `base` written to path with the Consts named in `names` replaced. */
+static int l_tfgraph_patch(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *base = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  int has_prog = lua_isfunction(L, 5);
+  gt_err e;
+  lua_Integer n = luaL_len(L, 3);
+  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 3, i);
+    const char *name = lua_tostring(L, -1);
+    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", path, (int)i);
+    lua_getfield(L, 4, name);
+    gt_tensor *t = lg_test_tensor(L, -1);
+    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", path, name);
+    entries[i - 1].name = (char *)name; /* kept alive by the names table */
+    entries[i - 1].t = *t;             /* borrowed */
+    lua_pop(L, 2);
+  }
+  progress_ctx pc = {L, 5};
+  gt_save s = {entries, (size_t)n, NULL, has_prog ? progress_cb : NULL, &pc};
+  gt_storage *file = gt_storage_map(base, &e);
+  if (!file) return lg_raise(L, base, &e);
+  int rc = gt_tfgraph_patch(path, file, &s, &e);
+  gt_storage_release(file);
+  if (rc != GT_OK) return lg_raise(L, path, &e);
+  return 0;
+}
+
 /* core.write_file(path, bytes): small files (indexes) through the same
  * temp + fsync + rename path as tensor data. */
 static int l_write_file(lua_State *L) {
@@ -351,6 +384,7 @@ static int l_json_decode(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
+  {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
 
 void lg_io_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }

@@ -5,6 +5,7 @@
 
 local core = require "graft.core"
 local json = require "graft.json"
+local tfgraph = require "graft.tfgraph"
 
 local graft = {}
 
@@ -52,6 +53,8 @@ end
 
 -- Formats are recognised by their first bytes, never by the extension.
 function graft.detect(path)
+  local dirformat = tfgraph.detect_dir(path)
+  if dirformat then return dirformat end
   local head = file_head(path, 64)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
@@ -62,6 +65,8 @@ function graft.detect(path)
   end
   if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
   if #head == 0 then fail("%s: empty file", path) end
+  local pbformat = tfgraph.detect_name(path)
+  if pbformat then return pbformat end
   local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
     return string.format("\\x%02x", c:byte())
   end)
@@ -150,6 +155,7 @@ function graft.open(path, opts)
   opts = opts or {}
   local format = opts.format or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
+  if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
   local tensors, names, meta = core.read(path, format, opts)
   return remember(tensors, names, meta)
 end
@@ -189,6 +195,8 @@ end
 local ext_formats = {
   safetensors = "safetensors", npy = "npy", npz = "npz",
 }
+
+ext_formats.pb = "graphdef"
 
 local function format_for(path, opts)
   local f = opts.format
@@ -326,6 +334,9 @@ function graft.save(path, tensors, opts)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)
+  end
+  if format == "graphdef" then
+    return tfgraph.save(path, out, names, opts, progress_fn(opts, path))
   end
   core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
 end
