@@ -1150,6 +1150,38 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
  * scalars and fills). */
 #define TYPED_MAX ((size_t)1 << 16)
 
+/* Strings as TF's tensor_content (EncodeStringList): the varint32 lengths,
+ * then the bytes; one BYTES segment with its field-4 header. */
+static int string_content(const uint8_t *e, size_t n, seg *out, size_t *nout,
+                          gt_err *err) {
+  uint64_t len = 0;
+  for (size_t i = 0; i < n; i++) {
+    gt_str x;
+    memcpy(&x, e + i * sizeof x, sizeof x);
+    if (x.n > UINT32_MAX) return gt_fail(err, "string element %zu is too long", i);
+    len += pb_varint_size(x.n) + x.n;
+  }
+  uint8_t *b = malloc(11 + len);
+  if (!b) return gt_fail(err, "out of memory");
+  size_t k = 0;
+  b[k++] = 0x22; /* field 4, LEN */
+  k += pb_put_varint(b + k, len);
+  for (size_t i = 0; i < n; i++) {
+    gt_str x;
+    memcpy(&x, e + i * sizeof x, sizeof x);
+    k += pb_put_varint(b + k, x.n);
+  }
+  for (size_t i = 0; i < n; i++) {
+    gt_str x;
+    memcpy(&x, e + i * sizeof x, sizeof x);
+    if (x.n) memcpy(b + k, x.p, x.n);
+    k += x.n;
+  }
+  out[0] = (seg){SEG_BYTES, 0, k, b, NULL};
+  *nout = 1;
+  return GT_OK;
+}
+
 /* The new value records of p, typed field or tensor_content, as one or two
  * segments out[0, *nout). */
 static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
@@ -1171,6 +1203,8 @@ static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
   }
   if (gt_contiguous(t, &p->dense, err) != GT_OK) return GT_ERR;
   const uint8_t *e = p->dense.storage->data + p->dense.offset;
+  if (dt == GT_STRING && had_content)
+    return string_content(e, n, out, nout, err);
   size_t c = typed_values(e, n, dt, typed_count(tp));
   uint8_t *bytes = NULL;
   size_t len = 0;
