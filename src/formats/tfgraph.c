@@ -474,13 +474,16 @@ static int tensor_from_proto(gt_storage *file, const pb_rec *tr, gt_tensor *out,
     *skip = 1;
     return GT_OK;
   }
-  unsigned long long nbytes;
-  if (tensor_shape(tp, &ndim, shape, err) != GT_OK ||
-      gt_numel(ndim, shape, &numel, err) != GT_OK ||
-      gt_mul_u64((unsigned long long)numel, gt_dtype_size(dt), &nbytes) ||
-      nbytes > SIZE_MAX) {
+  unsigned long long nbytes = 0;
+  int rc = tensor_shape(tp, &ndim, shape, err);
+  if (rc == GT_OK) rc = gt_numel(ndim, shape, &numel, err);
+  if (rc == GT_OK && (gt_mul_u64((unsigned long long)numel, gt_dtype_size(dt), &nbytes) ||
+                      nbytes > SIZE_MAX))
+    rc = gt_fail(err, "a tensor of %lld %s elements is too large", (long long)numel,
+                 gt_dtype_name(dt));
+  if (rc != GT_OK) {
     protobuf_c_message_free_unpacked(&tp->base, NULL);
-    return gt_fail(err, "tensor too large or bad shape");
+    return GT_ERR;
   }
   gt_storage *s;
   if (has_content && content.len > 0) {
@@ -503,7 +506,7 @@ static int tensor_from_proto(gt_storage *file, const pb_rec *tr, gt_tensor *out,
     s = gt_storage_lazy((size_t)nbytes, NULL, load_typed, c, free_typed, err);
   }
   if (!s) return GT_ERR;
-  int rc = gt_tensor_make(out, s, dt, ndim, shape, 0, err);
+  rc = gt_tensor_make(out, s, dt, ndim, shape, 0, err);
   gt_storage_release(s);
   return rc;
 }
