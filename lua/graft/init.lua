@@ -5,6 +5,7 @@
 
 local core = require "graft.core"
 local json = require "graft.json"
+local tf = require "graft.tf"
 
 local graft = {}
 
@@ -15,6 +16,7 @@ graft.cat = core.cat
 graft.stack = core.stack
 graft.is_tensor = core.is_tensor
 graft.core = core
+graft.tf = tf
 
 -- Names and metadata of loaded models, keyed weakly by the model table so
 -- that the model itself stays a plain name -> tensor table.
@@ -148,8 +150,9 @@ end
 function graft.open(path, opts)
   if type(path) ~= "string" then fail("open: path must be a string") end
   opts = opts or {}
-  local format = opts.format or graft.detect(path)
+  local format = opts.format or tf.detect(path) or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
+  if format == "tf" then return remember(tf.open(path)) end
   local tensors, names, meta = core.read(path, format, opts)
   return remember(tensors, names, meta)
 end
@@ -187,7 +190,7 @@ end
 -- ---------------------------------------------------------------- saving
 
 local ext_formats = {
-  safetensors = "safetensors", npy = "npy", npz = "npz",
+  safetensors = "safetensors", npy = "npy", npz = "npz", index = "tf",
 }
 
 local function format_for(path, opts)
@@ -326,6 +329,10 @@ function graft.save(path, tensors, opts)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)
+  end
+  if format == "tf" then
+    local src = info[tensors] and info[tensors].meta
+    return tf.save(path, out, names, opts, src, progress_fn(opts, path))
   end
   core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
 end
