@@ -5,6 +5,7 @@
 
 local core = require "graft.core"
 local json = require "graft.json"
+local tf = require "graft.tf"
 local tfgraph = require "graft.tfgraph"
 
 local graft = {}
@@ -16,6 +17,7 @@ graft.cat = core.cat
 graft.stack = core.stack
 graft.is_tensor = core.is_tensor
 graft.core = core
+graft.tf = tf
 
 -- Names and metadata of loaded models, keyed weakly by the model table so
 -- that the model itself stays a plain name -> tensor table.
@@ -153,8 +155,9 @@ end
 function graft.open(path, opts)
   if type(path) ~= "string" then fail("open: path must be a string") end
   opts = opts or {}
-  local format = opts.format or graft.detect(path)
+  local format = opts.format or tfgraph.detect_dir(path) or tf.detect(path) or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
+  if format == "tf" then return remember(tf.open(path)) end
   if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
   local tensors, names, meta = core.read(path, format, opts)
   return remember(tensors, names, meta)
@@ -193,7 +196,7 @@ end
 -- ---------------------------------------------------------------- saving
 
 local ext_formats = {
-  safetensors = "safetensors", npy = "npy", npz = "npz",
+  safetensors = "safetensors", npy = "npy", npz = "npz", index = "tf",
 }
 
 ext_formats.pb = "graphdef"
@@ -334,6 +337,10 @@ function graft.save(path, tensors, opts)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)
+  end
+  if format == "tf" then
+    local src = info[tensors] and info[tensors].meta
+    return tf.save(path, out, names, opts, src, progress_fn(opts, path))
   end
   if format == "graphdef" then
     return tfgraph.save(path, out, names, opts, progress_fn(opts, path))

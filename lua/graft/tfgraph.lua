@@ -44,6 +44,13 @@ function M.detect_name(path)
   return nil
 end
 
+-- graft.tf reads checkpoints (with its object-graph meta) when present.
+local has_tf, tf = pcall(require, "graft.tf")
+local function read_checkpoint(prefix)
+  if has_tf then return tf.open(prefix) end
+  return core.read(prefix, "tf")
+end
+
 local function savedmodel_dir(path)
   if path:match("saved_model%.pb$") then
     return path:match("^(.*)/[^/]*$") or "."
@@ -54,16 +61,23 @@ end
 -- A SavedModel: the checkpoint in variables/ (keys as they are) as the
 -- tensors; graft.meta gets the serving meta graph's signatures, variables
 -- (name, dtype, shape and checkpoint key), tags and versions, and the
--- checkpoint's own meta as meta.checkpoint.
+-- checkpoint's own meta as meta.checkpoint (its fields also at the top
+-- level where the graph's meta has no field of that name).
 function M.open_savedmodel(path)
   local dir = savedmodel_dir(path)
   local _, _, meta = core.read(dir .. "/saved_model.pb", "savedmodel_pb")
   local prefix = dir .. "/variables/variables"
   local tensors, names = {}, {}
   if readable(prefix .. ".index") then
-    local ok, t, n, cmeta = pcall(core.read, prefix, "tf")
+    local ok, t, n, cmeta = pcall(read_checkpoint, prefix)
     if not ok then fail("%s: variables: %s", path, inner(t)) end
     tensors, names, meta.checkpoint = t, n, cmeta
+    -- the checkpoint's facts (num_shards, entries, object_graph, ...) are
+    -- also at the top, where the graph has not said the same thing
+    meta.skipped = nil -- no Consts are read from a SavedModel's graph
+    for k, v in pairs(cmeta) do
+      if meta[k] == nil then meta[k] = v end
+    end
   end
   meta.format = "savedmodel"
   meta.directory = dir

@@ -68,11 +68,16 @@ static uint32_t crc_hw(uint32_t c, const unsigned char *p, size_t n) {
 
 static atomic_int force_table;
 
+#if HAVE_HW
+static int cpu_hw;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static void detect_cpu(void) { cpu_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0; }
+#endif
+
 static int use_hw(void) {
 #if HAVE_HW
-  static int hw = -1;
-  if (hw < 0) hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-  return hw && !atomic_load(&force_table);
+  pthread_once(&cpu_once, detect_cpu);
+  return cpu_hw && !atomic_load(&force_table);
 #else
   return 0;
 #endif
