@@ -932,11 +932,15 @@ int gt_savedmodel_read(gt_storage *file, gt_model *m, gt_err *err) {
   while ((k = pb_next(&r, &f, err)) == 1) {
     if (f.num == 1 && f.wt == PB_VARINT) schema = (int64_t)f.v;
     if (f.num != 2) continue;
-    gt_value *tags = f.wt == PB_LEN ? record_tags(file, &f, err) : NULL;
+    size_t index = graphs->n;
+    if (f.wt != PB_LEN) {
+      gt_value_free(graphs);
+      return gt_fail(err, "SavedModel: meta graph %zu is not length-delimited", index);
+    }
+    gt_value *tags = record_tags(file, &f, err);
     if (!tags) {
       gt_value_free(graphs);
-      if (f.wt != PB_LEN) gt_fail(err, "meta graph at offset %zu is not length-delimited", f.start);
-      return gt_wrap(err, "SavedModel: meta graph %zu", graphs ? graphs->n : 0);
+      return gt_wrap(err, "SavedModel: meta graph %zu", index);
     }
     int s = has_tag(tags, "serve");
     if (!found || (s && !serve)) chosen = f, serve = s;
