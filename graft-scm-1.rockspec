@@ -19,6 +19,8 @@ dependencies = {
 external_dependencies = {
   LIBZIP = { header = "zip.h" },
   CJSON = { header = "cjson/cJSON.h" },
+  PROTOBUF_C = { header = "protobuf-c/protobuf-c.h" },
+  SNAPPY = { header = "snappy-c.h" },
 }
 build = {
   type = "make",

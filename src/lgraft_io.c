@@ -16,6 +16,9 @@
 #include "formats/safetensors.h"
 #include "formats/torch.h"
 #include "formats/torch_write.h"
+#include "formats/tfbundle.h"
+#include "formats/tfv1.h"
+#include "formats/tfgraph.h"
 #include "lgraft.h"
 
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
@@ -112,6 +115,11 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
   if (strcmp(format, "torch") == 0 || strcmp(format, "pickle") == 0)
     return gt_torch_read(file, m, e);
+  if (strcmp(format, "tf") == 0) return gt_tfbundle_read(path, m, e);
+  if (strcmp(format, "tf_v1") == 0) return gt_tfv1_read(file, m, e);
+  if (strcmp(format, "graphdef") == 0) return gt_tfgraph_read(file, m, e);
+  if (strcmp(format, "metagraph") == 0) return gt_tfmeta_read(file, m, e);
+  if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 
@@ -120,10 +128,12 @@ static int l_read(lua_State *L) {
   const char *format = luaL_checkstring(L, 2);
   gt_err e;
   model_box *b = new_box(L);
-  gt_storage *file = gt_storage_map(path, &e);
-  if (!file) return lg_raise(L, path, &e);
+  /* A TF bundle is read from its prefix (several files), not mapped here. */
+  int by_prefix = strcmp(format, "tf") == 0;
+  gt_storage *file = by_prefix ? NULL : gt_storage_map(path, &e);
+  if (!file && !by_prefix) return lg_raise(L, path, &e);
   int rc = read_format(format, file, path, &b->m, &e);
-  gt_storage_release(file);
+  if (file) gt_storage_release(file);
   if (rc != GT_OK) return lg_raise(L, path, &e);
   gt_model *m = &b->m;
   lua_createtable(L, 0, (int)m->n);        /* tensors */
@@ -345,6 +355,39 @@ static int l_write(lua_State *L) {
   return 0;
 }
 
+/* core.tfgraph_patch(path, base, names, tensors [, progress]): the GraphDef
+ * `base` written to path with the Consts named in `names` replaced. */
+static int l_tfgraph_patch(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *base = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  int has_prog = lua_isfunction(L, 5);
+  gt_err e;
+  lua_Integer n = luaL_len(L, 3);
+  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 3, i);
+    const char *name = lua_tostring(L, -1);
+    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", path, (int)i);
+    lua_getfield(L, 4, name);
+    gt_tensor *t = lg_test_tensor(L, -1);
+    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", path, name);
+    entries[i - 1].name = (char *)name; /* kept alive by the names table */
+    entries[i - 1].t = *t;             /* borrowed */
+    lua_pop(L, 2);
+  }
+  progress_ctx pc = {L, 5};
+  gt_save s = {entries, (size_t)n, NULL, has_prog ? progress_cb : NULL, &pc};
+  gt_storage *file = gt_storage_map(base, &e);
+  if (!file) return lg_raise(L, base, &e);
+  int rc = gt_tfgraph_patch(path, file, &s, &e);
+  gt_storage_release(file);
+  if (rc != GT_OK) return lg_raise(L, path, &e);
+  return 0;
+}
+
 /* core.write_file(path, bytes): small files (indexes) through the same
  * temp + fsync + rename path as tensor data. */
 static int l_write_file(lua_State *L) {
@@ -444,6 +487,7 @@ static int l_json_decode(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
+  {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
 
 void lg_io_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }

@@ -6,6 +6,8 @@
 local core = require "graft.core"
 local json = require "graft.json"
 local torch = require "graft.torch"
+local tf = require "graft.tf"
+local tfgraph = require "graft.tfgraph"
 
 local graft = {}
 
@@ -16,6 +18,7 @@ graft.cat = core.cat
 graft.stack = core.stack
 graft.is_tensor = core.is_tensor
 graft.core = core
+graft.tf = tf
 
 -- Names and metadata of loaded models, keyed weakly by the model table so
 -- that the model itself stays a plain name -> tensor table.
@@ -53,6 +56,8 @@ end
 
 -- Formats are recognised by their first bytes, never by the extension.
 function graft.detect(path)
+  local dirformat = tfgraph.detect_dir(path)
+  if dirformat then return dirformat end
   local head = file_head(path, 512)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
   if head:sub(1, 4) == "PK\3\4" and torch.is_zip(path, head) then return "torch" end
@@ -65,6 +70,8 @@ function graft.detect(path)
   if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
   if torch.is_pickle(path, head) then return "torch" end
   if #head == 0 then fail("%s: empty file", path) end
+  local pbformat = tfgraph.detect_name(path)
+  if pbformat then return pbformat end
   local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
     return string.format("\\x%02x", c:byte())
   end)
@@ -151,8 +158,10 @@ end
 function graft.open(path, opts)
   if type(path) ~= "string" then fail("open: path must be a string") end
   opts = opts or {}
-  local format = opts.format or graft.detect(path)
+  local format = opts.format or tfgraph.detect_dir(path) or tf.detect(path) or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
+  if format == "tf" then return remember(tf.open(path)) end
+  if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
   local tensors, names, meta = core.read(path, format, opts)
   if format == "torch" or format == "pickle" then
     tensors, names, meta = torch.shape(path, tensors, names, meta, opts)
@@ -193,9 +202,11 @@ end
 -- ---------------------------------------------------------------- saving
 
 local ext_formats = {
-  safetensors = "safetensors", npy = "npy", npz = "npz",
+  safetensors = "safetensors", npy = "npy", npz = "npz", index = "tf",
   pt = "torch", pth = "torch", bin = "torch",
 }
+
+ext_formats.pb = "graphdef"
 
 local function format_for(path, opts)
   local f = opts.format
@@ -424,6 +435,13 @@ function graft.save(path, tensors, opts)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)
+  end
+  if format == "tf" then
+    local src = info[tensors] and info[tensors].meta
+    return tf.save(path, out, names, opts, src, progress_fn(opts, path))
+  end
+  if format == "graphdef" then
+    return tfgraph.save(path, out, names, opts, progress_fn(opts, path))
   end
   core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
 end

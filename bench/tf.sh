@@ -1,0 +1,67 @@
+#!/bin/sh
+# TensorFlow checkpoint benchmark (called by bench/run): the 1 GiB job
+# written as a TF checkpoint by graft; open + list and a full read of it;
+# and TF checkpoint -> OUT with HWIO->OIHW and dense transposes against
+# safetensors -> OUT of the same job (same transposes, same writer), so the
+# two differ only in the reader.
+# OUT is .pt when graft can write .pt, else .safetensors (said below).
+# GRAFT_BENCH_DIR (default /tmp/graft-bench) holds the files.
+set -e
+cd "$(dirname "$0")/.."
+PY=${GRAFT_PYTHON:-/usr/bin/python3}
+DIR=${GRAFT_BENCH_DIR:-/tmp/graft-bench}
+mkdir -p "$DIR/tf"
+JOB="$DIR/job.safetensors"
+CKPT="$DIR/tf/job"
+if [ ! -s "$JOB" ]; then
+  echo "building the 1 GiB job in $JOB ..."
+  $PY bench/make_job.py "$JOB"
+fi
+get() { echo "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a * 1000 }'; }
+mib() { awk -v a="$1" 'BEGIN { printf "%.0f MiB", a / 1048576 }'; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b ? a : b) }'; }
+
+if [ ! -s "$CKPT.index" ]; then
+  w=$(lua5.4 bench/tf_steps.lua write "$JOB" "$CKPT")
+  echo "wrote the job as a TF checkpoint in $(ms $(get "$w" graft)) ($CKPT)"
+fi
+cat "$CKPT".data-* >/dev/null  # warm the page cache
+
+g=$(lua5.4 bench/tf_steps.lua open "$CKPT")
+echo "open + list the 1 GiB TF checkpoint (241 entries):"
+echo "  graft $(ms $(get "$g" graft)) (target <= 10 ms)"
+
+g=$(lua5.4 bench/tf_steps.lua read "$CKPT")
+echo "full read of the TF checkpoint (every tensor materialised, crc32c checked):"
+echo "  graft $(ms $(get "$g" graft))"
+
+# .pt when this build writes it, else safetensors for both paths
+EXT=pt
+if ! lua5.4 -e 'package.path="lua/?.lua;lua/?/init.lua;"..package.path package.cpath="build/?.so;"..package.cpath
+  local g = require "graft"
+  g.save(arg[1], {x = g.zeros({1})})' "$DIR/tf/probe.pt" 2>/dev/null; then
+  EXT=safetensors
+  echo "(no .pt writer in this build: both conversions write safetensors)"
+fi
+rm -f "$DIR/tf/probe.pt"
+
+TFT=1e9; STT=1e9
+for _ in 1 2; do
+  rm -f "$DIR/tf/from_tf.$EXT" "$DIR/tf/from_st.$EXT"
+  a=$(lua5.4 bench/tf_steps.lua convert "$CKPT" "$DIR/tf/from_tf.$EXT")
+  b=$(lua5.4 bench/tf_steps.lua convert "$JOB" "$DIR/tf/from_st.$EXT")
+  TFT=$(min "$TFT" "$(get "$a" graft)"); TFR=$(get "$a" rss)
+  STT=$(min "$STT" "$(get "$b" graft)"); STR=$(get "$b" rss)
+done
+echo "convert with HWIO->OIHW + dense transposes, float32, to .$EXT (best of 2):"
+echo "  TF checkpoint -> .$EXT:  $(ms $TFT), peak RSS $(mib $TFR)"
+echo "  safetensors -> .$EXT:    $(ms $STT), peak RSS $(mib $STR)"
+echo "  TF path vs safetensors path: $(ratio $STT $TFT)x (target >= 1)"
+if cmp -s "$DIR/tf/from_tf.$EXT" "$DIR/tf/from_st.$EXT"; then
+  echo "  outputs are byte-identical"
+else
+  echo "  OUTPUTS DIFFER"
+fi
+rm -f "$DIR/tf/from_tf.$EXT" "$DIR/tf/from_st.$EXT"

@@ -1,0 +1,101 @@
+-- graft.tfgraph: TensorFlow graphs. Frozen GraphDef `.pb` files (Const
+-- nodes as tensors), MetaGraphDef `.meta` files and SavedModel directories
+-- (variables from variables/variables.*, signatures and variable facts in
+-- graft.meta), and patching the Consts of a frozen graph.
+-- Bytes live in C (src/formats/tfgraph.c); this module finds the files.
+
+local core = require "graft.core"
+
+local M = {}
+
+-- The format names graft.open / graft.save take for this module.
+M.formats = { graphdef = true, metagraph = true, savedmodel = true }
+
+local function readable(p)
+  local f = io.open(p, "rb")
+  if not f then return false end
+  -- a directory opens on Linux but cannot be read
+  local ok, r = pcall(f.read, f, 0)
+  f:close()
+  return ok and r ~= nil
+end
+
+local function fail(fmt, ...)
+  error("graft: " .. string.format(fmt, ...), 0)
+end
+
+local function inner(msg)
+  return (tostring(msg):gsub("^[^\n]-:%d+: graft: ", ""):gsub("^graft: ", ""))
+end
+
+-- A directory holding saved_model.pb is a SavedModel. Checked before the
+-- first bytes are read, since a directory has none.
+function M.detect_dir(path)
+  if readable(path .. "/saved_model.pb") then return "savedmodel" end
+  return nil
+end
+
+-- Protobuf files carry no magic number: when no other format's first bytes
+-- matched, the name decides.
+function M.detect_name(path)
+  if path:match("saved_model%.pb$") then return "savedmodel" end
+  if path:match("%.pb$") then return "graphdef" end
+  if path:match("%.meta$") then return "metagraph" end
+  return nil
+end
+
+-- graft.tf reads checkpoints (with its object-graph meta) when present.
+local has_tf, tf = pcall(require, "graft.tf")
+local function read_checkpoint(prefix)
+  if has_tf then return tf.open(prefix) end
+  return core.read(prefix, "tf")
+end
+
+local function savedmodel_dir(path)
+  if path:match("saved_model%.pb$") then
+    return path:match("^(.*)/[^/]*$") or "."
+  end
+  return path
+end
+
+-- A SavedModel: the checkpoint in variables/ (keys as they are) as the
+-- tensors; graft.meta gets the serving meta graph's signatures, variables
+-- (name, dtype, shape and checkpoint key), tags and versions, and the
+-- checkpoint's own meta as meta.checkpoint (its fields also at the top
+-- level where the graph's meta has no field of that name).
+function M.open_savedmodel(path)
+  local dir = savedmodel_dir(path)
+  local _, _, meta = core.read(dir .. "/saved_model.pb", "savedmodel_pb")
+  local prefix = dir .. "/variables/variables"
+  local tensors, names = {}, {}
+  if readable(prefix .. ".index") then
+    local ok, t, n, cmeta = pcall(read_checkpoint, prefix)
+    if not ok then fail("%s: variables: %s", path, inner(t)) end
+    tensors, names, meta.checkpoint = t, n, cmeta
+    -- the checkpoint's facts (num_shards, entries, object_graph, ...) are
+    -- also at the top, where the graph has not said the same thing
+    meta.skipped = nil -- no Consts are read from a SavedModel's graph
+    for k, v in pairs(cmeta) do
+      if meta[k] == nil then meta[k] = v end
+    end
+  end
+  meta.format = "savedmodel"
+  meta.directory = dir
+  return tensors, names, meta
+end
+
+function M.open(path, format)
+  if format == "savedmodel" then return M.open_savedmodel(path) end
+  return core.read(path, format)
+end
+
+-- graft.save(path, tensors, {format = "graphdef", base = "frozen.pb"}):
+-- base with the Consts named in tensors replaced, every other byte kept.
+function M.save(path, tensors, names, opts, progress)
+  if type(opts.base) ~= "string" then
+    fail("%s: format graphdef writes a patched copy of a graph: pass opts.base = \"frozen.pb\"", path)
+  end
+  core.tfgraph_patch(path, opts.base, names, tensors, progress)
+end
+
+return M
