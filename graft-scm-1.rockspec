@@ -19,6 +19,7 @@ dependencies = {
 external_dependencies = {
   LIBZIP = { header = "zip.h" },
   CJSON = { header = "cjson/cJSON.h" },
+  HDF5 = { header = "hdf5.h" },
 }
 build = {
   type = "make",
