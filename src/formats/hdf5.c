@@ -552,6 +552,8 @@ typedef struct lazy_ctx {
   char *path;
   hid_t memtype;
   int strings;
+  size_t width;     /* fixed-length strings: item bytes (0 for vlen) */
+  H5T_str_t pad;
   uint64_t numel;
   char *blob;
 } lazy_ctx;
@@ -604,13 +606,39 @@ out:
   return rc;
 }
 
+/* Fixed-length strings are read as they are stored (libhdf5 will not
+ * convert them to vlen) and their padding removed. */
+static int load_fixed_strings(gt_storage *s, lazy_ctx *c, hid_t did,
+                              gt_err *err) {
+  size_t total;
+  if (__builtin_mul_overflow((size_t)c->numel, c->width, &total))
+    return gt_fail(err, "dataset \"%.*s\": too large", SHOWN, c->path);
+  c->blob = malloc(total ? total : 1);
+  if (!c->blob) return oom(err);
+  if (total > 0 &&
+      H5Dread(did, c->memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->blob) < 0)
+    return h5_fail(err, "dataset \"%.*s\": cannot read", SHOWN, c->path);
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  for (uint64_t i = 0; i < c->numel; i++) {
+    gt_value *v = fixed_item(c->blob + i * c->width, c->width, c->pad);
+    if (!v) return oom(err);
+    /* fixed_item copied the bytes; the head points into the blob instead. */
+    gt_str e = {c->blob + i * c->width, v->len};
+    gt_value_free(v);
+    memcpy(s->data + i * sizeof e, &e, sizeof e);
+  }
+  return GT_OK;
+}
+
 static int load_dataset(gt_storage *s, gt_err *err) {
   lazy_ctx *c = s->ctx;
   if (h5_ready(err) != GT_OK) return GT_ERR;
   hid_t did = H5Dopen2(c->f->fid, c->path, H5P_DEFAULT);
   if (did < 0) return h5_fail(err, "dataset \"%.*s\": cannot open", SHOWN, c->path);
   int rc;
-  if (c->strings) {
+  if (c->strings && c->width) {
+    rc = load_fixed_strings(s, c, did, err);
+  } else if (c->strings) {
     rc = load_strings(s, c, did, err);
   } else if (gt_storage_alloc_data(s, err) != GT_OK) {
     rc = GT_ERR;
@@ -727,14 +755,20 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
     goto out;
   }
   if (dt == GT_STRING) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
-        H5Tset_cset(mt, H5Tget_cset(ft)) < 0) {
+    int vlen = H5Tis_variable_str(ft) > 0;
+    hid_t mt = H5Tcopy(vlen ? H5T_C_S1 : ft);
+    if (mt < 0 || (vlen && (H5Tset_size(mt, H5T_VARIABLE) < 0 ||
+                            H5Tset_cset(mt, H5Tget_cset(ft)) < 0))) {
       h5_fail(w->err, "dataset \"%.*s\": string type", SHOWN, path);
       if (mt >= 0) H5Tclose(mt);
       goto out;
     }
     s = lazy_storage(w, path, mt, 1, (uint64_t)numel, nbytes);
+    if (s && !vlen) {
+      lazy_ctx *c = s->ctx;
+      c->width = H5Tget_size(ft);
+      c->pad = H5Tget_strpad(ft);
+    }
     swap = 0;
   } else if (H5Tget_size(ft) == esize && in_place(did, &off) == 0) {
     uint64_t end;
