@@ -256,13 +256,13 @@ local function config_objects(config)
     and config.config.layers
   if type(layers) ~= "table" then return map end
   local seen = {}
-  for _, l in ipairs(layers) do
+  for i, l in ipairs(layers) do
     if type(l) == "table" and type(l.class_name) == "string" then
       local base = snake(l.class_name)
       local n = seen[base]
       seen[base] = (n or 0) + 1
       local name = n and (base .. "_" .. n) or base
-      map["layers/" .. name] = { class = base, config = l.config }
+      map["layers/" .. name] = { class = base, config = l.config, index = i }
     end
   end
   return map
@@ -306,9 +306,18 @@ function keras.read3(path, tensors, names, h5, remember, config_text, metadata_t
     local o = object(obj)
     o.vars[#o.vars + 1] = { index = tonumber(i), hpath = n, t = tensors[n] }
   end
+  -- Model order where the config gives it; HDF5 order otherwise.
+  for i, o in ipairs(objects) do o.pos = i end
+  table.sort(objects, function(a, b)
+    local ia = objs[a.path] and objs[a.path].index or math.huge
+    local ib = objs[b.path] and objs[b.path].index or math.huge
+    if ia ~= ib then return ia < ib end
+    return a.pos < b.pos
+  end)
   local out, order, paths = {}, {}, {}
   local opt, opt_order, opt_paths = {}, {}, {}
   for _, o in ipairs(objects) do
+    o.pos = nil
     table.sort(o.vars, function(a, b) return a.index < b.index end)
     local shapes = {}
     for k, v in ipairs(o.vars) do shapes[k] = v.t.shape end
