@@ -367,7 +367,9 @@ local function list_attr(name, list, style)
   if #list == 0 then return { { name, "float64", EMPTY } } end
   local width = 0
   for _, s in ipairs(list) do width = math.max(width, #s) end
-  local nbytes = (style == "fixed" and width or 8) * #list
+  -- Keras measures np.asarray(list).nbytes: fixed width, whatever the
+  -- unsplit attribute is stored as.
+  local nbytes = width * #list
   if nbytes <= LIMIT then
     return { { name, style == "fixed" and "S" or "vlen-ascii", array(list) } }
   end
