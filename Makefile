@@ -8,7 +8,7 @@ LUA_INCDIR ?= /usr/include/lua5.4
 CFLAGS ?= -O2 -g
 LIBFLAG ?= -shared
 PKG_CONFIG ?= pkg-config
-DEPS = libzip libcjson libprotobuf-c snappy
+DEPS = libzip libcjson libprotobuf-c snappy hdf5
 
 # Always on, whatever CFLAGS the caller passes.
 GT_CFLAGS = -std=c11 -Wall -Wextra -Werror -fPIC -D_GNU_SOURCE -pthread \

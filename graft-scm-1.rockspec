@@ -21,6 +21,7 @@ external_dependencies = {
   CJSON = { header = "cjson/cJSON.h" },
   PROTOBUF_C = { header = "protobuf-c/protobuf-c.h" },
   SNAPPY = { header = "snappy-c.h" },
+  HDF5 = { header = "hdf5.h" },
 }
 build = {
   type = "make",

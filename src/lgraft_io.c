@@ -12,6 +12,8 @@
 #include <cjson/cJSON.h>
 
 #include "formats/fileout.h"
+#include "formats/hdf5.h"
+#include "formats/keras.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 #include "formats/torch.h"
@@ -120,6 +122,8 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "graphdef") == 0) return gt_tfgraph_read(file, m, e);
   if (strcmp(format, "metagraph") == 0) return gt_tfmeta_read(file, m, e);
   if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
+  if (strcmp(format, "hdf5") == 0) return gt_hdf5_read(file, m, e);
+  if (strcmp(format, "keras_zip") == 0) return gt_keras_zip_read(file, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 
@@ -350,6 +354,7 @@ static int l_write(lua_State *L) {
   else if (strcmp(format, "npz") == 0) rc = gt_npz_write(path, &s, 0, &e);
   else if (strcmp(format, "npz_compressed") == 0) rc = gt_npz_write(path, &s, 1, &e);
   else if (strcmp(format, "torch") == 0) rc = write_torch(L, path, &s, b, &e);
+  else if (strcmp(format, "hdf5") == 0) rc = gt_hdf5_write(path, &s, &e);
   else return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
   if (rc != GT_OK) return lg_raise(L, path, &e);
   return 0;

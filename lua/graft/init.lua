@@ -8,6 +8,7 @@ local json = require "graft.json"
 local torch = require "graft.torch"
 local tf = require "graft.tf"
 local tfgraph = require "graft.tfgraph"
+local keras = require "graft.keras"
 
 local graft = {}
 
@@ -54,12 +55,69 @@ local function file_head(path, n)
   return head or ""
 end
 
+-- HDF5's signature sits at 0 or at a power of two from 512 on (a user
+-- block before the superblock).
+local HDF5_SIG = "\x89HDF\r\n\x1a\n"
+local function hdf5_at_userblock(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local size = f:seek("end")
+  local off, found = 512, false
+  while not found and off + 8 <= size and off <= 2^40 do
+    f:seek("set", off)
+    found = f:read(8) == HDF5_SIG
+    off = off * 2
+  end
+  f:close()
+  return found
+end
+
+-- Names of the members of a zip, from its central directory (nil when it
+-- cannot be read this simply, e.g. ZIP64).
+local function zip_names(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local size = f:seek("end")
+  local tail = math.min(size, 65557)
+  f:seek("set", size - tail)
+  local b = f:read(tail) or ""
+  local at, eocd = 1, nil
+  while true do
+    local i = b:find("PK\5\6", at, true)
+    if not i then break end
+    eocd, at = i, i + 1
+  end
+  local names
+  if eocd and #b >= eocd + 21 then
+    local n, cd_size, cd_off = string.unpack("<I2I4I4", b, eocd + 10)
+    if cd_off + cd_size <= size and cd_size < 2^24 then
+      f:seek("set", cd_off)
+      local cd = f:read(cd_size) or ""
+      names = {}
+      local p = 1
+      for _ = 1, n do
+        if p + 46 > #cd + 1 or cd:sub(p, p + 3) ~= "PK\1\2" then break end
+        local nl, el, cl = string.unpack("<I2I2I2", cd, p + 28)
+        names[cd:sub(p + 46, p + 45 + nl)] = true
+        p = p + 46 + nl + el + cl
+      end
+    end
+  end
+  f:close()
+  return names
+end
+
 -- Formats are recognised by their first bytes, never by the extension.
 function graft.detect(path)
   local dirformat = tfgraph.detect_dir(path)
   if dirformat then return dirformat end
   local head = file_head(path, 512)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
+  if head:sub(1, 8) == HDF5_SIG then return "hdf5" end
+  if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then
+    local names = zip_names(path)
+    if names and (names["model.weights.h5"] or names["config.json"]) then return "keras_zip" end
+  end
   if head:sub(1, 4) == "PK\3\4" and torch.is_zip(path, head) then return "torch" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
   -- JSON text (an index) has no control bytes; a safetensors header length
@@ -72,6 +130,7 @@ function graft.detect(path)
   if #head == 0 then fail("%s: empty file", path) end
   local pbformat = tfgraph.detect_name(path)
   if pbformat then return pbformat end
+  if #head >= 8 and hdf5_at_userblock(path) then return "hdf5" end
   local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
     return string.format("\\x%02x", c:byte())
   end)
@@ -162,6 +221,7 @@ function graft.open(path, opts)
   if format == "safetensors_index" then return open_sharded(path, opts) end
   if format == "tf" then return remember(tf.open(path)) end
   if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
+  if keras.reads[format] then return keras.open(path, format, opts.format == nil, remember) end
   local tensors, names, meta = core.read(path, format, opts)
   if format == "torch" or format == "pickle" then
     tensors, names, meta = torch.shape(path, tensors, names, meta, opts)
@@ -204,12 +264,14 @@ end
 local ext_formats = {
   safetensors = "safetensors", npy = "npy", npz = "npz", index = "tf",
   pt = "torch", pth = "torch", bin = "torch",
+  h5 = "keras", hdf5 = "hdf5", keras = "keras_zip",
 }
 
 ext_formats.pb = "graphdef"
 
 local function format_for(path, opts)
   local f = opts.format
+  if not f and path:lower():match("%.weights%.h5$") then f = "keras3" end
   if not f then
     local ext = path:match("%.([%w_]+)$")
     f = ext and ext_formats[ext:lower()]
@@ -442,6 +504,9 @@ function graft.save(path, tensors, opts)
   end
   if format == "graphdef" then
     return tfgraph.save(path, out, names, opts, progress_fn(opts, path))
+  end
+  if keras.writes[format] then
+    return keras.write(path, format, out, names, opts, graft.meta(tensors), progress_fn(opts, path))
   end
   core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
 end

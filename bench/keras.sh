@@ -1,0 +1,40 @@
+#!/bin/sh
+# Keras .h5 benchmark (called by bench/run): a 1 GiB Keras 2 weights file
+# written by graft from the bench job, then open + list and a full read with
+# graft and with h5py on the same file, and .h5 -> transposed weights.
+set -e
+cd "$(dirname "$0")/.."
+PY=${GRAFT_PYTHON:-/usr/bin/python3}
+DIR=${GRAFT_BENCH_DIR:-/tmp/graft-bench}
+JOB="$DIR/job.safetensors"
+H5="$DIR/keras_job.h5"
+if [ ! -s "$H5" ] || [ "$JOB" -nt "$H5" ]; then
+  echo "writing the 1 GiB Keras .h5 with graft in $H5 ..."
+  lua5.4 bench/keras_steps.lua make "$JOB" "$H5"
+fi
+get() { echo "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a * 1000 }'; }
+mib() { awk -v a="$1" 'BEGIN { printf "%.0f MiB", a / 1048576 }'; }
+cat "$H5" > /dev/null  # warm the page cache
+
+echo
+g=$(lua5.4 bench/keras_steps.lua open "$H5"); r=$($PY bench/keras_ref.py open "$H5")
+G=$(get "$g" graft); R=$(get "$r" h5py)
+echo "open + list the 1 GiB Keras .h5 (241 datasets):"
+echo "  graft $(ms $G) (target <= 20 ms)  h5py $(ms $R)  graft vs h5py: $(ratio $R $G)x"
+
+g=$(lua5.4 bench/keras_steps.lua read "$H5"); r=$($PY bench/keras_ref.py read "$H5")
+G=$(get "$g" graft); R=$(get "$r" h5py)
+echo "full read of the 1 GiB Keras .h5 into memory:"
+echo "  graft $(ms $G)  h5py $(ms $R)  graft vs h5py: $(ratio $R $G)x (target >= 1)"
+
+rm -f "$DIR/keras_out_graft.safetensors" "$DIR/keras_out_torch.pt"
+g=$(lua5.4 bench/keras_steps.lua convert "$H5" "$DIR/keras_out_graft.safetensors")
+r=$($PY bench/keras_ref.py convert "$H5" "$DIR/keras_out_torch.pt")
+G=$(get "$g" graft); GR=$(get "$g" rss); R=$(get "$r" h5py_torch); RR=$(get "$r" rss)
+echo ".h5 -> transposed weights (kernels HWIO->OIHW, dense .t()):"
+echo "  graft -> .safetensors $(ms $G), peak RSS $(mib $GR)  (graft cannot write .pt on this branch)"
+echo "  h5py + torch.save -> .pt $(ms $R), peak RSS $(mib $RR)"
+echo "  graft vs h5py+torch: $(ratio $R $G)x"
+rm -f "$DIR/keras_out_graft.safetensors" "$DIR/keras_out_torch.pt"

@@ -1,0 +1,600 @@
+-- graft.keras: Keras policy over the generic HDF5 reader and writer.
+--
+-- Reading: a Keras 2 file (model.save or save_weights, FORMATS.md 3a/3b) is
+-- read in the order `layer_names` and each layer's `weight_names` give;
+-- tensors are named "<layer>/<weight>" with the ":0" suffix and the
+-- repeated layer prefix dropped ("dense/kernel", nested models
+-- "encoder/dense_1/kernel"); optimizer weights go to meta.optimizer, a
+-- table of their own. A Keras 3 file (.weights.h5, or the .keras zip) is
+-- read from its `<object path>/vars/<i>` datasets; tensors are named by the
+-- layer path (the "layers/" steps dropped) and the variable's name where
+-- the config or the layer's class tells it ("dense/kernel"), else its index.
+-- Every tensor's HDF5 path is kept in meta.paths.
+--
+-- Writing: layouts for the C writer (graft.core.write "hdf5"), as current
+-- Keras writes them; a table read from a Keras file is written back with
+-- its own layer list, weight names and string types.
+
+local core = require "graft.core"
+local json = require "graft.json"
+
+local keras = {}
+
+local function fail(fmt, ...)
+  error("graft: " .. string.format(fmt, ...), 0)
+end
+
+local EMPTY = setmetatable({}, json.array_mt)
+
+local function array(t) return setmetatable(t, json.array_mt) end
+
+-- ------------------------------------------------------------- reading
+
+-- Path of an object's attribute table: "/" for the root.
+local function apath(p) return (p == "" or p == "/") and "/" or p end
+
+local function join(a, b)
+  if a == "" or a == "/" then return b end
+  return a .. "/" .. b
+end
+
+-- Attribute `name` of the object at path as a list of strings, following
+-- Keras's split form name0, name1, ... when the plain name is absent. An
+-- empty numeric array (a layer without weights) is an empty list; nil when
+-- neither form exists.
+local function load_list(path, attrs, obj, name)
+  local a = attrs[apath(obj)]
+  if not a then return nil end
+  local parts = {}
+  if a[name] ~= nil then
+    parts[1] = a[name]
+  else
+    local i = 0
+    while a[name .. i] ~= nil do
+      parts[#parts + 1] = a[name .. i]
+      i = i + 1
+    end
+    if i == 0 then return nil end
+  end
+  local out = {}
+  for _, v in ipairs(parts) do
+    if type(v) == "string" then v = { v } end
+    if type(v) ~= "table" then
+      fail("%s: %s: attribute %q is not a list of strings", path, apath(obj), name)
+    end
+    for _, s in ipairs(v) do
+      if type(s) ~= "string" then
+        fail("%s: %s: attribute %q holds a %s, not strings", path, apath(obj), name, type(s))
+      end
+      out[#out + 1] = s
+    end
+  end
+  return out
+end
+
+local function has_list(attrs, obj, name)
+  local a = attrs[apath(obj)]
+  return a and (a[name] ~= nil or a[name .. "0"] ~= nil)
+end
+
+local function group_set(meta)
+  local g = { ["/"] = true, [""] = true }
+  for _, p in ipairs(meta.groups or {}) do g[p] = true end
+  return g
+end
+
+-- Which Keras layout an HDF5 file's metadata shows: "keras" (Keras 2),
+-- "keras3", or nil (generic HDF5).
+function keras.classify(meta, names)
+  local attrs = meta.attrs or {}
+  if has_list(attrs, "/", "layer_names") then return "keras", "" end
+  if has_list(attrs, "model_weights", "layer_names") then return "keras", "model_weights" end
+  local groups = group_set(meta)
+  if groups["layers"] or groups["_layer_checkpoint_dependencies"] then return "keras3" end
+  if groups["vars"] then return "keras3" end
+  for _, n in ipairs(names or {}) do
+    if not n:find("^.-/?vars/%d+$") then return nil end
+  end
+  if names and #names > 0 then return "keras3" end
+  return nil
+end
+
+local function decode_json(text)
+  if type(text) ~= "string" then return nil end
+  local ok, v = pcall(json.decode, text)
+  if ok then return v end
+  return nil, (tostring(v):gsub("^graft: ", ""))
+end
+
+-- "dense/kernel:0" of layer "dense" -> "dense/kernel".
+local function weight_name(layer, w)
+  local base = w:gsub(":%d+$", "")
+  if base:sub(1, #layer + 1) == layer .. "/" then base = base:sub(#layer + 2) end
+  return layer .. "/" .. base
+end
+
+local function add(out, order, paths, name, t, hpath, path)
+  if out[name] then
+    fail("%s: two weights are both named %q (HDF5 %s and %s)", path, name, paths[name], hpath)
+  end
+  out[name] = t
+  order[#order + 1] = name
+  paths[name] = hpath
+end
+
+-- The optimizer group (Keras 2): its weight_names in order.
+local function read_optimizer(path, tensors, attrs, groups, remember)
+  if not groups["optimizer_weights"] then return nil end
+  local names = load_list(path, attrs, "optimizer_weights", "weight_names") or {}
+  local out, order, paths = {}, {}, {}
+  for _, w in ipairs(names) do
+    local hp = "optimizer_weights/" .. w
+    local t = tensors[hp]
+    if not t then
+      fail("%s: optimizer_weights: weight_names lists %q but there is no dataset %q",
+        path, w, hp)
+    end
+    add(out, order, paths, (w:gsub(":%d+$", "")), t, hp, path)
+  end
+  return remember(out, order, { format = "keras_optimizer", paths = paths })
+end
+
+-- Keras 2: tensors (hdf5 path -> tensor), hdf5 meta -> model, names, meta.
+function keras.read2(path, tensors, names, h5, root, remember)
+  local attrs, groups = h5.attrs or {}, group_set(h5)
+  local wroot = root == "" and "/" or root
+  local layer_names = load_list(path, attrs, wroot, "layer_names")
+  local out, order, paths, layers = {}, {}, {}, {}
+  local owner = {}
+  local function read_layer(lname, listed)
+    local g = join(root, lname)
+    if not groups[g] then
+      fail("%s: layer_names lists %q but there is no group %q", path, lname, g)
+    end
+    local wn = load_list(path, attrs, g, "weight_names") or {}
+    local layer = { name = lname, weight_names = wn, weights = {}, listed = listed }
+    for _, w in ipairs(wn) do
+      local hp = join(g, w)
+      local t = tensors[hp]
+      if not t then
+        fail("%s: layer %q: weight_names lists %q but there is no dataset %q", path, lname, w, hp)
+      end
+      local n = weight_name(lname, w)
+      add(out, order, paths, n, t, hp, path)
+      layer.weights[#layer.weights + 1] = n
+      owner[n] = layer
+    end
+    layers[#layers + 1] = layer
+  end
+  for _, lname in ipairs(layer_names) do read_layer(lname, true) end
+  local top = join(root, "top_level_model_weights")
+  local has_top = groups[top] and not owner[top] or false
+  if has_top then
+    local wn = load_list(path, attrs, top, "weight_names") or {}
+    if #wn > 0 then read_layer("top_level_model_weights", false) end
+  end
+  local a = attrs[wroot] or {}
+  local rattrs = attrs["/"] or {}
+  local lt = (h5.attr_types[wroot] or {}).layer_names
+  local meta = {
+    format = "keras",
+    keras_version = a.keras_version or rattrs.keras_version,
+    backend = a.backend or rattrs.backend,
+    layers = layers,
+    layer_names = layer_names,
+    paths = paths,
+    weights_group = wroot,
+    top_level = has_top,
+    -- Keras <= 2.8 and split attributes: fixed-length; h5py 3 lists: vlen.
+    strings = lt and not lt:match("^S") and "vlen" or "fixed",
+    hdf5 = h5,
+  }
+  if type(rattrs.model_config) == "string" then
+    meta.model_config, meta.model_config_error = decode_json(rattrs.model_config)
+  end
+  if type(rattrs.training_config) == "string" then
+    meta.training_config, meta.training_config_error = decode_json(rattrs.training_config)
+  end
+  meta.optimizer = read_optimizer(path, tensors, attrs, groups, remember)
+  return out, order, meta
+end
+
+-- Keras's naming.to_snake_case for class names ("Conv2D" -> "conv2d").
+local function snake(name)
+  local s = name:gsub("(.)(%u%l+)", "%1_%2"):gsub("(%l)(%u)", "%1_%2")
+  return s:lower()
+end
+keras.snake = snake
+
+-- Variable names of common layers in their save order (FORMATS.md 3c).
+local VARS = {
+  dense = { "kernel", "bias" }, einsum_dense = { "kernel", "bias" },
+  conv1d = { "kernel", "bias" }, conv2d = { "kernel", "bias" }, conv3d = { "kernel", "bias" },
+  conv1d_transpose = { "kernel", "bias" }, conv2d_transpose = { "kernel", "bias" },
+  conv3d_transpose = { "kernel", "bias" },
+  depthwise_conv1d = { "kernel", "bias" }, depthwise_conv2d = { "kernel", "bias" },
+  separable_conv1d = { "depthwise_kernel", "pointwise_kernel", "bias" },
+  separable_conv2d = { "depthwise_kernel", "pointwise_kernel", "bias" },
+  batch_normalization = { "gamma", "beta", "moving_mean", "moving_variance" },
+  layer_normalization = { "gamma", "beta" }, group_normalization = { "gamma", "beta" },
+  embedding = { "embeddings" }, prelu = { "alpha" },
+  lstm_cell = { "kernel", "recurrent_kernel", "bias" },
+  gru_cell = { "kernel", "recurrent_kernel", "bias" },
+  simple_rnn_cell = { "kernel", "recurrent_kernel", "bias" },
+}
+
+-- Names for n variables of a layer of class key (snake case) with config
+-- cfg (may be nil); shapes[i] is the i-th variable's shape.
+local function var_names(key, cfg, shapes)
+  local full = VARS[key]
+  if not full then return nil end
+  local names = {}
+  cfg = cfg or {}
+  if key == "batch_normalization" or key:find("normalization$") then
+    if cfg.scale ~= false then names[#names + 1] = "gamma" end
+    if cfg.center ~= false then names[#names + 1] = "beta" end
+    for i = 3, #full do names[#names + 1] = full[i] end
+  elseif full[#full] == "bias" and cfg.use_bias == false then
+    for i = 1, #full - 1 do names[i] = full[i] end
+  else
+    for i, v in ipairs(full) do names[i] = v end
+  end
+  if #names == #shapes then return names end
+  -- Without a config: a kernel and no bias is the common short form.
+  if full[#full] == "bias" and #shapes == #full - 1 and not next(cfg) then
+    return { table.unpack(full, 1, #full - 1) }
+  end
+  return nil
+end
+
+-- Config of each object path "layers/<snake name>" of a Sequential or
+-- Functional model config, as Keras names them (snake-cased class names,
+-- de-duplicated with _1, _2, ... in visiting order).
+local function config_objects(config)
+  local map = {}
+  local layers = type(config) == "table" and type(config.config) == "table"
+    and config.config.layers
+  if type(layers) ~= "table" then return map end
+  local seen = {}
+  for i, l in ipairs(layers) do
+    if type(l) == "table" and type(l.class_name) == "string" then
+      local base = snake(l.class_name)
+      local n = seen[base]
+      seen[base] = (n or 0) + 1
+      local name = n and (base .. "_" .. n) or base
+      map["layers/" .. name] = { class = base, config = l.config, index = i }
+    end
+  end
+  return map
+end
+
+-- "layers/encoder/layers/dense" -> "encoder/dense".
+local function layer_path(obj)
+  local s = ("/" .. obj):gsub("/layers/", "/"):gsub("/_layer_checkpoint_dependencies/", "/")
+  return (s:gsub("^/", ""))
+end
+
+-- Keras 3: every dataset "<object>/vars/<i>".
+function keras.read3(path, tensors, names, h5, remember, config_text, metadata_text)
+  local config = decode_json(config_text)
+  local objs = config_objects(config)
+  local objects, byobj = {}, {}
+  local function object(obj)
+    local o = byobj[obj]
+    if not o then
+      local va = (h5.attrs or {})[join(obj, "vars")] or {}
+      o = { path = obj, name = va.name, vars = {} }
+      byobj[obj] = o
+      objects[#objects + 1] = o
+    end
+    return o
+  end
+  -- Since Keras 3.6 every visited object has a vars group, empty or not.
+  for _, g in ipairs(h5.groups or {}) do
+    if g == "vars" then object("")
+    elseif g:find("/vars$") then object(g:sub(1, -6)) end
+  end
+  for _, n in ipairs(names) do
+    local obj, i = n:match("^(.*)/vars/(%d+)$")
+    if not obj then
+      i = n:match("^vars/(%d+)$")
+      obj = i and ""
+    end
+    if not obj then
+      fail("%s: dataset %q is not at <object>/vars/<index> as Keras 3 writes", path, n)
+    end
+    local o = object(obj)
+    o.vars[#o.vars + 1] = { index = tonumber(i), hpath = n, t = tensors[n] }
+  end
+  -- Model order where the config gives it; HDF5 order otherwise.
+  for i, o in ipairs(objects) do o.pos = i end
+  table.sort(objects, function(a, b)
+    local ia = objs[a.path] and objs[a.path].index or math.huge
+    local ib = objs[b.path] and objs[b.path].index or math.huge
+    if ia ~= ib then return ia < ib end
+    return a.pos < b.pos
+  end)
+  local out, order, paths = {}, {}, {}
+  local opt, opt_order, opt_paths = {}, {}, {}
+  for _, o in ipairs(objects) do
+    o.pos = nil
+    table.sort(o.vars, function(a, b) return a.index < b.index end)
+    local shapes = {}
+    for k, v in ipairs(o.vars) do shapes[k] = v.t.shape end
+    local c = objs[o.path]
+    local base = o.path:match("([^/]*)$"):gsub("_%d+$", "")
+    if base == "cell" then base = (o.path:match("([^/]*)/cell$") or ""):gsub("_%d+$", "") .. "_cell" end
+    local vn = var_names(c and c.class or base, c and c.config, shapes)
+    local lp = layer_path(o.path)
+    local is_opt = o.path == "optimizer" or o.path:find("^optimizer/")
+    o.names = {}
+    for k, v in ipairs(o.vars) do
+      local vname = vn and vn[k] or tostring(v.index)
+      local n = is_opt and (o.path .. "/" .. vname) or (lp == "" and vname or lp .. "/" .. vname)
+      if is_opt then
+        add(opt, opt_order, opt_paths, n, v.t, v.hpath, path)
+      else
+        add(out, order, paths, n, v.t, v.hpath, path)
+      end
+      o.names[k] = n
+    end
+    o.vars = nil
+  end
+  local md = decode_json(metadata_text)
+  local meta = {
+    format = "keras3",
+    objects = objects,
+    paths = paths,
+    config = config,
+    metadata = md,
+    keras_version = type(md) == "table" and md.keras_version or nil,
+    hdf5 = h5,
+  }
+  if #opt_order > 0 then
+    meta.optimizer = remember(opt, opt_order, { format = "keras_optimizer", paths = opt_paths })
+  end
+  return out, order, meta
+end
+
+-- ------------------------------------------------------------- writing
+
+-- Keras writes a list attribute as given when it fits in one object
+-- header, else as numpy chunks name0, name1, ... (fixed-length strings),
+-- the fewest that each fit, split as numpy's array_split splits.
+local LIMIT = 64512
+
+local function list_attr(name, list, style)
+  if #list == 0 then return { { name, "float64", EMPTY } } end
+  local width = 0
+  for _, s in ipairs(list) do width = math.max(width, #s) end
+  -- Keras measures np.asarray(list).nbytes: fixed width, whatever the
+  -- unsplit attribute is stored as.
+  local nbytes = width * #list
+  if nbytes <= LIMIT then
+    return { { name, style == "fixed" and "S" or "vlen-ascii", array(list) } }
+  end
+  local n, k = #list, 1
+  local function fits(k)
+    return math.ceil(n / k) * math.max(width, 1) <= LIMIT
+  end
+  while not fits(k) do k = k + 1 end
+  local out, at = {}, 1
+  for i = 0, k - 1 do
+    local size = n // k + (i < n % k and 1 or 0)
+    local chunk = {}
+    for j = at, at + size - 1 do chunk[#chunk + 1] = list[j] end
+    at = at + size
+    out[#out + 1] = { name .. i, "S" .. math.max(width, 1), array(chunk) }
+  end
+  return out
+end
+
+local function append_all(dst, src)
+  for _, v in ipairs(src) do dst[#dst + 1] = v end
+end
+
+-- Keras 2 weights file (save_weights layout) for `names` of `tensors`.
+-- src: graft.meta of the table (its layers are reused when it is a Keras 2
+-- table). Returns the layout and the names in writing order.
+function keras.layout2(path, tensors, names, opts, src)
+  local keep = src and src.format == "keras" and src.layers and not opts.regroup
+  local style = opts.strings or (keep and src.strings) or "vlen"
+  if style ~= "vlen" and style ~= "fixed" then
+    fail("%s: opts.strings must be \"vlen\" or \"fixed\"", path)
+  end
+  local present = {}
+  for _, n in ipairs(names) do present[n] = true end
+  local layers, byname, placed = {}, {}, {}
+  local function layer(lname, listed)
+    local l = byname[lname]
+    if not l then
+      l = { name = lname, weights = {}, weight_names = {}, listed = listed }
+      byname[lname] = l
+      layers[#layers + 1] = l
+    end
+    return l
+  end
+  if keep then
+    for _, sl in ipairs(src.layers) do
+      local l = layer(sl.name, sl.listed)
+      for i, n in ipairs(sl.weights) do
+        if present[n] then
+          l.weights[#l.weights + 1] = n
+          l.weight_names[#l.weight_names + 1] = sl.weight_names[i]
+          placed[n] = true
+        end
+      end
+    end
+  end
+  for _, lname in ipairs(opts.layer_names or {}) do layer(lname, true) end
+  for _, n in ipairs(names) do
+    if not placed[n] then
+      local lname, w = n:match("^(.*)/([^/]+)$")
+      if not lname then
+        fail("%s: tensor %q has no layer: name it \"<layer>/<weight>\"", path, n)
+      end
+      local l = layer(lname, true)
+      l.weights[#l.weights + 1] = n
+      l.weight_names[#l.weight_names + 1] = w:find(":%d+$") and n or (n .. ":0")
+    end
+  end
+  local layer_names = {}
+  for _, l in ipairs(layers) do
+    if l.listed then layer_names[#layer_names + 1] = l.name end
+  end
+  local root = {}
+  append_all(root, list_attr("layer_names", layer_names, style))
+  root[#root + 1] = { "backend", "vlen-ascii",
+    opts.backend or (keep and src.backend) or "tensorflow" }
+  root[#root + 1] = { "keras_version", "vlen-ascii",
+    opts.keras_version or (keep and src.keras_version) or "2.15.0" }
+  local groups = { { path = "/", attrs = root } }
+  -- Keras creates the layer groups sorted by name.
+  local sorted = {}
+  for _, l in ipairs(layers) do sorted[#sorted + 1] = l end
+  table.sort(sorted, function(a, b) return a.name < b.name end)
+  local order, dsets = {}, {}
+  for _, l in ipairs(sorted) do
+    groups[#groups + 1] = { path = l.name, attrs = list_attr("weight_names", l.weight_names, style) }
+  end
+  local top = opts.top_level_model_weights
+  if top == nil then top = (not keep) or src.top_level end
+  if top and not byname["top_level_model_weights"] then
+    groups[#groups + 1] = { path = "top_level_model_weights",
+      attrs = { { "weight_names", "float64", EMPTY } } }
+  end
+  for _, l in ipairs(layers) do
+    for i, n in ipairs(l.weights) do
+      order[#order + 1] = n
+      dsets[#dsets + 1] = { path = l.name .. "/" .. l.weight_names[i] }
+    end
+  end
+  return { groups = array(groups), datasets = array(dsets) }, order
+end
+
+-- Keras 3 .weights.h5 for `names`: objects and variable order from a Keras
+-- 3 source, else layer = name before the last "/", variables in order.
+function keras.layout3(path, tensors, names, opts, src)
+  local keep = src and src.format == "keras3" and src.objects and not opts.regroup
+  local present = {}
+  for _, n in ipairs(names) do present[n] = true end
+  local groups, dsets, order, placed = {}, {}, {}, {}
+  local function object(opath, oname, list)
+    local vars = join(opath, "vars")
+    local g = { path = vars }
+    if oname then g.attrs = { { "name", "vlen-utf8", oname } } end
+    groups[#groups + 1] = g
+    local i = 0
+    for _, n in ipairs(list) do
+      if present[n] and not placed[n] then
+        local t = tensors[n]
+        local d = { path = join(vars, tostring(i)) }
+        if t.dtype == "bfloat16" then d.attrs = { { "dtype", "vlen-utf8", "bfloat16" } } end
+        dsets[#dsets + 1] = d
+        order[#order + 1] = n
+        placed[n] = true
+        i = i + 1
+      end
+    end
+  end
+  if keep then
+    for _, o in ipairs(src.objects) do object(o.path, o.name, o.names) end
+  end
+  local fresh, by = {}, {}
+  for _, n in ipairs(names) do
+    if not placed[n] then
+      local lname = n:match("^(.*)/[^/]+$")
+      if not lname then
+        fail("%s: tensor %q has no layer: name it \"<layer>/<variable>\"", path, n)
+      end
+      if not by[lname] then
+        by[lname] = {}
+        fresh[#fresh + 1] = lname
+      end
+      table.insert(by[lname], n)
+    end
+  end
+  for _, lname in ipairs(fresh) do
+    local opath = "layers/" .. lname:gsub("/", "/layers/")
+    object(opath, lname:match("([^/]*)$"), by[lname])
+  end
+  if not keep and opts.model_name then
+    table.insert(groups, 1, { path = "vars", attrs = { { "name", "vlen-utf8", opts.model_name } } })
+  end
+  return { groups = array(groups), datasets = array(dsets) }, order
+end
+
+-- Generic HDF5: a dataset per tensor at its name ('/' makes groups); a
+-- table read from an HDF5 file gets its groups and attributes back.
+function keras.layout_hdf5(path, tensors, names, opts, src)
+  local h5 = src and src.format == "hdf5" and src or nil
+  local groups, dsets = {}, {}
+  local function attrs_of(p)
+    if not (h5 and h5.attrs and h5.attrs[p]) then return nil end
+    local out, keys = {}, {}
+    for k in pairs(h5.attrs[p]) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local ty = h5.attr_types[p][k]
+      local v = h5.attrs[p][k]
+      if ty ~= "unsupported" and ty ~= "empty" then
+        if type(v) == "table" then v = array(v) end
+        out[#out + 1] = { k, ty, v }
+      end
+    end
+    return out
+  end
+  if h5 and not opts.plain then
+    groups[#groups + 1] = { path = "/", attrs = attrs_of("/") }
+    for _, g in ipairs(h5.groups or {}) do
+      groups[#groups + 1] = { path = g, attrs = attrs_of(g) }
+    end
+  end
+  for _, n in ipairs(names) do
+    dsets[#dsets + 1] = { path = n, attrs = (h5 and not opts.plain) and attrs_of(n) or nil }
+  end
+  return { groups = array(groups), datasets = array(dsets) }, names
+end
+
+-- Formats this module reads (through graft.core "hdf5" / "keras_zip").
+keras.reads = { hdf5 = true, keras = true, keras3 = true, keras_zip = true }
+keras.writes = { hdf5 = true, keras = true, keras3 = true }
+
+-- graft.open for HDF5 and .keras files: format is what detection or the
+-- caller said; auto when detected (a generic HDF5 file is then looked at
+-- for a Keras layout).
+function keras.open(path, format, auto, remember)
+  local tensors, names, h5 = core.read(path, format == "keras_zip" and "keras_zip" or "hdf5")
+  local kind, root = keras.classify(h5, names)
+  if format == "keras_zip" then
+    if kind ~= "keras3" and #names > 0 then
+      fail("%s: model.weights.h5 is not in the Keras 3 layout", path)
+    end
+    kind = "keras3"
+  elseif format == "hdf5" and not auto then
+    kind = nil
+  elseif format == "keras" and kind ~= "keras" then
+    fail("%s: not a Keras 2 weights file (no layer_names attribute)", path)
+  elseif format == "keras3" and kind ~= "keras3" then
+    fail("%s: not a Keras 3 weights file (no layers/.../vars/<i> datasets)", path)
+  end
+  if kind == "keras" then
+    return remember(keras.read2(path, tensors, names, h5, root, remember))
+  elseif kind == "keras3" then
+    local out, order, meta = keras.read3(path, tensors, names, h5, remember,
+      h5.config_json, h5.metadata_json)
+    if format == "keras_zip" then meta.container = "zip" end
+    return remember(out, order, meta)
+  end
+  return remember(tensors, names, h5)
+end
+
+-- Write through the C writer with the layout as metadata.
+function keras.write(path, format, tensors, names, opts, src, progress)
+  local f = format == "keras" and keras.layout2 or format == "keras3" and keras.layout3
+    or keras.layout_hdf5
+  local layout, order = f(path, tensors, names, opts, src)
+  core.write(path, "hdf5", order, tensors, { layout = json.encode(layout) }, progress)
+end
+
+return keras
