@@ -29,12 +29,14 @@ G=$(get "$g" graft); R=$(get "$r" h5py)
 echo "full read of the 1 GiB Keras .h5 into memory:"
 echo "  graft $(ms $G)  h5py $(ms $R)  graft vs h5py: $(ratio $R $G)x (target >= 1)"
 
-rm -f "$DIR/keras_out_graft.safetensors" "$DIR/keras_out_torch.pt"
-g=$(lua5.4 bench/keras_steps.lua convert "$H5" "$DIR/keras_out_graft.safetensors")
-r=$($PY bench/keras_ref.py convert "$H5" "$DIR/keras_out_torch.pt")
+mkdir -p "$DIR/graft" "$DIR/torch"
+rm -f "$DIR/graft/keras_out.pt" "$DIR/torch/keras_out.pt"
+g=$(lua5.4 bench/keras_steps.lua convert "$H5" "$DIR/graft/keras_out.pt")
+r=$($PY bench/keras_ref.py convert "$H5" "$DIR/torch/keras_out.pt")
 G=$(get "$g" graft); GR=$(get "$g" rss); R=$(get "$r" h5py_torch); RR=$(get "$r" rss)
 echo ".h5 -> transposed weights (kernels HWIO->OIHW, dense .t()):"
-echo "  graft -> .safetensors $(ms $G), peak RSS $(mib $GR)  (graft cannot write .pt on this branch)"
+echo "  graft -> .pt $(ms $G), peak RSS $(mib $GR)"
 echo "  h5py + torch.save -> .pt $(ms $R), peak RSS $(mib $RR)"
 echo "  graft vs h5py+torch: $(ratio $R $G)x"
-rm -f "$DIR/keras_out_graft.safetensors" "$DIR/keras_out_torch.pt"
+echo "  outputs hold $($PY bench/torch_ref.py "$DIR/graft/keras_out.pt" check "$DIR/torch/keras_out.pt") tensors"
+rm -f "$DIR/graft/keras_out.pt" "$DIR/torch/keras_out.pt"

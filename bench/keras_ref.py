@@ -45,7 +45,10 @@ elif step == "convert":
             a = torch.from_numpy(f[n][()])
             if n.endswith("kernel:0"):
                 a = a.permute(3, 2, 0, 1).contiguous() if a.dim() == 4 else a.t().contiguous()
-            out[n] = a
+            # Keras names: "layer/layer/kernel:0" -> "layer/kernel", as graft
+            # names them, so the two outputs can be compared tensor by tensor
+            layer, rest = n.split("/", 1)
+            out[layer + "/" + rest.split("/", 1)[1].rsplit(":", 1)[0]] = a
     torch.save(out, sys.argv[3])
     print("h5py_torch", time.perf_counter() - t0)
     print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -137,7 +137,14 @@ static int l_read(lua_State *L) {
   gt_storage *file = by_prefix ? NULL : gt_storage_map(path, &e);
   if (!file && !by_prefix) return lg_raise(L, path, &e);
   int rc = read_format(format, file, path, &b->m, &e);
-  if (file) gt_storage_release(file);
+  /* Reading the index touched scattered pages (zip local headers, HDF5
+   * object headers); the kernel may have mapped whole large folios around
+   * each. Drop them from our resident set: tensor data faults back in when
+   * it is used, and a conversion's peak memory stays one buffer. */
+  if (file) {
+    gt_storage_done_with(file, 0, file->size);
+    gt_storage_release(file);
+  }
   if (rc != GT_OK) return lg_raise(L, path, &e);
   gt_model *m = &b->m;
   lua_createtable(L, 0, (int)m->n);        /* tensors */

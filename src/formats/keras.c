@@ -107,7 +107,7 @@ static int text_member(gt_storage *file, const gt_zip_dir *d, const char *name,
 int gt_keras_zip_read(gt_storage *file, gt_model *m, gt_err *err) {
   gt_zip_dir d;
   if (gt_storage_ready(file, err) != GT_OK) return GT_ERR;
-  if (gt_zip_dir_read(file->data, file->size, &d, err) != GT_OK) return GT_ERR;
+  if (gt_zip_dir_read_file(file, &d, err) != GT_OK) return GT_ERR;
   int rc = GT_ERR;
   const gt_zip_member *w = find(&d, WEIGHTS);
   if (!w) {

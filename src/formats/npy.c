@@ -873,7 +873,7 @@ static int npz_members(npz_state *st, const gt_zip_dir *d, gt_model *m,
 int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
   (void)path; /* the mapping is read; libzip opens it as a buffer */
   gt_zip_dir d;
-  if (gt_zip_dir_read(file->data, file->size, &d, err) != GT_OK) return GT_ERR;
+  if (gt_zip_dir_read_file(file, &d, err) != GT_OK) return GT_ERR;
   npz_state st = {file, NULL, gt_value_new(GT_V_MAP), gt_value_new(GT_V_LIST)};
   int rc = check_duplicates(&d, err);
   if (rc == GT_OK && (!st.arrays || !st.others))

@@ -976,7 +976,7 @@ static int small_text(zipread *z, const char *rel, gt_value *meta, const char *k
 }
 
 static int zip_index(zipread *z, gt_err *err) {
-  if (gt_zip_dir_read(z->file->data, z->file->size, &z->d, err)) return GT_ERR;
+  if (gt_zip_dir_read_file(z->file, &z->d, err)) return GT_ERR;
   if (z->d.n == 0) return gt_fail(err, "empty zip archive (no data.pkl)");
   const char *first = z->d.m[0].name, *slash = strchr(first, '/');
   if (!slash) return gt_fail(err, "member \"%.200s\" is not inside a folder (not a torch archive)", first);

@@ -13,6 +13,8 @@
  * overflowed. Every offset is checked before it is read. */
 #include "zipmap.h"
 
+#include "../tensor/storage.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -207,8 +209,11 @@ static int read_entry(const unsigned char *p, const cdir *cd, uint64_t *at,
   return read_local(p, cd, m, err);
 }
 
-int gt_zip_dir_read(const unsigned char *p, uint64_t len, gt_zip_dir *d,
-                    gt_err *err) {
+/* file, when not NULL, is the mapping p lies in: the pages around each
+ * local header are dropped once it is checked (gt_storage_forget), so
+ * reading one header per member does not leave the archive resident. */
+static int dir_read(const unsigned char *p, uint64_t len,
+                    const gt_storage *file, gt_zip_dir *d, gt_err *err) {
   cdir cd = {0, 0, 0, 0};
   uint64_t end;
   d->m = NULL;
@@ -232,8 +237,20 @@ int gt_zip_dir_read(const unsigned char *p, uint64_t len, gt_zip_dir *d,
       gt_zip_dir_free(d);
       return GT_ERR;
     }
+    if (file)
+      gt_storage_forget(file, d->m[i].header_offset,
+                        d->m[i].data_offset - d->m[i].header_offset);
   }
   return GT_OK;
+}
+
+int gt_zip_dir_read(const unsigned char *p, uint64_t len, gt_zip_dir *d,
+                    gt_err *err) {
+  return dir_read(p, len, NULL, d, err);
+}
+
+int gt_zip_dir_read_file(const gt_storage *file, gt_zip_dir *d, gt_err *err) {
+  return dir_read(file->data, file->size, file, d, err);
 }
 
 void gt_zip_dir_free(gt_zip_dir *d) {

@@ -39,6 +39,11 @@ typedef struct gt_zip_dir {
 /* Index the archive held in p[0, len). Errors name the member concerned. */
 int gt_zip_dir_read(const unsigned char *p, uint64_t len, gt_zip_dir *d,
                     gt_err *err);
+/* The same for an archive that is a whole mapped file: the pages touched
+ * to check each local header are dropped from the resident set as it goes. */
+struct gt_storage;
+int gt_zip_dir_read_file(const struct gt_storage *file, gt_zip_dir *d,
+                         gt_err *err);
 void gt_zip_dir_free(gt_zip_dir *d);
 
 /* Whether p[0, len) starts like a zip archive (local header or empty EOCD). */

@@ -75,5 +75,14 @@ const gt_storage *gt_storage_root_mapping(const gt_storage *s);
  * again soon (file-backed pages are dropped from RSS; they are re-read from
  * the file if used later). No-op for heap data. */
 void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len);
+/* Residency hint for index reads that touch scattered bytes of a mapped
+ * file (zip local headers): the kernel may map a whole large folio (up to
+ * 2 MiB) around one touched byte, so a reader that visits one header per
+ * tensor would end with the whole file resident. This drops the pages of
+ * the file mapping holding s around [off, off + len), widened to 2 MiB
+ * windows and clipped to the mapping. Contents never change (the mapping is
+ * read-only and refaults from the page cache); a no-op unless s's bytes lie
+ * in a file mapping. */
+void gt_storage_forget(const gt_storage *s, uint64_t off, uint64_t len);
 
 #endif
