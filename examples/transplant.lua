@@ -1,16 +1,18 @@
--- A weight transplant, end to end: a Keras-style CNN's weights (npz, conv
--- kernels HWIO, dense kernels [in, out]) into a PyTorch model's names and
--- layout (OIHW, [out, in]), checked against the target's template and
--- written as safetensors, then read back and verified value by value.
+-- A weight transplant, end to end: a Keras CNN's weights (a Keras 2
+-- save_weights .h5: conv kernels HWIO, dense kernels [in, out]) into a
+-- PyTorch model's names and layout (OIHW, [out, in]), checked against the
+-- target's template and written as a PyTorch state dict (.pt, which
+-- torch.load(path, weights_only=True) reads), then read back and verified
+-- value by value. Any format graft opens works as the source.
 --
---   lua5.4 examples/transplant.lua [IN.npz] [OUT.safetensors]
---   graft run examples/transplant.lua [IN.npz] [OUT.safetensors]
+--   lua5.4 examples/transplant.lua [IN] [OUT.pt]
+--   graft run examples/transplant.lua [IN] [OUT.pt]
 
 local graft = require "graft"
 
 local src, dst = ...
-src = src or "examples/data/tiny_cnn_keras.npz"
-dst = dst or "/tmp/tiny_cnn_torch.safetensors"
+src = src or "examples/data/tiny_cnn_keras.h5"
+dst = dst or "/tmp/tiny_cnn_torch.pt"
 
 local keras = graft.open(src)
 print(("opened %s: %d tensors (%s)"):format(src, #graft.names(keras), graft.meta(keras).format))
@@ -19,12 +21,18 @@ print(("opened %s: %d tensors (%s)"):format(src, #graft.names(keras), graft.meta
 local torch_weights = graft.map(keras, {
   { "^conv(%d+)/kernel$", "conv%1.weight", "hwio_to_oihw" },
   { "^conv(%d+)/bias$",   "conv%1.bias" },
-  { "^dense/kernel$",     "fc.weight", "t" },
+  -- Keras flattens the last conv's output in H, W, C order, PyTorch in
+  -- C, H, W: the dense kernel's 64 input rows are (2, 2, 16) in Keras's
+  -- order, so reorder them to (16, 2, 2) while transposing to [out, in].
+  { "^dense/kernel$",     "fc.weight", function(t)
+    return t:reshape(2, 2, 16, 10):permute(4, 3, 1, 2):reshape(10, 64)
+  end },
   { "^dense/bias$",       "fc.bias" },
 })
 
--- What the PyTorch model's state_dict expects (nn.Conv2d(3, 8, 3),
--- nn.Conv2d(8, 16, 3), nn.Linear(64, 10)).
+-- What the PyTorch model's state_dict expects (on 6x6 inputs:
+-- conv1 = nn.Conv2d(3, 8, 3), conv2 = nn.Conv2d(8, 16, 3), flatten,
+-- fc = nn.Linear(64, 10)).
 local template = {
   ["conv1.weight"] = { shape = { 8, 3, 3, 3 }, dtype = "float32" },
   ["conv1.bias"] = { shape = { 8 }, dtype = "float32" },
@@ -41,7 +49,8 @@ if not ok then
   error("the transplant does not fit the target model")
 end
 
-graft.save(dst, torch_weights, { metadata = { format = "pt" } })
+graft.save(dst, torch_weights, { order = {
+  "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias" } })
 print(("wrote %s"):format(dst))
 
 -- Read back and compare with the source, element by element.
@@ -50,6 +59,6 @@ for _, name in ipairs(graft.names(back)) do
   print(("  %-14s %-8s {%s}"):format(name, back[name].dtype, table.concat(back[name].shape, ",")))
 end
 assert(back["conv2.weight"]:equal(keras["conv2/kernel"]:permute(4, 3, 1, 2)))
-assert(back["fc.weight"]:equal(keras["dense/kernel"]:t()))
+assert(back["fc.weight"]:equal(keras["dense/kernel"]:reshape(2, 2, 16, 10):permute(4, 3, 1, 2):reshape(10, 64)))
 assert(back["conv1.bias"]:equal(keras["conv1/bias"]))
 print("transplant verified: every value matches the source")

@@ -487,10 +487,42 @@ graft.save(out, { x = graft.zeros({ tonumber(n) }) })
   it("runs the bundled transplant example", function()
     local dir = H.tmpdir()
     local out, err, code = run("run", "examples/transplant.lua",
-      "examples/data/tiny_cnn_keras.npz", dir .. "/t.safetensors")
+      "examples/data/tiny_cnn_keras.h5", dir .. "/t.pt")
     assert.are.equal(0, code, err)
     assert.truthy(out:find("transplant verified", 1, true), out)
-    assert.are.equal(6, #graft.names(graft.open(dir .. "/t.safetensors")))
+    assert.are.equal(6, #graft.names(graft.open(dir .. "/t.pt")))
+    -- The real test of a transplant: the PyTorch model loaded with the
+    -- written state dict computes what the Keras model computes. Keras's
+    -- forward pass (NHWC, HWIO kernels, valid padding, flatten in H, W, C
+    -- order) is written out in numpy from the .h5 with h5py.
+    local res = H.py([[
+import sys, h5py, numpy as np, torch
+f = h5py.File(sys.argv[1], "r")
+w = lambda l, n: f[l][l][n + ":0"][()]
+x = np.random.default_rng(0).standard_normal((5, 6, 6, 3)).astype(np.float32)
+def conv(x, k, b):
+    kh, kw = k.shape[:2]
+    n, h, wd, _ = x.shape
+    out = np.zeros((n, h - kh + 1, wd - kw + 1, k.shape[3]), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("nhwc,co->nhwo", x[:, i:i + out.shape[1], j:j + out.shape[2], :], k[i, j])
+    return out + b
+y = conv(conv(x, w("conv1", "kernel"), w("conv1", "bias")), w("conv2", "kernel"), w("conv2", "bias"))
+keras = y.reshape(5, -1) @ w("dense", "kernel") + w("dense", "bias")
+model = torch.nn.Sequential()
+model.add_module("conv1", torch.nn.Conv2d(3, 8, 3))
+model.add_module("conv2", torch.nn.Conv2d(8, 16, 3))
+model.add_module("flatten", torch.nn.Flatten())
+model.add_module("fc", torch.nn.Linear(64, 10))
+model.load_state_dict(torch.load(sys.argv[2], weights_only=True), strict=True)
+with torch.no_grad():
+    out = model(torch.from_numpy(x).permute(0, 3, 1, 2)).double().numpy()
+# float32 sums of ~100 products against float64: compare relative to scale
+print("rel_diff", float(np.abs(out - keras).max() / np.abs(keras).max()))
+]], "examples/data/tiny_cnn_keras.h5", dir .. "/t.pt")
+    local d = tonumber(res:match("rel_diff (%S+)"))
+    assert.truthy(d and d < 1e-5, res)
   end)
 
   it("a failing recipe gives its message, no traceback", function()
