@@ -4,7 +4,7 @@
 -- [out, in] -> [in, out], BatchNorm's weight/bias/running stats become
 -- gamma/beta/moving_mean/moving_variance; num_batches_tracked is dropped.
 -- The input is anything graft.open reads holding the state dict's names
--- (safetensors, npz, and .pt once graft has a PyTorch reader).
+-- (a .pt/.bin torch.save wrote, safetensors, npz, ...).
 --
 --   graft run examples/torch_to_keras.lua IN OUT.h5 [LAYER=NAME ...]
 --

@@ -156,12 +156,11 @@ m = torch.nn.Sequential(torch.nn.Conv2d(1, 32, (10, 4)), torch.nn.BatchNorm2d(32
                         torch.nn.Flatten(), torch.nn.Linear(16, 64))
 m[1].running_mean.uniform_(); m[1].running_var.uniform_(1, 2)
 sd = m.state_dict()
-np.savez(sys.argv[1] + "/sd.npz", **{k: v.numpy() for k, v in sd.items()})
 torch.save(sd, sys.argv[1] + "/sd.pt")
 ]], dir)
     local out = dir .. "/torch.h5"
     local recipe = assert(loadfile("examples/torch_to_keras.lua"))
-    recipe(dir .. "/sd.npz", out, "0=conv2d", "1=batch_normalization", "3=fc1_relu")
+    recipe(dir .. "/sd.pt", out, "0=conv2d", "1=batch_normalization", "3=fc1_relu")
     -- values: torch's tensors in Keras layout
     assert.equal("ok\n", H.py([[
 import sys, h5py, torch, numpy as np
