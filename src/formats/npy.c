@@ -321,30 +321,6 @@ static int is_aligned(const void *p, size_t a) {
   return ((uintptr_t)p & (a - 1)) == 0;
 }
 
-/* Copy-to-aligned: bytes [off, off + size) of the parent. */
-typedef struct copy_ctx {
-  uint64_t off;
-} copy_ctx;
-
-static int load_copy(gt_storage *s, gt_err *err) {
-  const copy_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, s->parent->data + c->off, s->size);
-  return GT_OK;
-}
-
-static gt_storage *copy_storage(gt_storage *parent, uint64_t off,
-                                uint64_t size, gt_err *err) {
-  copy_ctx *c = malloc(sizeof *c);
-  if (!c) {
-    gt_fail(err, "out of memory");
-    return NULL;
-  }
-  c->off = off;
-  return gt_storage_lazy((size_t)size, parent, load_copy, c, free, err);
-}
-
 static uint32_t crc_of(const unsigned char *p, uint64_t n) {
   uLong crc = crc32(0L, Z_NULL, 0);
   while (n > 0) {
@@ -688,10 +664,8 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err) {
     raw = file;
     gt_storage_retain(raw);
     off = h.data_offset;
-  } else if (is_aligned(file->data + h.data_offset, align_of(&h))) {
-    raw = gt_storage_region(file, h.data_offset, h.nbytes, err);
   } else {
-    raw = copy_storage(file, h.data_offset, h.nbytes, err);
+    raw = gt_storage_aligned(file, h.data_offset, h.nbytes, align_of(&h), err);
   }
   if (!raw) return GT_ERR;
   int rc = add_tensor(m, name, name_len, &h, raw, off, err);

@@ -373,26 +373,14 @@ static int load_string_content(gt_storage *s, gt_err *err) {
   return GT_OK;
 }
 
-/* A misaligned region copied into aligned memory on first use. */
-static int load_aligned_copy(gt_storage *s, gt_err *err) {
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  memcpy(s->data, s->parent->data, s->size);
-  return GT_OK;
-}
-
 static gt_storage *content_storage(gt_storage *file, const pb_rec *c,
                                    gt_dtype dt, size_t numel, gt_err *err) {
+  if (dt != GT_STRING)
+    return gt_storage_aligned(file, c->pos, c->len, gt_dtype_size(dt), err);
   gt_storage *r = gt_storage_region(file, c->pos, c->len, err);
   if (!r) return NULL;
-  gt_storage *s = NULL;
-  if (dt == GT_STRING)
-    s = gt_storage_lazy(numel * sizeof(gt_str), r, load_string_content, NULL,
-                        NULL, err);
-  else if ((uintptr_t)r->data % gt_dtype_size(dt) == 0)
-    return r;
-  else
-    s = gt_storage_lazy(c->len, r, load_aligned_copy, NULL, NULL, err);
+  gt_storage *s = gt_storage_lazy(numel * sizeof(gt_str), r, load_string_content,
+                                  NULL, NULL, err);
   gt_storage_release(r);
   return s;
 }
