@@ -19,9 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <zip.h>
-#include <zlib.h>
 
 #include "../tensor/copy.h"
+#include "checked.h"
 #include "fileout.h"
 #include "zipmap.h"
 
@@ -317,56 +317,6 @@ static const gt_storage *root_file(const gt_storage *s) {
   return s;
 }
 
-static int is_aligned(const void *p, size_t a) {
-  return ((uintptr_t)p & (a - 1)) == 0;
-}
-
-static uint32_t crc_of(const unsigned char *p, uint64_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-    crc = crc32(crc, p, k);
-    p += k;
-    n -= k;
-  }
-  return (uint32_t)crc;
-}
-
-/* A stored .npz member: the CRC-32 of the whole member is checked on first
- * use, then the array bytes [data, data + size) are used in place when
- * aligned, else copied. */
-typedef struct member_ctx {
-  char *what;
-  uint64_t member_off, member_size, data;
-  uint32_t crc;
-  size_t align;
-} member_ctx;
-
-static void free_member(void *p) {
-  member_ctx *c = p;
-  free(c->what);
-  free(c);
-}
-
-static int load_member(gt_storage *s, gt_err *err) {
-  const member_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  const unsigned char *base = s->parent->data;
-  uint32_t crc = crc_of(base + c->member_off, c->member_size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
-                        "%08x): the file is corrupt", c->what,
-                   (unsigned)c->crc, (unsigned)crc);
-  if (is_aligned(base + c->data, c->align)) {
-    s->data = (unsigned char *)base + c->data;
-    s->owns_data = 0;
-    return GT_OK;
-  }
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, base + c->data, s->size);
-  return GT_OK;
-}
-
 /* libzip's view of an .npz, shared by its deflated members. */
 typedef struct archive {
   int refs;
@@ -454,11 +404,8 @@ static int load_deflate(gt_storage *s, gt_err *err) {
   if (got != s->size)
     return gt_fail(err, "%s: inflates to %llu bytes, the archive says %zu",
                    c->what, (unsigned long long)got, s->size);
-  uint32_t crc = crc_of(s->data, s->size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
-                        "%08x): the file is corrupt", c->what,
-                   (unsigned)c->crc, (unsigned)crc);
+  if (gt_sum_check(GT_SUM_CRC32, c->what, s->data, s->size, c->crc, err) != GT_OK)
+    return GT_ERR;
   if (c->move) memmove(s->data, s->data + c->move_off, c->move_len);
   return GT_OK;
 }
@@ -724,21 +671,17 @@ static int deflated_header(archive *a, const gt_zip_member *mm, uint64_t i,
   return rc;
 }
 
-/* Raw storage for a stored member's array bytes (CRC checked on use). */
+/* Raw storage for a stored member's array bytes: the CRC-32 of the whole
+ * member is checked on first use, then the array bytes are used in place
+ * when aligned, else copied. */
 static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
                               const gt_npy_header *h, gt_err *err) {
-  member_ctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
-    free(c);
-    return gt_fail(err, "out of memory"), NULL;
-  }
-  c->member_off = mm->data_offset;
-  c->member_size = mm->size;
-  c->data = mm->data_offset + h->data_offset;
-  c->crc = mm->crc;
-  c->align = align_of(h);
-  return gt_storage_lazy((size_t)h->nbytes, file, load_member, c, free_member,
-                         err);
+  gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
+                  .sum_off = mm->data_offset, .sum_len = mm->size,
+                  .data_off = mm->data_offset + h->data_offset,
+                  .align = align_of(h)};
+  return gt_checked_storage(file, &c, h->nbytes,
+                            label(file, "member", mm->name, mm->name_len), err);
 }
 
 /* Raw storage holding the whole inflated member; *off is where the array

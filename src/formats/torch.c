@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zip.h>
-#include <zlib.h>
 
+#include "checked.h"
 #include "pickle.h"
 #include "torch_types.h"
 #include "zipmap.h"
@@ -491,17 +491,6 @@ static int object_hook(void *ctx, gt_value *obj, int built, gt_err *err) {
 
 /* ------------------------------------------------------------ zip storages */
 
-static uint32_t crc_of(const unsigned char *p, uint64_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-    crc = crc32(crc, p, k);
-    p += k;
-    n -= k;
-  }
-  return (uint32_t)crc;
-}
-
 /* "<file>: record \"<name>\"", for errors raised long after open. */
 static char *label(const gt_storage *file, const char *name) {
   const char *path = file->path ? file->path : "?";
@@ -509,38 +498,6 @@ static char *label(const gt_storage *file, const char *name) {
   char *s = malloc(cap);
   if (s) snprintf(s, cap, "%s: record \"%.300s\"", path, name);
   return s;
-}
-
-typedef struct stored_ctx {
-  char *what;
-  uint64_t off;
-  uint32_t crc;
-} stored_ctx;
-
-static void free_stored(void *p) {
-  stored_ctx *c = p;
-  free(c->what);
-  free(c);
-}
-
-/* A stored record: CRC-32 checked on first use, then used in place when
- * 16-byte aligned (torch aligns records to 64), else copied. */
-static int load_stored(gt_storage *s, gt_err *err) {
-  const stored_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  const unsigned char *p = s->parent->data + c->off;
-  uint32_t crc = crc_of(p, s->size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives %08x): "
-                        "the file is corrupt", c->what, (unsigned)c->crc, (unsigned)crc);
-  if ((uintptr_t)p % 16 == 0) {
-    s->data = (unsigned char *)p;
-    s->owns_data = 0;
-    return GT_OK;
-  }
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, p, s->size);
-  return GT_OK;
 }
 
 /* libzip over the mapping, shared by deflated records. */
@@ -661,14 +618,12 @@ static int libzip_index(zipread *z, const gt_zip_member *mm, uint64_t *idx, gt_e
 static gt_storage *record_storage(zipread *z, const gt_zip_member *mm, gt_err *err) {
   if (mm->size > SIZE_MAX) return gt_fail(err, "record too large"), NULL;
   if (mm->method == 0) {
-    stored_ctx *c = calloc(1, sizeof *c);
-    if (!c || !(c->what = label(z->file, mm->name))) {
-      free(c);
-      return gt_fail(err, "out of memory"), NULL;
-    }
-    c->off = mm->data_offset;
-    c->crc = mm->crc;
-    return gt_storage_lazy((size_t)mm->size, z->file, load_stored, c, free_stored, err);
+    /* CRC-32 checked on first use, then used in place when 16-byte aligned
+     * (torch aligns records to 64), else copied. */
+    gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
+                    .sum_off = mm->data_offset, .sum_len = mm->size,
+                    .data_off = mm->data_offset, .align = 16};
+    return gt_checked_storage(z->file, &c, mm->size, label(z->file, mm->name), err);
   }
   if (mm->method != 8)
     return gt_fail(err, "record \"%.200s\": compression method %u (only stored and deflated)",
@@ -696,7 +651,7 @@ static int record_bytes(zipread *z, const gt_zip_member *mm, const unsigned char
   *owned = 0;
   if (mm->method == 0) {
     *out = z->file->data + mm->data_offset;
-    if (crc_of(*out, mm->size) != mm->crc)
+    if (gt_crc32(*out, mm->size) != mm->crc)
       return gt_fail(err, "record \"%.200s\": CRC-32 mismatch: the file is corrupt", mm->name);
     return GT_OK;
   }
