@@ -26,29 +26,24 @@
 #include "saved_model.pb-c.h"
 #include "tensor.pb-c.h"
 #include "tensor_shape.pb-c.h"
+#include "tfproto.h"
 
 #define NAME_SHOWN 200 /* bytes of a node name quoted in errors */
 
 /* ------------------------------------------------------------ data types */
 
-/* TensorFlow DataType (types.proto) -> graft dtype (-1: none) and the name
- * graft shows for it. Quantized types read as their integer storage. */
-static const struct {
-  int gt;
-  const char *name;
-} tf_types[] = {
-  {-1, "invalid"},         {GT_F32, "float32"},      {GT_F64, "float64"},
-  {GT_I32, "int32"},       {GT_U8, "uint8"},         {GT_I16, "int16"},
-  {GT_I8, "int8"},         {GT_STRING, "string"},    {GT_C64, "complex64"},
-  {GT_I64, "int64"},       {GT_BOOL, "bool"},        {GT_I8, "qint8"},
-  {GT_U8, "quint8"},       {GT_I32, "qint32"},       {GT_BF16, "bfloat16"},
-  {GT_I16, "qint16"},      {GT_U16, "quint16"},      {GT_U16, "uint16"},
-  {GT_C128, "complex128"}, {GT_F16, "float16"},      {-1, "resource"},
-  {-1, "variant"},         {GT_U32, "uint32"},       {GT_U64, "uint64"},
-  {GT_F8E5M2, "float8_e5m2"}, {GT_F8E4M3FN, "float8_e4m3fn"},
-  {-1, "float8_e4m3fnuz"}, {-1, "float8_e4m3b11fnuz"},
-  {-1, "float8_e5m2fnuz"}, {-1, "int4"}, {-1, "uint4"}, {-1, "int2"},
-  {-1, "uint2"},           {-1, "float4_e2m1fn"},
+/* The name graft shows for each TensorFlow DataType (types.proto), by
+ * value; which graft dtype holds it is tfproto's gt_tf_to_dtype. */
+static const char *const tf_types[] = {
+  "invalid",         "float32",         "float64",            "int32",
+  "uint8",           "int16",           "int8",               "string",
+  "complex64",       "int64",           "bool",               "qint8",
+  "quint8",          "qint32",          "bfloat16",           "qint16",
+  "quint16",         "uint16",          "complex128",         "float16",
+  "resource",        "variant",         "uint32",             "uint64",
+  "float8_e5m2",     "float8_e4m3fn",   "float8_e4m3fnuz",    "float8_e4m3b11fnuz",
+  "float8_e5m2fnuz", "int4",            "uint4",              "int2",
+  "uint2",           "float4_e2m1fn",
 };
 #define N_TF_TYPES (sizeof tf_types / sizeof tf_types[0])
 
@@ -56,13 +51,11 @@ static const struct {
  * same type. */
 static const char *tf_type_name(uint64_t v) {
   if (v >= 100 && v < 100 + N_TF_TYPES) v -= 100;
-  return v < N_TF_TYPES ? tf_types[v].name : "unknown";
+  return v < N_TF_TYPES ? tf_types[v] : "unknown";
 }
 
 static int tf_to_gt(uint64_t v, gt_dtype *dt) {
-  if (v >= N_TF_TYPES || tf_types[v].gt < 0) return GT_ERR;
-  *dt = (gt_dtype)tf_types[v].gt;
-  return GT_OK;
+  return v <= INT32_MAX && gt_tf_to_dtype((int)v, dt) == 0 ? GT_OK : GT_ERR;
 }
 
 /* ----------------------------------------------------------- metadata */
