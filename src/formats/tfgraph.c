@@ -21,6 +21,7 @@
 
 #include "../tensor/copy.h"
 #include "fileout.h"
+#include "grow.h"
 #include "meta_graph.pb-c.h"
 #include "pbwire.h"
 #include "saved_model.pb-c.h"
@@ -968,13 +969,8 @@ typedef struct pconsts {
 static int collect_const(void *ctx, const tf_node *nd, gt_err *err) {
   pconsts *c = ctx;
   if (!streq(nd->op, nd->op_len, "Const") || !nd->has_tensor) return GT_OK;
-  if (c->n == c->cap) {
-    size_t cap = c->cap ? 2 * c->cap : 64;
-    pconst *v = realloc(c->v, cap * sizeof *v);
-    if (!v) return gt_fail(err, "out of memory");
-    c->v = v;
-    c->cap = cap;
-  }
+  if (gt_grow((void **)&c->v, &c->cap, c->n + 1, sizeof *c->v))
+    return gt_fail(err, "out of memory");
   c->v[c->n++] = (pconst){nd->name, nd->name_len, nd->rec, nd->entry, nd->value,
                           nd->tensor};
   return GT_OK;

@@ -17,6 +17,7 @@
 #include <zip.h>
 
 #include "checked.h"
+#include "grow.h"
 #include "pickle.h"
 #include "torch_types.h"
 #include "zipmap.h"
@@ -69,20 +70,6 @@ static void reader_free(reader *r) {
   gt_value_free(r->globals);
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t es) {
-  if (need <= *cap) return GT_OK;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) {
-    if (c > SIZE_MAX / 2 / es) return GT_ERR;
-    c *= 2;
-  }
-  void *n = realloc(*arr, c * es);
-  if (!n) return GT_ERR;
-  *arr = n;
-  *cap = c;
-  return GT_OK;
-}
-
 /* ------------------------------------------------------------ storages */
 
 static uint64_t fnv(const char *s) {
@@ -121,7 +108,7 @@ static int storage_for(reader *r, const char *key, size_t *idx, int *isnew,
       j = (j + 1) & (r->hash_cap - 1);
     }
   }
-  if (grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st))
+  if (gt_grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st))
     return gt_fail(err, "out of memory");
   tstore *s = &r->st[r->nst];
   memset(s, 0, sizeof *s);
@@ -141,7 +128,7 @@ static int storage_for(reader *r, const char *key, size_t *idx, int *isnew,
 /* A storage without a key whose bytes are already known. */
 static int inline_storage(reader *r, const gt_torch_type *t, uint64_t numel,
                           gt_storage *s, size_t *idx, gt_err *err) {
-  if (grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st)) {
+  if (gt_grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st)) {
     gt_storage_release(s);
     return gt_fail(err, "out of memory");
   }
@@ -255,7 +242,7 @@ static int shape_of(const gt_value *tup, int64_t *out, int *n, const char *what,
 static int add_record(reader *r, size_t st, const gt_torch_type *t, int64_t off,
                       int ndim, const int64_t *shape, const int64_t *strides,
                       int swap, size_t *idx, gt_err *err) {
-  if (grow((void **)&r->rec, &r->cap_rec, r->nrec + 1, sizeof *r->rec))
+  if (gt_grow((void **)&r->rec, &r->cap_rec, r->nrec + 1, sizeof *r->rec))
     return gt_fail(err, "out of memory");
   trec *x = &r->rec[r->nrec];
   x->dims = malloc(sizeof(int64_t) * (size_t)(ndim ? 2 * ndim : 1));
@@ -677,7 +664,7 @@ static int record_bytes(zipread *z, const gt_zip_member *mm, const unsigned char
 static int path_push(reader *r, const char *seg, size_t n, size_t *mark, gt_err *err) {
   *mark = r->path_len;
   size_t need = r->path_len + n + 2;
-  if (grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
+  if (gt_grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
   if (r->path_len) r->path[r->path_len++] = '.';
   if (n) memcpy(r->path + r->path_len, seg, n);
   r->path_len += n;
