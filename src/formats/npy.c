@@ -24,6 +24,7 @@
 #include "checked.h"
 #include "fileout.h"
 #include "zipmap.h"
+#include "ziplib.h"
 
 /* ------------------------------------------------------------------ */
 /* 1. The header                                                        */
@@ -317,47 +318,8 @@ static const gt_storage *root_file(const gt_storage *s) {
   return s;
 }
 
-/* libzip's view of an .npz, shared by its deflated members. */
-typedef struct archive {
-  int refs;
-  zip_t *za;
-  gt_storage *file;
-} archive;
-
-static void archive_release(archive *a) {
-  if (a && --a->refs == 0) {
-    zip_discard(a->za);
-    gt_storage_release(a->file);
-    free(a);
-  }
-}
-
-static archive *archive_open(gt_storage *file, gt_err *err) {
-  zip_error_t ze;
-  zip_error_init(&ze);
-  archive *a = calloc(1, sizeof *a);
-  zip_source_t *src =
-      a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
-  zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
-  if (!za) {
-    if (a) gt_fail(err, "libzip cannot open the archive: %s",
-                   zip_error_strerror(&ze));
-    else gt_fail(err, "out of memory");
-    if (src) zip_source_free(src);
-    zip_error_fini(&ze);
-    free(a);
-    return NULL;
-  }
-  zip_error_fini(&ze);
-  a->refs = 1;
-  a->za = za;
-  a->file = file;
-  gt_storage_retain(file);
-  return a;
-}
-
 /* Inflate up to `want` bytes of member `index` into buf from its start. */
-static int inflate_member(archive *a, uint64_t index, unsigned char *buf,
+static int inflate_member(gt_ziplib *a, uint64_t index, unsigned char *buf,
                           uint64_t want, uint64_t *got, gt_err *err) {
   zip_file_t *f = zip_fopen_index(a->za, index, 0);
   if (!f) return gt_fail(err, "cannot open: %s", zip_strerror(a->za));
@@ -380,7 +342,7 @@ static int inflate_member(archive *a, uint64_t index, unsigned char *buf,
 /* A deflated member, inflated whole on first use; when `move` is set the
  * array bytes [move_off, +move_len) are then moved to the (aligned) start. */
 typedef struct deflate_ctx {
-  archive *a;
+  gt_ziplib *a;
   char *what;
   uint64_t index;
   uint32_t crc;
@@ -390,7 +352,7 @@ typedef struct deflate_ctx {
 
 static void free_deflate(void *p) {
   deflate_ctx *c = p;
-  archive_release(c->a);
+  gt_ziplib_release(c->a);
   free(c->what);
   free(c);
 }
@@ -653,7 +615,7 @@ static int is_npy_member(const gt_zip_member *mm) {
 }
 
 /* Header of deflated member i, read by inflating only its first bytes. */
-static int deflated_header(archive *a, const gt_zip_member *mm, uint64_t i,
+static int deflated_header(gt_ziplib *a, const gt_zip_member *mm, uint64_t i,
                            gt_npy_header *h, gt_err *err) {
   uint64_t want = mm->size < 4096 ? mm->size : 4096, got, need;
   unsigned char *buf = malloc(4096);
@@ -686,7 +648,7 @@ static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
 
 /* Raw storage holding the whole inflated member; *off is where the array
  * bytes will be once loaded. */
-static gt_storage *deflated_raw(gt_storage *file, archive *a, uint64_t i,
+static gt_storage *deflated_raw(gt_storage *file, gt_ziplib *a, uint64_t i,
                                 const gt_zip_member *mm,
                                 const gt_npy_header *h, uint64_t *off,
                                 gt_err *err) {
@@ -712,7 +674,7 @@ static gt_storage *deflated_raw(gt_storage *file, archive *a, uint64_t i,
 }
 
 /* Names libzip and the central directory parse must agree on. */
-static int check_libzip_name(archive *a, uint64_t i, const gt_zip_member *mm,
+static int check_libzip_name(gt_ziplib *a, uint64_t i, const gt_zip_member *mm,
                              gt_err *err) {
   const char *n = zip_get_name(a->za, i, ZIP_FL_ENC_RAW);
   if (!n || strlen(n) != mm->name_len || memcmp(n, mm->name, mm->name_len))
@@ -723,7 +685,7 @@ static int check_libzip_name(archive *a, uint64_t i, const gt_zip_member *mm,
 
 typedef struct npz_state {
   gt_storage *file;
-  archive *a;
+  gt_ziplib *a;
   gt_value *arrays, *others;
 } npz_state;
 
@@ -755,7 +717,7 @@ static int read_member(npz_state *st, gt_model *m, const gt_zip_member *mm,
       return GT_ERR;
     raw = stored_raw(st->file, mm, &h, err);
   } else if (mm->method == 8) {
-    if (!st->a && !(st->a = archive_open(st->file, err))) return GT_ERR;
+    if (!st->a && !(st->a = gt_ziplib_open(st->file, err))) return GT_ERR;
     if (check_libzip_name(st->a, i, mm, err) != GT_OK ||
         deflated_header(st->a, mm, i, &h, err) != GT_OK ||
         check_data(&h, mm->size - h.data_offset, err) != GT_OK)
@@ -797,7 +759,7 @@ int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
     rc = gt_fail(err, "out of memory");
   if (rc == GT_OK) rc = npz_members(&st, &d, m, err);
   gt_zip_dir_free(&d);
-  archive_release(st.a);
+  gt_ziplib_release(st.a);
   gt_value *meta = rc == GT_OK ? gt_value_new(GT_V_MAP) : NULL;
   if (!meta) {
     gt_value_free(st.arrays);

@@ -21,6 +21,7 @@
 #include "pickle.h"
 #include "torch_types.h"
 #include "zipmap.h"
+#include "ziplib.h"
 
 /* ------------------------------------------------------------ state */
 
@@ -487,40 +488,7 @@ static char *label(const gt_storage *file, const char *name) {
   return s;
 }
 
-/* libzip over the mapping, shared by deflated records. */
-typedef struct archive {
-  int refs;
-  zip_t *za;
-} archive;
-
-static void archive_release(archive *a) {
-  if (a && --a->refs == 0) {
-    zip_discard(a->za);
-    free(a);
-  }
-}
-
-static archive *archive_open(gt_storage *file, gt_err *err) {
-  zip_error_t ze;
-  zip_error_init(&ze);
-  archive *a = calloc(1, sizeof *a);
-  zip_source_t *src = a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
-  zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
-  if (!za) {
-    gt_fail(err, a ? "libzip cannot open the archive: %s" : "out of memory",
-            zip_error_strerror(&ze));
-    if (src) zip_source_free(src);
-    free(a);
-    a = NULL;
-  } else {
-    a->refs = 1;
-    a->za = za;
-  }
-  zip_error_fini(&ze);
-  return a;
-}
-
-static int inflate_into(archive *a, uint64_t index, unsigned char *buf,
+static int inflate_into(gt_ziplib *a, uint64_t index, unsigned char *buf,
                         uint64_t want, const char *what, gt_err *err) {
   zip_file_t *f = zip_fopen_index(a->za, index, 0);
   if (!f) return gt_fail(err, "%s: cannot open: %s", what, zip_strerror(a->za));
@@ -540,14 +508,14 @@ static int inflate_into(archive *a, uint64_t index, unsigned char *buf,
 }
 
 typedef struct deflate_ctx {
-  archive *a;
+  gt_ziplib *a;
   char *what;
   uint64_t index;
 } deflate_ctx;
 
 static void free_deflate(void *p) {
   deflate_ctx *c = p;
-  archive_release(c->a);
+  gt_ziplib_release(c->a);
   free(c->what);
   free(c);
 }
@@ -565,7 +533,7 @@ typedef struct zipread {
   const gt_zip_member **sorted;
   char *prefix;               /* "folder/" */
   size_t plen;
-  archive *a;
+  gt_ziplib *a;
 } zipread;
 
 static int cmp_name(const void *x, const void *y) {
@@ -589,7 +557,7 @@ static const gt_zip_member *member(zipread *z, const char *rel) {
 }
 
 static int open_archive(zipread *z, gt_err *err) {
-  if (!z->a && !(z->a = archive_open(z->file, err))) return GT_ERR;
+  if (!z->a && !(z->a = gt_ziplib_open(z->file, err))) return GT_ERR;
   return GT_OK;
 }
 
@@ -1019,7 +987,7 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   gt_zip_dir_free(&z.d);
   free(z.sorted);
   free(z.prefix);
-  archive_release(z.a);
+  gt_ziplib_release(z.a);
   return rc;
 }
 
