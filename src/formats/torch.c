@@ -758,16 +758,24 @@ bad:
   return NULL;
 }
 
+/* walk(v) with seg (n bytes; NULL: none) added to the name path; state:
+ * v is a MAP whose module slots add no segment (a pickled state). */
+static gt_value *walk_at(reader *r, const char *seg, size_t n, const gt_value *v,
+                         int name_tensors, int state, gt_err *err) {
+  size_t mark = r->path_len;
+  if (seg && path_push(r, seg, n, &mark, err)) return NULL;
+  gt_value *w = state ? walk_map(r, v, name_tensors, 1, err) : walk(r, v, name_tensors, err);
+  path_pop(r, mark);
+  return w;
+}
+
 static gt_value *walk_list(reader *r, const gt_value *v, int name_tensors, gt_err *err) {
   gt_value *o = gt_value_new(GT_V_LIST);
   if (!o) return gt_fail(err, "out of memory"), NULL;
   for (size_t i = 0; i < v->n; i++) {
     char buf[32];
-    size_t mark;
     int n = snprintf(buf, sizeof buf, "%zu", i);
-    if (path_push(r, buf, (size_t)n, &mark, err)) goto bad;
-    gt_value *item = walk(r, v->items[i], name_tensors, err);
-    path_pop(r, mark);
+    gt_value *item = walk_at(r, buf, (size_t)n, v->items[i], name_tensors, 0, err);
     if (!item || gt_value_push(o, item)) {
       if (item) gt_fail(err, "out of memory");
       goto bad;
@@ -792,14 +800,9 @@ static gt_value *walk_object(reader *r, const gt_value *v, int name_tensors, gt_
   for (int k = 0; v->i == 1 && k < GT_PK_NSLOTS && (size_t)k < v->n; k++) {
     const gt_value *c = v->items[k];
     if (c->kind == GT_V_NIL) continue;
-    size_t mark = r->path_len;
-    gt_value *w;
-    if (k == GT_PK_ARGS && path_push(r, "args", 4, &mark, err)) goto bad;
-    if (c->kind == GT_V_MAP && k != GT_PK_ARGS)
-      w = walk_map(r, c, name_tensors, k == GT_PK_STATE, err);
-    else
-      w = walk(r, c, name_tensors, err);
-    path_pop(r, mark);
+    /* walk() of any other MAP is walk_map without transparent slots */
+    gt_value *w = walk_at(r, k == GT_PK_ARGS ? "args" : NULL, 4, c, name_tensors,
+                          k == GT_PK_STATE && c->kind == GT_V_MAP, err);
     if (!w) goto bad;
     if (gt_value_setk(o, slots[k], w)) {
       gt_fail(err, "out of memory");
