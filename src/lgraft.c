@@ -1,6 +1,50 @@
 /* lgraft.c: luaopen_graft_core, the one entry point of the C module. */
 #include "lgraft.h"
 
+#include <string.h>
+
+void *lg_push_box(lua_State *L, size_t size, const char *tname,
+                  lua_CFunction gc) {
+  void *b = lua_newuserdatauv(L, size, 0);
+  memset(b, 0, size);
+  if (luaL_newmetatable(L, tname)) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  return b;
+}
+
+void lg_progress_cb(void *ctx, uint64_t done, uint64_t total) {
+  lg_progress *p = ctx;
+  lua_pushvalue(p->L, p->fn);
+  lua_pushinteger(p->L, (lua_Integer)done);
+  lua_pushinteger(p->L, (lua_Integer)total);
+  if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) lua_pop(p->L, 1);
+}
+
+lua_Integer lg_count_names(lua_State *L, int idx) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  return n;
+}
+
+void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
+              const char *ctx, gt_entry *out) {
+  lua_geti(L, names, i);
+  const char *name = lua_tostring(L, -1);
+  if (!name) luaL_error(L, "graft: %s: names[%d] is not a string", ctx, (int)i);
+  lua_getfield(L, tensors, name);
+  gt_tensor *t = lg_test_tensor(L, -1);
+  if (!t) luaL_error(L, "graft: %s: \"%s\" is not a tensor", ctx, name);
+  out->name = (char *)name;
+  out->t = *t;
+  lua_pop(L, 2);
+}
+
 int luaopen_graft_core(lua_State *L);
 
 int luaopen_graft_core(lua_State *L) {

@@ -37,6 +37,31 @@ gt_dtype lg_dtype(lua_State *L, int idx, int dflt);
 /* Shape from varargs of integers starting at idx, or from one table. */
 int lg_shape(lua_State *L, int idx, int64_t *shape);
 
+/* A zeroed userdata whose __gc and __close are `gc` (metatable `tname`),
+ * marked to-be-closed, so C resources it owns are freed on return and on
+ * error alike. */
+void *lg_push_box(lua_State *L, size_t size, const char *tname,
+                  lua_CFunction gc);
+
+/* Progress bridge for gt_save: calls the Lua function at stack index `fn`
+ * protected (its errors are dropped), so a Lua error never unwinds through
+ * a C writer. */
+typedef struct lg_progress {
+  lua_State *L;
+  int fn;
+} lg_progress;
+void lg_progress_cb(void *ctx, uint64_t done, uint64_t total);
+
+/* Length of the names array at idx, raising "graft: too many tensors"
+ * beyond 2^24. */
+lua_Integer lg_count_names(lua_State *L, int idx);
+/* out <- names[i] (array at `names`) and tensors[names[i]] (table at
+ * `tensors`): the tensor is borrowed and the name kept alive by the names
+ * table. Raises "graft: <ctx>: names[i] is not a string" or "...: \"<name>\"
+ * is not a tensor". The stack is left as it was. */
+void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
+              const char *ctx, gt_entry *out);
+
 /* Push a gt_value tree as plain Lua values (tensor refs resolved through
  * the list of tensor userdata at index `tensors`, or 0). */
 void lg_push_value(lua_State *L, const gt_value *v, int tensors);

@@ -86,25 +86,8 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-/* A zeroed userdata whose __gc and __close are `gc`, marked to-be-closed,
- * so C resources it owns are freed on return and on error alike. */
-static void *push_box(lua_State *L, size_t size, const char *tname,
-                      lua_CFunction gc) {
-  void *b = lua_newuserdatauv(L, size, 0);
-  memset(b, 0, size);
-  if (luaL_newmetatable(L, tname)) {
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_setmetatable(L, -2);
-  lua_toclose(L, -1);
-  return b;
-}
-
 static model_box *new_box(lua_State *L) {
-  model_box *b = push_box(L, sizeof *b, "graft.modelbox", box_gc);
+  model_box *b = lg_push_box(L, sizeof *b, "graft.modelbox", box_gc);
   gt_model_init(&b->m);
   b->live = 1;
   return b;
@@ -172,21 +155,6 @@ static int l_read(lua_State *L) {
   lua_setfield(L, -2, "format");
   lua_remove(L, list);
   return 3;
-}
-
-/* progress bridge: calls the Lua function at stack index `fn` protected, so
- * a Lua error never unwinds through the C writer. */
-typedef struct progress_ctx {
-  lua_State *L;
-  int fn;
-} progress_ctx;
-
-static void progress_cb(void *ctx, uint64_t done, uint64_t total) {
-  progress_ctx *p = ctx;
-  lua_pushvalue(p->L, p->fn);
-  lua_pushinteger(p->L, (lua_Integer)done);
-  lua_pushinteger(p->L, (lua_Integer)total);
-  if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) lua_pop(p->L, 1);
 }
 
 /* Build a gt_value MAP of strings from a Lua table of string -> string. */
@@ -336,24 +304,13 @@ static int l_write(lua_State *L) {
   luaL_checktype(L, 4, LUA_TTABLE);
   int has_meta = lua_istable(L, 5), has_prog = lua_isfunction(L, 6);
   gt_err e;
-  lua_Integer n = luaL_len(L, 3);
-  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
-  save_box *b = push_box(L, sizeof *b, "graft.savebox", save_gc);
+  lua_Integer n = lg_count_names(L, 3);
+  save_box *b = lg_push_box(L, sizeof *b, "graft.savebox", save_gc);
   b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, 3, i);
-    const char *name = lua_tostring(L, -1);
-    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", path, (int)i);
-    lua_getfield(L, 4, name);
-    gt_tensor *t = lg_test_tensor(L, -1);
-    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", path, name);
-    b->entries[i - 1].name = (char *)name; /* kept alive by names table */
-    b->entries[i - 1].t = *t;             /* borrowed */
-    lua_pop(L, 2);
-  }
+  for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &b->entries[i - 1]);
   if (has_meta && !(b->meta = metadata_from_lua(L, 5, &e))) return lg_raise(L, path, &e);
-  progress_ctx pc = {L, 6};
-  gt_save s = {b->entries, (size_t)n, b->meta, has_prog ? progress_cb : NULL, &pc};
+  lg_progress pc = {L, 6};
+  gt_save s = {b->entries, (size_t)n, b->meta, has_prog ? lg_progress_cb : NULL, &pc};
   int rc;
   if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
   if (strcmp(format, "safetensors") == 0) rc = gt_safetensors_write(path, &s, &e);
@@ -376,22 +333,11 @@ static int l_tfgraph_patch(lua_State *L) {
   luaL_checktype(L, 4, LUA_TTABLE);
   int has_prog = lua_isfunction(L, 5);
   gt_err e;
-  lua_Integer n = luaL_len(L, 3);
-  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  lua_Integer n = lg_count_names(L, 3);
   gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, 3, i);
-    const char *name = lua_tostring(L, -1);
-    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", path, (int)i);
-    lua_getfield(L, 4, name);
-    gt_tensor *t = lg_test_tensor(L, -1);
-    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", path, name);
-    entries[i - 1].name = (char *)name; /* kept alive by the names table */
-    entries[i - 1].t = *t;             /* borrowed */
-    lua_pop(L, 2);
-  }
-  progress_ctx pc = {L, 5};
-  gt_save s = {entries, (size_t)n, NULL, has_prog ? progress_cb : NULL, &pc};
+  for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &entries[i - 1]);
+  lg_progress pc = {L, 5};
+  gt_save s = {entries, (size_t)n, NULL, has_prog ? lg_progress_cb : NULL, &pc};
   gt_storage *file = gt_storage_map(base, &e);
   if (!file) return lg_raise(L, base, &e);
   int rc = gt_tfgraph_patch(path, file, &s, &e);
@@ -485,7 +431,7 @@ static int json_box_gc(lua_State *L) {
 static int l_json_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  cJSON **b = push_box(L, sizeof *b, "graft.jsonbox", json_box_gc);
+  cJSON **b = lg_push_box(L, sizeof *b, "graft.jsonbox", json_box_gc);
   const char *end = NULL;
   *b = cJSON_ParseWithLengthOpts(s, n, &end, 0);
   if (!*b) return luaL_error(L, "graft: invalid JSON near byte %d", end ? (int)(end - s) : 0);

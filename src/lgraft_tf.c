@@ -42,30 +42,7 @@ static int tf_box_gc(lua_State *L) {
 }
 
 static tf_box *new_box(lua_State *L) {
-  tf_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, "graft.tfbox")) {
-    lua_pushcfunction(L, tf_box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, tf_box_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_setmetatable(L, -2);
-  lua_toclose(L, -1);
-  return b;
-}
-
-typedef struct progress_ctx {
-  lua_State *L;
-  int fn;
-} progress_ctx;
-
-static void progress_cb(void *ctx, uint64_t done, uint64_t total) {
-  progress_ctx *p = ctx;
-  lua_pushvalue(p->L, p->fn);
-  lua_pushinteger(p->L, (lua_Integer)done);
-  lua_pushinteger(p->L, (lua_Integer)total);
-  if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) lua_pop(p->L, 1);
+  return lg_push_box(L, sizeof(tf_box), "graft.tfbox", tf_box_gc);
 }
 
 static int l_tf_write(lua_State *L) {
@@ -74,8 +51,7 @@ static int l_tf_write(lua_State *L) {
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_Integer ns = luaL_checkinteger(L, 4);
   int has_map = lua_istable(L, 5), has_prog = lua_isfunction(L, 6);
-  lua_Integer n = luaL_len(L, 2);
-  if (n < 0 || n > 1 << 24) return luaL_error(L, "graft: too many tensors");
+  lua_Integer n = lg_count_names(L, 2);
   if (ns < 1 || ns > GT_TFBUNDLE_MAX_SHARDS)
     return luaL_error(L, "graft: %s: num_shards must be in [1, %d]", prefix,
                       GT_TFBUNDLE_MAX_SHARDS);
@@ -86,24 +62,15 @@ static int l_tf_write(lua_State *L) {
   gt_entry *entries = b->p;
   int *shard_of = (int *)(void *)(entries + (n ? n : 1));
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, 2, i);
-    const char *name = lua_tostring(L, -1);
-    if (!name) return luaL_error(L, "graft: %s: names[%d] is not a string", prefix, (int)i);
-    lua_getfield(L, 3, name);
-    gt_tensor *t = lg_test_tensor(L, -1);
-    if (!t) return luaL_error(L, "graft: %s: \"%s\" is not a tensor", prefix, name);
-    entries[i - 1].name = (char *)name; /* kept alive by the names table */
-    entries[i - 1].t = *t;              /* borrowed */
-    lua_pop(L, 1);
+    lg_entry(L, 2, 3, i, prefix, &entries[i - 1]);
     if (has_map) {
-      lua_getfield(L, 5, name);
+      lua_getfield(L, 5, entries[i - 1].name);
       shard_of[i - 1] = (int)luaL_optinteger(L, -1, 0);
       lua_pop(L, 1);
     }
-    lua_pop(L, 1);
   }
-  progress_ctx pc = {L, 6};
-  gt_save s = {entries, (size_t)n, NULL, has_prog ? progress_cb : NULL, &pc};
+  lg_progress pc = {L, 6};
+  gt_save s = {entries, (size_t)n, NULL, has_prog ? lg_progress_cb : NULL, &pc};
   gt_tfbundle_opts o = {(int)ns, has_map ? shard_of : NULL};
   gt_err e;
   if (gt_tfbundle_write(prefix, &s, &o, &e) != GT_OK) return lg_raise(L, NULL, &e);

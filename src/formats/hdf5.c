@@ -652,14 +652,6 @@ static int load_dataset(gt_storage *s, gt_err *err) {
   return rc;
 }
 
-/* Misaligned contiguous data: copied to aligned memory on first use. */
-static int load_aligned(gt_storage *s, gt_err *err) {
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  memcpy(s->data, s->parent->data, s->size);
-  return GT_OK;
-}
-
 /* Where dataset did's bytes live when they can be viewed in place: its
  * contiguous, unfiltered, internal storage. 0 and *off set, or 1. */
 static int in_place(hid_t did, uint64_t *off) {
@@ -780,13 +772,8 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
               w->f->image->size);
       goto out;
     }
-    s = gt_storage_region(w->f->image, off, nbytes, w->err);
     size_t align = gt_dtype_is_complex(dt) ? esize / 2 : esize;
-    if (s && nbytes > 0 && (uintptr_t)s->data % align != 0) {
-      gt_storage *r = s;
-      s = gt_storage_lazy((size_t)nbytes, r, load_aligned, NULL, NULL, w->err);
-      gt_storage_release(r);
-    }
+    s = gt_storage_aligned(w->f->image, off, nbytes, align, w->err);
   } else {
     hid_t mt = H5Tget_native_type(ft, H5T_DIR_ASCEND);
     if (mt < 0) {

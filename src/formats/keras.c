@@ -11,6 +11,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "checked.h"
 #include "hdf5.h"
 #include "zipmap.h"
 
@@ -69,13 +70,7 @@ static gt_storage *inflate_member(gt_storage *file, const gt_zip_member *mm,
     gt_storage_release(s);
     return gt_fail(err, "%s: corrupt deflated data", mm->name), NULL;
   }
-  uLong crc = 0;
-  for (uint64_t at = 0; at < mm->size;) {
-    uInt k = mm->size - at > UINT32_MAX ? UINT32_MAX : (uInt)(mm->size - at);
-    crc = crc32(crc, s->data + at, k);
-    at += k;
-  }
-  if ((uint32_t)crc != mm->crc) {
+  if (gt_crc32(s->data, mm->size) != mm->crc) {
     gt_storage_release(s);
     return gt_fail(err, "%s: CRC-32 mismatch: the archive is corrupt", mm->name),
            NULL;

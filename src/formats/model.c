@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
+
 void gt_model_init(gt_model *m) { memset(m, 0, sizeof *m); }
 
 void gt_model_free(gt_model *m) {
@@ -20,13 +22,8 @@ void gt_model_free(gt_model *m) {
 }
 
 static int reserve(gt_model *m, gt_err *err) {
-  if (m->n < m->cap) return GT_OK;
-  size_t cap = m->cap ? m->cap * 2 : 16;
-  if (cap > SIZE_MAX / sizeof(gt_entry)) return gt_fail(err, "too many tensors");
-  gt_entry *e = realloc(m->entries, cap * sizeof *e);
-  if (!e) return gt_fail(err, "out of memory");
-  m->entries = e;
-  m->cap = cap;
+  if (gt_grow((void **)&m->entries, &m->cap, m->n + 1, sizeof *m->entries))
+    return gt_fail(err, "out of memory");
   return GT_OK;
 }
 

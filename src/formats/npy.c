@@ -19,11 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 #include <zip.h>
-#include <zlib.h>
 
 #include "../tensor/copy.h"
+#include "checked.h"
 #include "fileout.h"
 #include "zipmap.h"
+#include "ziplib.h"
 
 /* ------------------------------------------------------------------ */
 /* 1. The header                                                        */
@@ -317,121 +318,8 @@ static const gt_storage *root_file(const gt_storage *s) {
   return s;
 }
 
-static int is_aligned(const void *p, size_t a) {
-  return ((uintptr_t)p & (a - 1)) == 0;
-}
-
-/* Copy-to-aligned: bytes [off, off + size) of the parent. */
-typedef struct copy_ctx {
-  uint64_t off;
-} copy_ctx;
-
-static int load_copy(gt_storage *s, gt_err *err) {
-  const copy_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, s->parent->data + c->off, s->size);
-  return GT_OK;
-}
-
-static gt_storage *copy_storage(gt_storage *parent, uint64_t off,
-                                uint64_t size, gt_err *err) {
-  copy_ctx *c = malloc(sizeof *c);
-  if (!c) {
-    gt_fail(err, "out of memory");
-    return NULL;
-  }
-  c->off = off;
-  return gt_storage_lazy((size_t)size, parent, load_copy, c, free, err);
-}
-
-static uint32_t crc_of(const unsigned char *p, uint64_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-    crc = crc32(crc, p, k);
-    p += k;
-    n -= k;
-  }
-  return (uint32_t)crc;
-}
-
-/* A stored .npz member: the CRC-32 of the whole member is checked on first
- * use, then the array bytes [data, data + size) are used in place when
- * aligned, else copied. */
-typedef struct member_ctx {
-  char *what;
-  uint64_t member_off, member_size, data;
-  uint32_t crc;
-  size_t align;
-} member_ctx;
-
-static void free_member(void *p) {
-  member_ctx *c = p;
-  free(c->what);
-  free(c);
-}
-
-static int load_member(gt_storage *s, gt_err *err) {
-  const member_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  const unsigned char *base = s->parent->data;
-  uint32_t crc = crc_of(base + c->member_off, c->member_size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
-                        "%08x): the file is corrupt", c->what,
-                   (unsigned)c->crc, (unsigned)crc);
-  if (is_aligned(base + c->data, c->align)) {
-    s->data = (unsigned char *)base + c->data;
-    s->owns_data = 0;
-    return GT_OK;
-  }
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, base + c->data, s->size);
-  return GT_OK;
-}
-
-/* libzip's view of an .npz, shared by its deflated members. */
-typedef struct archive {
-  int refs;
-  zip_t *za;
-  gt_storage *file;
-} archive;
-
-static void archive_release(archive *a) {
-  if (a && --a->refs == 0) {
-    zip_discard(a->za);
-    gt_storage_release(a->file);
-    free(a);
-  }
-}
-
-static archive *archive_open(gt_storage *file, gt_err *err) {
-  zip_error_t ze;
-  zip_error_init(&ze);
-  archive *a = calloc(1, sizeof *a);
-  zip_source_t *src =
-      a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
-  zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
-  if (!za) {
-    if (a) gt_fail(err, "libzip cannot open the archive: %s",
-                   zip_error_strerror(&ze));
-    else gt_fail(err, "out of memory");
-    if (src) zip_source_free(src);
-    zip_error_fini(&ze);
-    free(a);
-    return NULL;
-  }
-  zip_error_fini(&ze);
-  a->refs = 1;
-  a->za = za;
-  a->file = file;
-  gt_storage_retain(file);
-  return a;
-}
-
 /* Inflate up to `want` bytes of member `index` into buf from its start. */
-static int inflate_member(archive *a, uint64_t index, unsigned char *buf,
+static int inflate_member(gt_ziplib *a, uint64_t index, unsigned char *buf,
                           uint64_t want, uint64_t *got, gt_err *err) {
   zip_file_t *f = zip_fopen_index(a->za, index, 0);
   if (!f) return gt_fail(err, "cannot open: %s", zip_strerror(a->za));
@@ -454,7 +342,7 @@ static int inflate_member(archive *a, uint64_t index, unsigned char *buf,
 /* A deflated member, inflated whole on first use; when `move` is set the
  * array bytes [move_off, +move_len) are then moved to the (aligned) start. */
 typedef struct deflate_ctx {
-  archive *a;
+  gt_ziplib *a;
   char *what;
   uint64_t index;
   uint32_t crc;
@@ -464,7 +352,7 @@ typedef struct deflate_ctx {
 
 static void free_deflate(void *p) {
   deflate_ctx *c = p;
-  archive_release(c->a);
+  gt_ziplib_release(c->a);
   free(c->what);
   free(c);
 }
@@ -478,11 +366,8 @@ static int load_deflate(gt_storage *s, gt_err *err) {
   if (got != s->size)
     return gt_fail(err, "%s: inflates to %llu bytes, the archive says %zu",
                    c->what, (unsigned long long)got, s->size);
-  uint32_t crc = crc_of(s->data, s->size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives "
-                        "%08x): the file is corrupt", c->what,
-                   (unsigned)c->crc, (unsigned)crc);
+  if (gt_sum_check(GT_SUM_CRC32, c->what, s->data, s->size, c->crc, err) != GT_OK)
+    return GT_ERR;
   if (c->move) memmove(s->data, s->data + c->move_off, c->move_len);
   return GT_OK;
 }
@@ -688,10 +573,8 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err) {
     raw = file;
     gt_storage_retain(raw);
     off = h.data_offset;
-  } else if (is_aligned(file->data + h.data_offset, align_of(&h))) {
-    raw = gt_storage_region(file, h.data_offset, h.nbytes, err);
   } else {
-    raw = copy_storage(file, h.data_offset, h.nbytes, err);
+    raw = gt_storage_aligned(file, h.data_offset, h.nbytes, align_of(&h), err);
   }
   if (!raw) return GT_ERR;
   int rc = add_tensor(m, name, name_len, &h, raw, off, err);
@@ -732,7 +615,7 @@ static int is_npy_member(const gt_zip_member *mm) {
 }
 
 /* Header of deflated member i, read by inflating only its first bytes. */
-static int deflated_header(archive *a, const gt_zip_member *mm, uint64_t i,
+static int deflated_header(gt_ziplib *a, const gt_zip_member *mm, uint64_t i,
                            gt_npy_header *h, gt_err *err) {
   uint64_t want = mm->size < 4096 ? mm->size : 4096, got, need;
   unsigned char *buf = malloc(4096);
@@ -750,26 +633,22 @@ static int deflated_header(archive *a, const gt_zip_member *mm, uint64_t i,
   return rc;
 }
 
-/* Raw storage for a stored member's array bytes (CRC checked on use). */
+/* Raw storage for a stored member's array bytes: the CRC-32 of the whole
+ * member is checked on first use, then the array bytes are used in place
+ * when aligned, else copied. */
 static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
                               const gt_npy_header *h, gt_err *err) {
-  member_ctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
-    free(c);
-    return gt_fail(err, "out of memory"), NULL;
-  }
-  c->member_off = mm->data_offset;
-  c->member_size = mm->size;
-  c->data = mm->data_offset + h->data_offset;
-  c->crc = mm->crc;
-  c->align = align_of(h);
-  return gt_storage_lazy((size_t)h->nbytes, file, load_member, c, free_member,
-                         err);
+  gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
+                  .sum_off = mm->data_offset, .sum_len = mm->size,
+                  .data_off = mm->data_offset + h->data_offset,
+                  .align = align_of(h)};
+  return gt_checked_storage(file, &c, h->nbytes,
+                            label(file, "member", mm->name, mm->name_len), err);
 }
 
 /* Raw storage holding the whole inflated member; *off is where the array
  * bytes will be once loaded. */
-static gt_storage *deflated_raw(gt_storage *file, archive *a, uint64_t i,
+static gt_storage *deflated_raw(gt_storage *file, gt_ziplib *a, uint64_t i,
                                 const gt_zip_member *mm,
                                 const gt_npy_header *h, uint64_t *off,
                                 gt_err *err) {
@@ -795,7 +674,7 @@ static gt_storage *deflated_raw(gt_storage *file, archive *a, uint64_t i,
 }
 
 /* Names libzip and the central directory parse must agree on. */
-static int check_libzip_name(archive *a, uint64_t i, const gt_zip_member *mm,
+static int check_libzip_name(gt_ziplib *a, uint64_t i, const gt_zip_member *mm,
                              gt_err *err) {
   const char *n = zip_get_name(a->za, i, ZIP_FL_ENC_RAW);
   if (!n || strlen(n) != mm->name_len || memcmp(n, mm->name, mm->name_len))
@@ -806,7 +685,7 @@ static int check_libzip_name(archive *a, uint64_t i, const gt_zip_member *mm,
 
 typedef struct npz_state {
   gt_storage *file;
-  archive *a;
+  gt_ziplib *a;
   gt_value *arrays, *others;
 } npz_state;
 
@@ -838,7 +717,7 @@ static int read_member(npz_state *st, gt_model *m, const gt_zip_member *mm,
       return GT_ERR;
     raw = stored_raw(st->file, mm, &h, err);
   } else if (mm->method == 8) {
-    if (!st->a && !(st->a = archive_open(st->file, err))) return GT_ERR;
+    if (!st->a && !(st->a = gt_ziplib_open(st->file, err))) return GT_ERR;
     if (check_libzip_name(st->a, i, mm, err) != GT_OK ||
         deflated_header(st->a, mm, i, &h, err) != GT_OK ||
         check_data(&h, mm->size - h.data_offset, err) != GT_OK)
@@ -880,7 +759,7 @@ int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
     rc = gt_fail(err, "out of memory");
   if (rc == GT_OK) rc = npz_members(&st, &d, m, err);
   gt_zip_dir_free(&d);
-  archive_release(st.a);
+  gt_ziplib_release(st.a);
   gt_value *meta = rc == GT_OK ? gt_value_new(GT_V_MAP) : NULL;
   if (!meta) {
     gt_value_free(st.arrays);

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
+
 typedef struct vm {
   const unsigned char *p;
   size_t len, pos;
@@ -43,25 +45,10 @@ static int fail(vm *m, const char *fmt, const char *what) {
 
 static int oom(vm *m) { return FAIL(m, "out of memory"); }
 
-/* Grow *arr (of elements of size `es`) to hold at least `need`. */
-static int grow(void **arr, size_t *cap, size_t need, size_t es) {
-  if (need <= *cap) return GT_OK;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) {
-    if (c > SIZE_MAX / 2 / es) return GT_ERR;
-    c *= 2;
-  }
-  void *n = realloc(*arr, c * es);
-  if (!n) return GT_ERR;
-  *arr = n;
-  *cap = c;
-  return GT_OK;
-}
-
 /* ------------------------------------------------------------ arena */
 
 static gt_value *nv(vm *m, gt_vkind kind) {
-  if (grow((void **)&m->arena, &m->arena_cap, m->na + 1, sizeof *m->arena)) {
+  if (gt_grow((void **)&m->arena, &m->arena_cap, m->na + 1, sizeof *m->arena)) {
     oom(m);
     return NULL;
   }
@@ -85,7 +72,7 @@ static void shallow_free(gt_value *v) {
 /* Adopt a tree a hook returned: every node joins the arena. */
 static int adopt(vm *m, gt_value *v, int depth) {
   if (depth > GT_PICKLE_MAX_DEPTH) return FAIL(m, "hook value nested too deep");
-  if (grow((void **)&m->arena, &m->arena_cap, m->na + 1, sizeof *m->arena)) {
+  if (gt_grow((void **)&m->arena, &m->arena_cap, m->na + 1, sizeof *m->arena)) {
     gt_value_free(v);
     return oom(m);
   }
@@ -101,7 +88,7 @@ static int adopt(vm *m, gt_value *v, int depth) {
 /* Append child to a LIST/OBJECT node or key/item to a MAP node (no
  * ownership: both are arena nodes). */
 static int add_item(vm *m, gt_value *c, gt_value *item) {
-  if (grow((void **)&c->items, &c->cap, c->n + 1, sizeof *c->items)) return oom(m);
+  if (gt_grow((void **)&c->items, &c->cap, c->n + 1, sizeof *c->items)) return oom(m);
   c->items[c->n++] = item;
   return GT_OK;
 }
@@ -132,9 +119,9 @@ static int map_set(vm *m, gt_value *map, gt_value *key, gt_value *item) {
       return GT_OK;
     }
   size_t cap = map->cap;
-  if (grow((void **)&map->items, &cap, map->n + 1, sizeof *map->items)) return oom(m);
+  if (gt_grow((void **)&map->items, &cap, map->n + 1, sizeof *map->items)) return oom(m);
   size_t kcap = map->cap;
-  if (grow((void **)&map->keys, &kcap, map->n + 1, sizeof *map->keys)) return oom(m);
+  if (gt_grow((void **)&map->keys, &kcap, map->n + 1, sizeof *map->keys)) return oom(m);
   map->cap = cap < kcap ? cap : kcap;
   map->keys[map->n] = key;
   map->items[map->n++] = item;
@@ -145,7 +132,7 @@ static int map_set(vm *m, gt_value *map, gt_value *key, gt_value *item) {
 
 static int push(vm *m, gt_value *v) {
   if (!v) return GT_ERR;
-  if (grow((void **)&m->stack, &m->stack_cap, m->sp + 1, sizeof *m->stack))
+  if (gt_grow((void **)&m->stack, &m->stack_cap, m->sp + 1, sizeof *m->stack))
     return oom(m);
   m->stack[m->sp++] = v;
   return GT_OK;
@@ -714,7 +701,7 @@ static int memo_put(vm *m, uint64_t idx) {
     return FAIL(m, "memo index larger than the pickle could use");
   if (idx >= m->memo_cap) {
     size_t old = m->memo_cap;
-    if (grow((void **)&m->memo, &m->memo_cap, (size_t)idx + 1, sizeof *m->memo))
+    if (gt_grow((void **)&m->memo, &m->memo_cap, (size_t)idx + 1, sizeof *m->memo))
       return oom(m);
     memset(m->memo + old, 0, (m->memo_cap - old) * sizeof *m->memo);
   }
@@ -950,7 +937,7 @@ static int step(vm *m, int *done) {
     return x > m->len - m->pos ? FAIL(m, "FRAME longer than the pickle") : GT_OK;
   case '.': *done = 1; return GT_OK;
   case '(':
-    if (grow((void **)&m->marks, &m->marks_cap, m->nm + 1, sizeof *m->marks)) return oom(m);
+    if (gt_grow((void **)&m->marks, &m->marks_cap, m->nm + 1, sizeof *m->marks)) return oom(m);
     m->marks[m->nm++] = m->sp;
     return GT_OK;
   case '0':

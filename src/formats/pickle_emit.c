@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
+
 enum {
   OP_PROTO = 0x80, OP_STOP = '.', OP_BINPUT = 'q', OP_LONG_BINPUT = 'r',
   OP_BINGET = 'h', OP_LONG_BINGET = 'j', OP_GLOBAL = 'c', OP_BINUNICODE = 'X',
@@ -99,13 +101,8 @@ int gt_pe_global(gt_pe *p, const char *module, const char *name,
     if (strcmp(p->globals[i].module, module) == 0 &&
         strcmp(p->globals[i].name, name) == 0)
       return gt_pe_get(p, p->globals[i].memo, err);
-  if (p->nglobals == p->gcap) {
-    size_t cap = p->gcap ? p->gcap * 2 : 8;
-    gt_pe_glob *g = realloc(p->globals, cap * sizeof *g);
-    if (!g) return gt_fail(err, "out of memory");
-    p->globals = g;
-    p->gcap = cap;
-  }
+  if (gt_grow((void **)&p->globals, &p->gcap, p->nglobals + 1, sizeof *p->globals))
+    return gt_fail(err, "out of memory");
   gt_pe_glob *g = &p->globals[p->nglobals];
   g->module = strdup(module);
   g->name = strdup(name);

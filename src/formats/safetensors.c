@@ -438,34 +438,14 @@ static int check_placement(const st_info *ts, size_t n, uint64_t buflen,
   return GT_OK;
 }
 
-/* Loader of a misaligned tensor: copy its bytes (the parent region) into
- * 64-byte aligned memory, so no kernel ever makes a misaligned access. */
-static int load_aligned_copy(gt_storage *s, gt_err *err) {
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  memcpy(s->data, s->parent->data, s->size);
-  return GT_OK;
-}
-
-/* The storage for a tensor's bytes at file offset `off`: a region of the
- * mapping, wrapped in a lazy aligned copy when the bytes are misaligned. */
-static gt_storage *tensor_storage(gt_storage *file, uint64_t off, uint64_t size,
-                                  gt_dtype dt, gt_err *err) {
-  gt_storage *r = gt_storage_region(file, off, size, err);
-  if (!r || size == 0 || (uintptr_t)r->data % gt_dtype_size(dt) == 0) return r;
-  gt_storage *lazy = gt_storage_lazy((size_t)size, r, load_aligned_copy, NULL,
-                                     NULL, err);
-  gt_storage_release(r);
-  return lazy;
-}
-
 static int add_tensor(gt_storage *file, uint64_t base, const st_info *t,
                       gt_model *m, gt_err *err) {
   int64_t shape[GT_MAXDIM];
   int k = 0;
   for (const cJSON *d = t->shape->child; d; d = d->next)
     shape[k++] = (int64_t)d->valuedouble;
-  gt_storage *s = tensor_storage(file, base + t->begin, t->nbytes, t->dtype, err);
+  gt_storage *s = gt_storage_aligned(file, base + t->begin, t->nbytes,
+                                    gt_dtype_size(t->dtype), err);
   if (!s) return name_fail(err, t->name);
   gt_tensor view;
   memset(&view, 0, sizeof view);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "crc32c.h"
 #include "fileout.h"
 #include "tensor_bundle.pb-c.h"
@@ -51,16 +52,6 @@ static char *label(const char *file, const char *key, size_t klen) {
   char *s = malloc(cap);
   if (s) snprintf(s, cap, "%s: key \"%.*s\"", file, n, key);
   return s;
-}
-
-static int check_crc(const char *what, const unsigned char *p, uint64_t n,
-                     uint32_t stored, gt_err *err) {
-  uint32_t got = gt_crc32c(p, (size_t)n);
-  if (gt_crc32c_mask(got) != stored)
-    return gt_fail(err, "%s: crc32c mismatch (entry says %08x, data gives "
-                        "%08x): the data file is corrupt", what,
-                   (unsigned)gt_crc32c_unmask(stored), (unsigned)got);
-  return GT_OK;
 }
 
 /* Walk a DT_STRING entry p[0, size): numel varint lengths, the masked
@@ -108,32 +99,17 @@ static int parse_strings(const char *what, const unsigned char *p,
 /* 2. Lazy storages                                                     */
 /* ------------------------------------------------------------------ */
 
+/* A DT_STRING entry, parsed (and both checksums checked) on first use. */
 typedef struct entry_ctx {
   char *what;
   uint64_t off, size, numel;
   uint32_t crc;
-  size_t align;
 } entry_ctx;
 
 static void free_entry(void *p) {
   entry_ctx *c = p;
   free(c->what);
   free(c);
-}
-
-static int load_numeric(gt_storage *s, gt_err *err) {
-  const entry_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  const unsigned char *p = s->parent->data + c->off;
-  if (check_crc(c->what, p, c->size, c->crc, err) != GT_OK) return GT_ERR;
-  if (((uintptr_t)p & (c->align - 1)) == 0) {
-    s->data = (unsigned char *)p;
-    s->owns_data = 0;
-    return GT_OK;
-  }
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, p, s->size);
-  return GT_OK;
 }
 
 static int load_string(gt_storage *s, gt_err *err) {
@@ -201,7 +177,7 @@ static int load_part(gt_storage *s, gt_err *err) {
     const slice_src *sl = &c->src[i];
     if (gt_storage_ready(sl->shard, err) != GT_OK) return GT_ERR;
     const unsigned char *p = sl->shard->data + sl->off;
-    if (check_crc(sl->what, p, sl->size, sl->crc, err) != GT_OK) return GT_ERR;
+    if (gt_sum_check(GT_SUM_CRC32C_MASKED, sl->what, p, sl->size, sl->crc, err) != GT_OK) return GT_ERR;
     place_slice(c, sl, p, s->data);
   }
   return GT_OK;
@@ -334,11 +310,28 @@ static int entry_range(const bundle *b, const char *what,
   return GT_OK;
 }
 
-/* The storage of a plain (unsliced) entry: dtype/shape/size checked. */
+/* The storage of a plain (unsliced) entry: dtype/shape/size checked.
+ * DT_STRING entries are parsed on first use; numeric ones are checked
+ * storages (crc32c on first use, then in place when aligned). */
 static gt_storage *entry_storage(const bundle *b, const char *what,
                                  const Tensorflow__BundleEntryProto *e,
                                  gt_dtype dt, int64_t numel, gt_err *err) {
   if (entry_range(b, what, e, err) != GT_OK) return NULL;
+  gt_storage *sh = b->shards[e->shard_id];
+  if (dt != GT_STRING) {
+    unsigned long long want;
+    gt_checked k = {.kind = GT_SUM_CRC32C_MASKED, .sum = e->crc32c,
+                    .sum_off = (uint64_t)e->offset, .sum_len = (uint64_t)e->size,
+                    .data_off = (uint64_t)e->offset, .align = gt_dtype_size(dt)};
+    if (gt_mul_u64((unsigned long long)numel, k.align, &want) ||
+        want != k.sum_len)
+      return gt_fail(err, "%s: size %lld does not match %s %lld elements", what,
+                     (long long)e->size, gt_dtype_name(dt), (long long)numel),
+             NULL;
+    /* Complex types align on their component. */
+    if (dt == GT_C64 || dt == GT_C128) k.align /= 2;
+    return gt_checked_storage(sh, &k, k.sum_len, strdup(what), err);
+  }
   entry_ctx *c = calloc(1, sizeof *c);
   if (!c || !(c->what = strdup(what))) {
     free(c);
@@ -348,30 +341,14 @@ static gt_storage *entry_storage(const bundle *b, const char *what,
   c->size = (uint64_t)e->size;
   c->numel = (uint64_t)numel;
   c->crc = e->crc32c;
-  gt_storage *sh = b->shards[e->shard_id];
-  if (dt == GT_STRING) {
-    /* Each element needs at least its one-byte length. */
-    if ((uint64_t)numel > c->size || (uint64_t)numel > SIZE_MAX / sizeof(gt_str)) {
-      free_entry(c);
-      return gt_fail(err, "%s: %lld strings cannot fit in %lld bytes", what,
-                     (long long)numel, (long long)e->size), NULL;
-    }
-    return gt_storage_lazy((size_t)numel * sizeof(gt_str), sh, load_string, c,
-                           free_entry, err);
-  }
-  unsigned long long want;
-  c->align = gt_dtype_size(dt);
-  if (gt_mul_u64((unsigned long long)numel, c->align, &want) ||
-      want != c->size) {
+  /* Each element needs at least its one-byte length. */
+  if ((uint64_t)numel > c->size || (uint64_t)numel > SIZE_MAX / sizeof(gt_str)) {
     free_entry(c);
-    return gt_fail(err, "%s: size %lld does not match %s %lld elements", what,
-                   (long long)e->size, gt_dtype_name(dt), (long long)numel),
-           NULL;
+    return gt_fail(err, "%s: %lld strings cannot fit in %lld bytes", what,
+                   (long long)numel, (long long)e->size), NULL;
   }
-  /* Complex types align on their component. */
-  if (dt == GT_C64 || dt == GT_C128) c->align /= 2;
-  return gt_storage_lazy((size_t)c->size, sh, load_numeric, c, free_entry,
-                         err);
+  return gt_storage_lazy((size_t)numel * sizeof(gt_str), sh, load_string, c,
+                         free_entry, err);
 }
 
 static int cmp_key(const unsigned char *a, size_t an, const unsigned char *b,
@@ -735,7 +712,8 @@ static int verify_entry(const bundle *b, size_t i, gt_err *err) {
                                e->crc32c, NULL, err)
                : gt_wrap(err, "%s", what);
     } else {
-      rc = check_crc(what, p, (uint64_t)e->size, e->crc32c, err);
+      rc = gt_sum_check(GT_SUM_CRC32C_MASKED, what, p, (uint64_t)e->size,
+                        e->crc32c, err);
     }
   }
   free(what);

@@ -21,34 +21,30 @@
 
 #include "../tensor/copy.h"
 #include "fileout.h"
+#include "grow.h"
 #include "meta_graph.pb-c.h"
 #include "pbwire.h"
 #include "saved_model.pb-c.h"
 #include "tensor.pb-c.h"
 #include "tensor_shape.pb-c.h"
+#include "tfproto.h"
 
 #define NAME_SHOWN 200 /* bytes of a node name quoted in errors */
 
 /* ------------------------------------------------------------ data types */
 
-/* TensorFlow DataType (types.proto) -> graft dtype (-1: none) and the name
- * graft shows for it. Quantized types read as their integer storage. */
-static const struct {
-  int gt;
-  const char *name;
-} tf_types[] = {
-  {-1, "invalid"},         {GT_F32, "float32"},      {GT_F64, "float64"},
-  {GT_I32, "int32"},       {GT_U8, "uint8"},         {GT_I16, "int16"},
-  {GT_I8, "int8"},         {GT_STRING, "string"},    {GT_C64, "complex64"},
-  {GT_I64, "int64"},       {GT_BOOL, "bool"},        {GT_I8, "qint8"},
-  {GT_U8, "quint8"},       {GT_I32, "qint32"},       {GT_BF16, "bfloat16"},
-  {GT_I16, "qint16"},      {GT_U16, "quint16"},      {GT_U16, "uint16"},
-  {GT_C128, "complex128"}, {GT_F16, "float16"},      {-1, "resource"},
-  {-1, "variant"},         {GT_U32, "uint32"},       {GT_U64, "uint64"},
-  {GT_F8E5M2, "float8_e5m2"}, {GT_F8E4M3FN, "float8_e4m3fn"},
-  {-1, "float8_e4m3fnuz"}, {-1, "float8_e4m3b11fnuz"},
-  {-1, "float8_e5m2fnuz"}, {-1, "int4"}, {-1, "uint4"}, {-1, "int2"},
-  {-1, "uint2"},           {-1, "float4_e2m1fn"},
+/* The name graft shows for each TensorFlow DataType (types.proto), by
+ * value; which graft dtype holds it is tfproto's gt_tf_to_dtype. */
+static const char *const tf_types[] = {
+  "invalid",         "float32",         "float64",            "int32",
+  "uint8",           "int16",           "int8",               "string",
+  "complex64",       "int64",           "bool",               "qint8",
+  "quint8",          "qint32",          "bfloat16",           "qint16",
+  "quint16",         "uint16",          "complex128",         "float16",
+  "resource",        "variant",         "uint32",             "uint64",
+  "float8_e5m2",     "float8_e4m3fn",   "float8_e4m3fnuz",    "float8_e4m3b11fnuz",
+  "float8_e5m2fnuz", "int4",            "uint4",              "int2",
+  "uint2",           "float4_e2m1fn",
 };
 #define N_TF_TYPES (sizeof tf_types / sizeof tf_types[0])
 
@@ -56,13 +52,11 @@ static const struct {
  * same type. */
 static const char *tf_type_name(uint64_t v) {
   if (v >= 100 && v < 100 + N_TF_TYPES) v -= 100;
-  return v < N_TF_TYPES ? tf_types[v].name : "unknown";
+  return v < N_TF_TYPES ? tf_types[v] : "unknown";
 }
 
 static int tf_to_gt(uint64_t v, gt_dtype *dt) {
-  if (v >= N_TF_TYPES || tf_types[v].gt < 0) return GT_ERR;
-  *dt = (gt_dtype)tf_types[v].gt;
-  return GT_OK;
+  return v <= INT32_MAX && gt_tf_to_dtype((int)v, dt) == 0 ? GT_OK : GT_ERR;
 }
 
 /* ----------------------------------------------------------- metadata */
@@ -373,26 +367,14 @@ static int load_string_content(gt_storage *s, gt_err *err) {
   return GT_OK;
 }
 
-/* A misaligned region copied into aligned memory on first use. */
-static int load_aligned_copy(gt_storage *s, gt_err *err) {
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  memcpy(s->data, s->parent->data, s->size);
-  return GT_OK;
-}
-
 static gt_storage *content_storage(gt_storage *file, const pb_rec *c,
                                    gt_dtype dt, size_t numel, gt_err *err) {
+  if (dt != GT_STRING)
+    return gt_storage_aligned(file, c->pos, c->len, gt_dtype_size(dt), err);
   gt_storage *r = gt_storage_region(file, c->pos, c->len, err);
   if (!r) return NULL;
-  gt_storage *s = NULL;
-  if (dt == GT_STRING)
-    s = gt_storage_lazy(numel * sizeof(gt_str), r, load_string_content, NULL,
-                        NULL, err);
-  else if ((uintptr_t)r->data % gt_dtype_size(dt) == 0)
-    return r;
-  else
-    s = gt_storage_lazy(c->len, r, load_aligned_copy, NULL, NULL, err);
+  gt_storage *s = gt_storage_lazy(numel * sizeof(gt_str), r, load_string_content,
+                                  NULL, NULL, err);
   gt_storage_release(r);
   return s;
 }
@@ -987,13 +969,8 @@ typedef struct pconsts {
 static int collect_const(void *ctx, const tf_node *nd, gt_err *err) {
   pconsts *c = ctx;
   if (!streq(nd->op, nd->op_len, "Const") || !nd->has_tensor) return GT_OK;
-  if (c->n == c->cap) {
-    size_t cap = c->cap ? 2 * c->cap : 64;
-    pconst *v = realloc(c->v, cap * sizeof *v);
-    if (!v) return gt_fail(err, "out of memory");
-    c->v = v;
-    c->cap = cap;
-  }
+  if (gt_grow((void **)&c->v, &c->cap, c->n + 1, sizeof *c->v))
+    return gt_fail(err, "out of memory");
   c->v[c->n++] = (pconst){nd->name, nd->name_len, nd->rec, nd->entry, nd->value,
                           nd->tensor};
   return GT_OK;

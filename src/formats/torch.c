@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zip.h>
-#include <zlib.h>
 
+#include "checked.h"
+#include "grow.h"
 #include "pickle.h"
 #include "torch_types.h"
 #include "zipmap.h"
+#include "ziplib.h"
 
 /* ------------------------------------------------------------ state */
 
@@ -69,20 +71,6 @@ static void reader_free(reader *r) {
   gt_value_free(r->globals);
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t es) {
-  if (need <= *cap) return GT_OK;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) {
-    if (c > SIZE_MAX / 2 / es) return GT_ERR;
-    c *= 2;
-  }
-  void *n = realloc(*arr, c * es);
-  if (!n) return GT_ERR;
-  *arr = n;
-  *cap = c;
-  return GT_OK;
-}
-
 /* ------------------------------------------------------------ storages */
 
 static uint64_t fnv(const char *s) {
@@ -121,7 +109,7 @@ static int storage_for(reader *r, const char *key, size_t *idx, int *isnew,
       j = (j + 1) & (r->hash_cap - 1);
     }
   }
-  if (grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st))
+  if (gt_grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st))
     return gt_fail(err, "out of memory");
   tstore *s = &r->st[r->nst];
   memset(s, 0, sizeof *s);
@@ -141,7 +129,7 @@ static int storage_for(reader *r, const char *key, size_t *idx, int *isnew,
 /* A storage without a key whose bytes are already known. */
 static int inline_storage(reader *r, const gt_torch_type *t, uint64_t numel,
                           gt_storage *s, size_t *idx, gt_err *err) {
-  if (grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st)) {
+  if (gt_grow((void **)&r->st, &r->cap_st, r->nst + 1, sizeof *r->st)) {
     gt_storage_release(s);
     return gt_fail(err, "out of memory");
   }
@@ -255,7 +243,7 @@ static int shape_of(const gt_value *tup, int64_t *out, int *n, const char *what,
 static int add_record(reader *r, size_t st, const gt_torch_type *t, int64_t off,
                       int ndim, const int64_t *shape, const int64_t *strides,
                       int swap, size_t *idx, gt_err *err) {
-  if (grow((void **)&r->rec, &r->cap_rec, r->nrec + 1, sizeof *r->rec))
+  if (gt_grow((void **)&r->rec, &r->cap_rec, r->nrec + 1, sizeof *r->rec))
     return gt_fail(err, "out of memory");
   trec *x = &r->rec[r->nrec];
   x->dims = malloc(sizeof(int64_t) * (size_t)(ndim ? 2 * ndim : 1));
@@ -491,17 +479,6 @@ static int object_hook(void *ctx, gt_value *obj, int built, gt_err *err) {
 
 /* ------------------------------------------------------------ zip storages */
 
-static uint32_t crc_of(const unsigned char *p, uint64_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-    crc = crc32(crc, p, k);
-    p += k;
-    n -= k;
-  }
-  return (uint32_t)crc;
-}
-
 /* "<file>: record \"<name>\"", for errors raised long after open. */
 static char *label(const gt_storage *file, const char *name) {
   const char *path = file->path ? file->path : "?";
@@ -511,72 +488,7 @@ static char *label(const gt_storage *file, const char *name) {
   return s;
 }
 
-typedef struct stored_ctx {
-  char *what;
-  uint64_t off;
-  uint32_t crc;
-} stored_ctx;
-
-static void free_stored(void *p) {
-  stored_ctx *c = p;
-  free(c->what);
-  free(c);
-}
-
-/* A stored record: CRC-32 checked on first use, then used in place when
- * 16-byte aligned (torch aligns records to 64), else copied. */
-static int load_stored(gt_storage *s, gt_err *err) {
-  const stored_ctx *c = s->ctx;
-  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  const unsigned char *p = s->parent->data + c->off;
-  uint32_t crc = crc_of(p, s->size);
-  if (crc != c->crc)
-    return gt_fail(err, "%s: CRC-32 mismatch (archive says %08x, data gives %08x): "
-                        "the file is corrupt", c->what, (unsigned)c->crc, (unsigned)crc);
-  if ((uintptr_t)p % 16 == 0) {
-    s->data = (unsigned char *)p;
-    s->owns_data = 0;
-    return GT_OK;
-  }
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (s->size) memcpy(s->data, p, s->size);
-  return GT_OK;
-}
-
-/* libzip over the mapping, shared by deflated records. */
-typedef struct archive {
-  int refs;
-  zip_t *za;
-} archive;
-
-static void archive_release(archive *a) {
-  if (a && --a->refs == 0) {
-    zip_discard(a->za);
-    free(a);
-  }
-}
-
-static archive *archive_open(gt_storage *file, gt_err *err) {
-  zip_error_t ze;
-  zip_error_init(&ze);
-  archive *a = calloc(1, sizeof *a);
-  zip_source_t *src = a ? zip_source_buffer_create(file->data, file->size, 0, &ze) : NULL;
-  zip_t *za = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
-  if (!za) {
-    gt_fail(err, a ? "libzip cannot open the archive: %s" : "out of memory",
-            zip_error_strerror(&ze));
-    if (src) zip_source_free(src);
-    free(a);
-    a = NULL;
-  } else {
-    a->refs = 1;
-    a->za = za;
-  }
-  zip_error_fini(&ze);
-  return a;
-}
-
-static int inflate_into(archive *a, uint64_t index, unsigned char *buf,
+static int inflate_into(gt_ziplib *a, uint64_t index, unsigned char *buf,
                         uint64_t want, const char *what, gt_err *err) {
   zip_file_t *f = zip_fopen_index(a->za, index, 0);
   if (!f) return gt_fail(err, "%s: cannot open: %s", what, zip_strerror(a->za));
@@ -596,14 +508,14 @@ static int inflate_into(archive *a, uint64_t index, unsigned char *buf,
 }
 
 typedef struct deflate_ctx {
-  archive *a;
+  gt_ziplib *a;
   char *what;
   uint64_t index;
 } deflate_ctx;
 
 static void free_deflate(void *p) {
   deflate_ctx *c = p;
-  archive_release(c->a);
+  gt_ziplib_release(c->a);
   free(c->what);
   free(c);
 }
@@ -621,7 +533,7 @@ typedef struct zipread {
   const gt_zip_member **sorted;
   char *prefix;               /* "folder/" */
   size_t plen;
-  archive *a;
+  gt_ziplib *a;
 } zipread;
 
 static int cmp_name(const void *x, const void *y) {
@@ -645,7 +557,7 @@ static const gt_zip_member *member(zipread *z, const char *rel) {
 }
 
 static int open_archive(zipread *z, gt_err *err) {
-  if (!z->a && !(z->a = archive_open(z->file, err))) return GT_ERR;
+  if (!z->a && !(z->a = gt_ziplib_open(z->file, err))) return GT_ERR;
   return GT_OK;
 }
 
@@ -661,14 +573,12 @@ static int libzip_index(zipread *z, const gt_zip_member *mm, uint64_t *idx, gt_e
 static gt_storage *record_storage(zipread *z, const gt_zip_member *mm, gt_err *err) {
   if (mm->size > SIZE_MAX) return gt_fail(err, "record too large"), NULL;
   if (mm->method == 0) {
-    stored_ctx *c = calloc(1, sizeof *c);
-    if (!c || !(c->what = label(z->file, mm->name))) {
-      free(c);
-      return gt_fail(err, "out of memory"), NULL;
-    }
-    c->off = mm->data_offset;
-    c->crc = mm->crc;
-    return gt_storage_lazy((size_t)mm->size, z->file, load_stored, c, free_stored, err);
+    /* CRC-32 checked on first use, then used in place when 16-byte aligned
+     * (torch aligns records to 64), else copied. */
+    gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
+                    .sum_off = mm->data_offset, .sum_len = mm->size,
+                    .data_off = mm->data_offset, .align = 16};
+    return gt_checked_storage(z->file, &c, mm->size, label(z->file, mm->name), err);
   }
   if (mm->method != 8)
     return gt_fail(err, "record \"%.200s\": compression method %u (only stored and deflated)",
@@ -696,7 +606,7 @@ static int record_bytes(zipread *z, const gt_zip_member *mm, const unsigned char
   *owned = 0;
   if (mm->method == 0) {
     *out = z->file->data + mm->data_offset;
-    if (crc_of(*out, mm->size) != mm->crc)
+    if (gt_crc32(*out, mm->size) != mm->crc)
       return gt_fail(err, "record \"%.200s\": CRC-32 mismatch: the file is corrupt", mm->name);
     return GT_OK;
   }
@@ -722,7 +632,7 @@ static int record_bytes(zipread *z, const gt_zip_member *mm, const unsigned char
 static int path_push(reader *r, const char *seg, size_t n, size_t *mark, gt_err *err) {
   *mark = r->path_len;
   size_t need = r->path_len + n + 2;
-  if (grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
+  if (gt_grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
   if (r->path_len) r->path[r->path_len++] = '.';
   if (n) memcpy(r->path + r->path_len, seg, n);
   r->path_len += n;
@@ -848,16 +758,24 @@ bad:
   return NULL;
 }
 
+/* walk(v) with seg (n bytes; NULL: none) added to the name path; state:
+ * v is a MAP whose module slots add no segment (a pickled state). */
+static gt_value *walk_at(reader *r, const char *seg, size_t n, const gt_value *v,
+                         int name_tensors, int state, gt_err *err) {
+  size_t mark = r->path_len;
+  if (seg && path_push(r, seg, n, &mark, err)) return NULL;
+  gt_value *w = state ? walk_map(r, v, name_tensors, 1, err) : walk(r, v, name_tensors, err);
+  path_pop(r, mark);
+  return w;
+}
+
 static gt_value *walk_list(reader *r, const gt_value *v, int name_tensors, gt_err *err) {
   gt_value *o = gt_value_new(GT_V_LIST);
   if (!o) return gt_fail(err, "out of memory"), NULL;
   for (size_t i = 0; i < v->n; i++) {
     char buf[32];
-    size_t mark;
     int n = snprintf(buf, sizeof buf, "%zu", i);
-    if (path_push(r, buf, (size_t)n, &mark, err)) goto bad;
-    gt_value *item = walk(r, v->items[i], name_tensors, err);
-    path_pop(r, mark);
+    gt_value *item = walk_at(r, buf, (size_t)n, v->items[i], name_tensors, 0, err);
     if (!item || gt_value_push(o, item)) {
       if (item) gt_fail(err, "out of memory");
       goto bad;
@@ -882,14 +800,9 @@ static gt_value *walk_object(reader *r, const gt_value *v, int name_tensors, gt_
   for (int k = 0; v->i == 1 && k < GT_PK_NSLOTS && (size_t)k < v->n; k++) {
     const gt_value *c = v->items[k];
     if (c->kind == GT_V_NIL) continue;
-    size_t mark = r->path_len;
-    gt_value *w;
-    if (k == GT_PK_ARGS && path_push(r, "args", 4, &mark, err)) goto bad;
-    if (c->kind == GT_V_MAP && k != GT_PK_ARGS)
-      w = walk_map(r, c, name_tensors, k == GT_PK_STATE, err);
-    else
-      w = walk(r, c, name_tensors, err);
-    path_pop(r, mark);
+    /* walk() of any other MAP is walk_map without transparent slots */
+    gt_value *w = walk_at(r, k == GT_PK_ARGS ? "args" : NULL, 4, c, name_tensors,
+                          k == GT_PK_STATE && c->kind == GT_V_MAP, err);
     if (!w) goto bad;
     if (gt_value_setk(o, slots[k], w)) {
       gt_fail(err, "out of memory");
@@ -1077,7 +990,7 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   gt_zip_dir_free(&z.d);
   free(z.sorted);
   free(z.prefix);
-  archive_release(z.a);
+  gt_ziplib_release(z.a);
   return rc;
 }
 

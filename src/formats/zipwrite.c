@@ -17,6 +17,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "grow.h"
+
 enum { LOCAL_LEN = 30, CEN_LEN = 46, EOCD64_LEN = 56, LOC64_LEN = 20,
        EOCD_LEN = 22, FLAGS = 0x0808, V_ZIP64 = 45 };
 
@@ -68,13 +70,8 @@ int gt_zipw_begin(gt_zipw *z, const char *name, uint64_t size, gt_err *err) {
   if (z->open) return gt_fail(err, "zip member still open");
   size_t nlen = strlen(name);
   if (nlen > 0xFFFF) return gt_fail(err, "member name too long");
-  if (z->n == z->cap) {
-    size_t cap = z->cap ? z->cap * 2 : 16;
-    gt_zipw_member *m = realloc(z->m, cap * sizeof *m);
-    if (!m) return gt_fail(err, "out of memory");
-    z->m = m;
-    z->cap = cap;
-  }
+  if (gt_grow((void **)&z->m, &z->cap, z->n + 1, sizeof *z->m))
+    return gt_fail(err, "out of memory");
   gt_zipw_member *m = &z->m[z->n];
   if (!(m->name = strdup(name))) return gt_fail(err, "out of memory");
   m->offset = z->o->pos;

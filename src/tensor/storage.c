@@ -130,6 +130,23 @@ int gt_storage_alloc_data(gt_storage *s, gt_err *err) {
   return GT_OK;
 }
 
+/* Loader of gt_storage_aligned: the parent is the misaligned region. */
+static int load_aligned_copy(gt_storage *s, gt_err *err) {
+  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  if (s->size) memcpy(s->data, s->parent->data, s->size);
+  return GT_OK;
+}
+
+gt_storage *gt_storage_aligned(gt_storage *parent, uint64_t offset,
+                               uint64_t size, size_t align, gt_err *err) {
+  gt_storage *r = gt_storage_region(parent, offset, size, err);
+  if (!r || size == 0 || align <= 1 || (uintptr_t)r->data % align == 0) return r;
+  gt_storage *s = gt_storage_lazy((size_t)size, r, load_aligned_copy, NULL, NULL, err);
+  gt_storage_release(r);
+  return s;
+}
+
 void gt_storage_retain(gt_storage *s) { s->refs++; }
 
 void gt_storage_release(gt_storage *s) {

@@ -55,6 +55,12 @@ gt_storage *gt_storage_map(const char *path, gt_err *err);
 /* Window into parent (retained). Fails if out of bounds. */
 gt_storage *gt_storage_region(gt_storage *parent, uint64_t offset,
                               uint64_t size, gt_err *err);
+/* The bytes [offset, offset+size) of parent for a tensor whose elements
+ * need `align`-byte alignment: a region when they are aligned (or size is
+ * 0), else a lazy storage over that region that copies them into aligned
+ * memory on first use, so no kernel makes a misaligned access. */
+gt_storage *gt_storage_aligned(gt_storage *parent, uint64_t offset,
+                               uint64_t size, size_t align, gt_err *err);
 /* Lazy storage of `size` bytes whose bytes come from load(). ctx is freed by
  * free_ctx (may be NULL). parent (may be NULL) is retained. */
 gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
