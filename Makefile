@@ -43,11 +43,13 @@ $(MODULE): $(OBJ)
 test check: $(MODULE)
 	@sh tools/run-specs
 
-# Same suite with AddressSanitizer and UBSan (the module is rebuilt).
+# Same suite with AddressSanitizer and UBSan (the module is rebuilt, and
+# cleaned afterwards so the next plain `make` builds a normal module).
 asan:
 	$(MAKE) clean
 	$(MAKE) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" LIBFLAG="-shared -fsanitize=address,undefined"
-	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 sh tools/run-specs
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 sh tools/run-specs; \
+	  status=$$?; $(MAKE) clean; exit $$status
 
 bench: $(MODULE)
 	@sh bench/run
