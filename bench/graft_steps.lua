@@ -1,24 +1,14 @@
 -- The benchmark steps with graft, printing "name value" lines for bench/run.
 -- usage: lua5.4 bench/graft_steps.lua JOB.safetensors STEP [OUT]
 --   STEP: layout | cast | open | convert OUT
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-local graft = require "graft"
+package.path = "bench/?.lua;" .. package.path
+local common = require "common"
+local graft = common.graft
+local best = common.best
 local core = graft.core
 
 local path, step, out = arg[1], arg[2], arg[3]
 
-local function best(fn, reps)
-  local b = math.huge
-  for _ = 1, reps or 5 do
-    local t0 = core.now()
-    fn()
-    local dt = core.now() - t0
-    if dt < b then b = dt end
-    collectgarbage()
-  end
-  return b
-end
 
 -- Every tensor copied into memory first (not timed), as ref.py does.
 local function load_all()

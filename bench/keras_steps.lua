@@ -3,24 +3,14 @@
 -- usage: lua5.4 bench/keras_steps.lua make JOB.safetensors OUT.h5
 --        lua5.4 bench/keras_steps.lua open|read FILE.h5
 --        lua5.4 bench/keras_steps.lua convert FILE.h5 OUT.safetensors
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-local graft = require "graft"
+package.path = "bench/?.lua;" .. package.path
+local common = require "common"
+local graft = common.graft
+local best = common.best
 local core = graft.core
 
 local step, path, out = arg[1], arg[2], arg[3]
 
-local function best(fn, reps)
-  local b = math.huge
-  for _ = 1, reps or 5 do
-    local t0 = core.now()
-    fn()
-    local dt = core.now() - t0
-    if dt < b then b = dt end
-    collectgarbage()
-  end
-  return b
-end
 
 if step == "make" then
   -- The 1 GiB job as a Keras 2 weights file: "layer000.conv/kernel" is

@@ -7,9 +7,9 @@
 --                                  checked on first use), best of 3 fresh opens
 --   convert IN OUT                 HWIO->OIHW for 4-D, transpose for 2-D,
 --                                  written to OUT (format from its extension)
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-local graft = require "graft"
+package.path = "bench/?.lua;" .. package.path
+local common = require "common"
+local graft = common.graft
 local core = graft.core
 
 local step = arg[1]

@@ -3,9 +3,9 @@
 --   open           open + list names and shapes (mean of 20), peak RSS
 --   convert OUT    open, permute (conv HWIO -> OIHW, dense transpose) and
 --                  half as lazy views, graft.save OUT; time and peak RSS
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-local graft = require "graft"
+package.path = "bench/?.lua;" .. package.path
+local common = require "common"
+local graft = common.graft
 local core = graft.core
 
 local path, step, out = arg[1], arg[2], arg[3]

@@ -133,15 +133,14 @@ static int apply_zip64(gt_zip_member *m, const unsigned char *x, size_t xlen,
                  m->name);
 }
 
-/* Check the local header against the central entry; set data_offset. */
-static int read_local(const unsigned char *p, const cdir *cd,
-                      gt_zip_member *m, gt_err *err) {
+/* Check the local header l against the central entry; set data_offset.
+ * l holds LOCAL_LEN bytes and then `avail` bytes of the name; the name is
+ * compared only when its length equals the central one, after the header
+ * has been checked to end before the central directory, so a readable l
+ * always holds it. */
+static int check_local(const unsigned char *l, size_t avail, const cdir *cd,
+                       gt_zip_member *m, gt_err *err) {
   uint64_t h = m->header_offset, end;
-  if (h > cd->offset || cd->offset - h < LOCAL_LEN)
-    return gt_fail(err, "member \"%.200s\": local header offset %llu is "
-                        "outside the archive data", m->name,
-                   (unsigned long long)h);
-  const unsigned char *l = p + h;
   if (!sig(l, 3, 4))
     return gt_fail(err, "member \"%.200s\": bad local header signature at "
                         "offset %llu", m->name, (unsigned long long)h);
@@ -152,7 +151,8 @@ static int read_local(const unsigned char *p, const cdir *cd,
                         "central directory", m->name);
   if (nlen != m->name_len || memcmp(l + LOCAL_LEN, m->name, nlen) != 0)
     return gt_fail(err, "member \"%.200s\": local header names \"%.*s\"",
-                   m->name, nlen > 200 ? 200 : (int)nlen,
+                   m->name, (int)(nlen < avail ? (nlen < 200 ? nlen : 200)
+                                               : (avail < 200 ? avail : 200)),
                    (const char *)l + LOCAL_LEN);
   if (method != m->method)
     return gt_fail(err, "member \"%.200s\": local header says compression "
@@ -168,9 +168,33 @@ static int read_local(const unsigned char *p, const cdir *cd,
   return GT_OK;
 }
 
+/* The local header of m, from the mapping p or, when file is given, read
+ * from the file so the mapping is not touched (gt_storage_pread). The name
+ * is read only up to the central entry's length: a longer local name is a
+ * mismatch either way. */
+static int read_local(const unsigned char *p, const gt_storage *file,
+                      const cdir *cd, gt_zip_member *m, gt_err *err) {
+  uint64_t h = m->header_offset;
+  if (h > cd->offset || cd->offset - h < LOCAL_LEN)
+    return gt_fail(err, "member \"%.200s\": local header offset %llu is "
+                        "outside the archive data", m->name,
+                   (unsigned long long)h);
+  if (!file) return check_local(p + h, cd->offset - h - LOCAL_LEN, cd, m, err);
+  size_t n = LOCAL_LEN + m->name_len;
+  if (n > cd->offset - h) n = (size_t)(cd->offset - h);
+  unsigned char stack[LOCAL_LEN + 256];
+  unsigned char *l = n <= sizeof stack ? stack : malloc(n);
+  if (!l) return gt_fail(err, "out of memory");
+  int rc = gt_storage_pread(file, l, n, h, err);
+  if (rc == GT_OK) rc = check_local(l, n - LOCAL_LEN, cd, m, err);
+  if (l != stack) free(l);
+  return rc;
+}
+
 /* Parse the central entry at p[*at, limit); advance *at past it. */
-static int read_entry(const unsigned char *p, const cdir *cd, uint64_t *at,
-                      size_t index, gt_zip_member *m, gt_err *err) {
+static int read_entry(const unsigned char *p, const gt_storage *file,
+                      const cdir *cd, uint64_t *at, size_t index,
+                      gt_zip_member *m, gt_err *err) {
   uint64_t limit = cd->offset + cd->size;
   if (limit - *at < CEN_LEN)
     return gt_fail(err, "central directory entry %zu is truncated", index);
@@ -206,12 +230,11 @@ static int read_entry(const unsigned char *p, const cdir *cd, uint64_t *at,
                    (unsigned long long)m->comp_size,
                    (unsigned long long)m->size);
   *at += total;
-  return read_local(p, cd, m, err);
+  return read_local(p, file, cd, m, err);
 }
 
-/* file, when not NULL, is the mapping p lies in: the pages around each
- * local header are dropped once it is checked (gt_storage_forget), so
- * reading one header per member does not leave the archive resident. */
+/* file, when not NULL, is the mapping p lies in: local headers are then
+ * read from the file, not the mapping (see read_local). */
 static int dir_read(const unsigned char *p, uint64_t len,
                     const gt_storage *file, gt_zip_dir *d, gt_err *err) {
   cdir cd = {0, 0, 0, 0};
@@ -233,13 +256,10 @@ static int dir_read(const unsigned char *p, uint64_t len,
   uint64_t at = cd.offset;
   for (size_t i = 0; i < cd.count; i++) {
     d->n = i + 1;
-    if (read_entry(p, &cd, &at, i, &d->m[i], err) != GT_OK) {
+    if (read_entry(p, file, &cd, &at, i, &d->m[i], err) != GT_OK) {
       gt_zip_dir_free(d);
       return GT_ERR;
     }
-    if (file)
-      gt_storage_forget(file, d->m[i].header_offset,
-                        d->m[i].data_offset - d->m[i].header_offset);
   }
   return GT_OK;
 }

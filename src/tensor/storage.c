@@ -16,6 +16,7 @@ static gt_storage *alloc_header(int kind, gt_err *err) {
   }
   s->refs = 1;
   s->kind = kind;
+  s->fd = -1;
   return s;
 }
 
@@ -81,7 +82,7 @@ gt_storage *gt_storage_map(const char *path, gt_err *err) {
     static unsigned char empty[1];
     s->data = empty;
   }
-  close(fd);
+  s->fd = fd;
   return s;
 }
 
@@ -155,6 +156,7 @@ void gt_storage_release(gt_storage *s) {
     if (s->free_ctx) s->free_ctx(s->ctx);
     if (s->kind == GT_STORAGE_MAPPING) {
       if (s->size > 0) munmap(s->data, s->size);
+      if (s->fd >= 0) close(s->fd);
       free(s->path);
     } else if (s->owns_data) {
       free(s->data);
@@ -221,4 +223,28 @@ void gt_storage_forget(const gt_storage *s, uint64_t off, uint64_t len) {
   if (hi > end) hi = end;
   /* base is page-aligned (mmap), so lo is too; madvise rounds hi up. */
   if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+int gt_storage_pread(const gt_storage *s, void *buf, size_t n, uint64_t off,
+                     gt_err *err) {
+  if (off > s->size || n > s->size - off)
+    return gt_fail(err, "%zu bytes at offset %llu are past the end (%zu "
+                        "bytes)", n, (unsigned long long)off, s->size);
+  if (s->kind != GT_STORAGE_MAPPING || s->fd < 0) {
+    if (n) memcpy(buf, s->data + off, n);
+    return GT_OK;
+  }
+  unsigned char *b = buf;
+  while (n > 0) {
+    ssize_t r = pread(s->fd, b, n, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      return gt_fail(err, "cannot read %zu bytes at offset %llu: %s", n,
+                     (unsigned long long)off,
+                     r < 0 ? strerror(errno) : "the file shrank");
+    b += r;
+    n -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return GT_OK;
 }

@@ -43,6 +43,7 @@ struct gt_storage {
   dev_t dev;
   ino_t ino;
   char *path;
+  int fd;                  /* the mapped file, open read-only; -1 if none */
 };
 
 enum { GT_STORAGE_HEAP, GT_STORAGE_MAPPING, GT_STORAGE_REGION,
@@ -80,6 +81,13 @@ const gt_storage *gt_storage_root_mapping(const gt_storage *s);
 /* Tell the kernel that the bytes [off, off+len) of s will not be read
  * again soon (file-backed pages are dropped from RSS; they are re-read from
  * the file if used later). No-op for heap data. */
+/* Copies s's bytes [off, off + n) into buf. For a file mapping this reads
+ * the file (pread) instead of touching the mapping: an index reader that
+ * visits a few bytes per tensor across the file (zip local headers) would
+ * otherwise fault in a whole large folio around each, costing page-table
+ * work and resident memory. Fails if the range is past the end. */
+int gt_storage_pread(const gt_storage *s, void *buf, size_t n, uint64_t off,
+                     gt_err *err);
 void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len);
 /* Residency hint for index reads that touch scattered bytes of a mapped
  * file (zip local headers): the kernel may map a whole large folio (up to
