@@ -20,6 +20,9 @@ typedef enum {
 } gt_sum_kind;
 
 /* Zip CRC-32 of p[0, n), for any n. */
+/* gt_crc32 continued over p[0, n) (crc = 0 starts one); big ranges are
+ * computed on the worker pool. */
+uint32_t gt_crc32_update(uint32_t crc, const unsigned char *p, uint64_t n);
 uint32_t gt_crc32(const unsigned char *p, uint64_t n);
 
 /* GT_OK when p[0, n) gives `stored` (as the file stores it), else an error

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "checked.h"
 #include "grow.h"
 
 enum { LOCAL_LEN = 30, CEN_LEN = 46, EOCD64_LEN = 56, LOC64_LEN = 20,
@@ -120,7 +121,7 @@ int gt_zipw_data(gt_zipw *z, const void *bytes, size_t n, gt_err *err) {
     return gt_fail(err, "member \"%.200s\" gets more than its %llu bytes",
                    z->m[z->n - 1].name, (unsigned long long)z->expect);
   if (gt_out_write(z->o, bytes, n, err) != GT_OK) return GT_ERR;
-  z->crc = (uint32_t)crc32_z(z->crc, bytes, n);
+  z->crc = gt_crc32_update(z->crc, bytes, n);
   z->written += n;
   return GT_OK;
 }

@@ -370,18 +370,14 @@ static int run_plan(const plan *p, unsigned char *dst, gt_err *err) {
   return run_gather(p, dst, err);
 }
 
+/* A piece of work for the pool: task `index` of a gt_parallel_for. */
 typedef struct job {
-  plan p;
-  unsigned char *dst;
-  int rc;
-  gt_err err;
+  void (*fn)(void *ctx, int index);
+  void *ctx;
+  int index;
 } job;
 
-static void *run_job(void *arg) {
-  job *j = arg;
-  j->rc = run_plan(&j->p, j->dst, &j->err);
-  return NULL;
-}
+static void run_job(job *j) { j->fn(j->ctx, j->index); }
 
 /* A small pool of persistent workers (created on first use, one slot each)
  * so that splitting a copy costs a wake-up, not a thread creation. One
@@ -426,38 +422,72 @@ static int grow_pool(int n) {
   return pool.nworkers;
 }
 
+/* One slice of a split copy. */
+typedef struct slice {
+  plan p;
+  unsigned char *dst;
+  int rc;
+  gt_err err;
+} slice;
+
+static void run_slice(void *ctx, int i) {
+  slice *sl = (slice *)ctx + i;
+  sl->rc = run_plan(&sl->p, sl->dst, &sl->err);
+}
+
 /* Split the plan along dim 0 into k parts that write disjoint slices. */
 static int run_parallel(const plan *p, unsigned char *dst, int k, gt_err *err) {
-  job jobs[64];
+  slice sl[64];
   int64_t n0 = p->shape[0], inner = plan_numel(p, 1), start = 0;
-  if (pthread_mutex_trylock(&pool.busy) != 0) return run_plan(p, dst, err);
-  int helpers = grow_pool(k - 1);
-  if (helpers < k - 1) k = helpers + 1;
+  if (k > 64) k = 64;
   for (int i = 0; i < k; i++) {
     int64_t len = n0 / k + (i < n0 % k);
-    jobs[i].p = *p;
-    jobs[i].p.shape[0] = len;
-    jobs[i].p.src = p->src + start * p->stride[0] * (int64_t)p->ssz;
-    jobs[i].dst = dst + start * inner * (int64_t)p->dsz;
-    jobs[i].rc = GT_OK;
+    sl[i].p = *p;
+    sl[i].p.shape[0] = len;
+    sl[i].p.src = p->src + start * p->stride[0] * (int64_t)p->ssz;
+    sl[i].dst = dst + start * inner * (int64_t)p->dsz;
+    sl[i].rc = GT_OK;
     start += len;
   }
-  pthread_mutex_lock(&pool.mu);
-  pool.finished = 0;
-  for (int i = 1; i < k; i++) pool.slot[i - 1] = &jobs[i];
-  pthread_cond_broadcast(&pool.work);
-  pthread_mutex_unlock(&pool.mu);
-  run_job(&jobs[0]);
-  pthread_mutex_lock(&pool.mu);
-  while (pool.finished < k - 1) pthread_cond_wait(&pool.done, &pool.mu);
-  pthread_mutex_unlock(&pool.mu);
-  pthread_mutex_unlock(&pool.busy);
+  gt_parallel_for(k, run_slice, sl);
   for (int i = 0; i < k; i++)
-    if (jobs[i].rc != GT_OK) {
-      if (err) *err = jobs[i].err;
+    if (sl[i].rc != GT_OK) {
+      if (err) *err = sl[i].err;
       return GT_ERR;
     }
   return GT_OK;
+}
+
+void gt_parallel_for(int k, void (*fn)(void *ctx, int index), void *ctx) {
+  job jobs[64];
+  if (k > 64) k = 64;
+  int helpers = 0;
+  if (k > 1 && pthread_mutex_trylock(&pool.busy) == 0) {
+    helpers = grow_pool(k - 1);
+    if (helpers > k - 1) helpers = k - 1;
+    if (helpers == 0) pthread_mutex_unlock(&pool.busy);
+  }
+  for (int i = 0; i <= helpers; i++) {
+    jobs[i].fn = fn;
+    jobs[i].ctx = ctx;
+    jobs[i].index = i;
+  }
+  if (helpers > 0) {
+    pthread_mutex_lock(&pool.mu);
+    pool.finished = 0;
+    for (int i = 1; i <= helpers; i++) pool.slot[i - 1] = &jobs[i];
+    pthread_cond_broadcast(&pool.work);
+    pthread_mutex_unlock(&pool.mu);
+  }
+  run_job(&jobs[0]);
+  /* Tasks the pool did not take run here, in order. */
+  for (int i = helpers + 1; i < k; i++) fn(ctx, i);
+  if (helpers > 0) {
+    pthread_mutex_lock(&pool.mu);
+    while (pool.finished < helpers) pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.busy);
+  }
 }
 
 int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {

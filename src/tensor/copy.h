@@ -41,6 +41,11 @@ void gt_copy_force_scalar(int on);
 /* Number of worker threads kernels may use (1 = no threads); default from
  * the environment variable GRAFT_THREADS, else the CPUs online, at most 4. */
 void gt_set_threads(int n);
+/* Runs fn(ctx, i) for every i in [0, k) (k <= 64), spread over the worker
+ * pool, the caller taking a share; returns when all have run. When the pool
+ * is busy (another caller) or has no workers, the caller runs them all in
+ * order. fn cannot fail: it records results in ctx. */
+void gt_parallel_for(int k, void (*fn)(void *ctx, int index), void *ctx);
 int gt_get_threads(void);
 
 #endif
