@@ -21,8 +21,9 @@ external_dependencies = {
   CJSON = { header = "cjson/cJSON.h" },
   PROTOBUF_C = { header = "protobuf-c/protobuf-c.h" },
   SNAPPY = { header = "snappy-c.h" },
-  HDF5 = { header = "hdf5.h" },
 }
+-- libhdf5 is found by pkg-config in the Makefile: Debian keeps hdf5.h in
+-- /usr/include/hdf5/serial, where luarocks' header check does not look.
 build = {
   type = "make",
   build_variables = {
