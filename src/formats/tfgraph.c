@@ -239,60 +239,17 @@ static void free_typed(void *p) {
   free(c);
 }
 
-/* Values the typed field of tp's dtype holds (complex: pairs). */
-static size_t typed_count(const Tensorflow__TensorProto *tp) {
-  switch ((int)tp->dtype) {
-  case 1: return tp->n_float_val;
-  case 2: return tp->n_double_val;
-  case 3: case 4: case 5: case 6: case 11: case 12: case 13: case 15:
-  case 16: case 17: return tp->n_int_val;
-  case 7: return tp->n_string_val;
-  case 8: return tp->n_scomplex_val / 2;
-  case 9: return tp->n_int64_val;
-  case 10: return tp->n_bool_val;
-  case 14: case 19: return tp->n_half_val;
-  case 18: return tp->n_dcomplex_val / 2;
-  case 22: return tp->n_uint32_val;
-  case 23: return tp->n_uint64_val;
-  case 24: case 25: return tp->float8_val.len;
-  default: return 0;
-  }
-}
-
-/* Element i of the typed field, stored at dst as the graft dtype. int_val
- * slots are truncated to narrower integer types, half_val slots to their
- * 16-bit patterns, as TensorFlow does. */
-static void put_typed(const Tensorflow__TensorProto *tp, size_t i, uint8_t *dst) {
-  switch ((int)tp->dtype) {
-  case 1: memcpy(dst, &tp->float_val[i], 4); break;
-  case 2: memcpy(dst, &tp->double_val[i], 8); break;
-  case 3: case 13: memcpy(dst, &tp->int_val[i], 4); break;
-  case 4: case 6: case 11: case 12: *dst = (uint8_t)tp->int_val[i]; break;
-  case 5: case 15: case 16: case 17: {
-    uint16_t v = (uint16_t)tp->int_val[i];
-    memcpy(dst, &v, 2);
-    break;
-  }
-  case 7: {
+/* Element i of the typed field, stored at dst as the graft dtype: strings
+ * point into the unpacked message (kept alive by the lazy storage). */
+static void put_typed(const Tensorflow__TensorProto *tp, size_t i, uint8_t *dst,
+                      size_t es) {
+  if (tp->dtype == 7) {
     gt_str s = {tp->string_val[i].data ? (const char *)tp->string_val[i].data : "",
                 tp->string_val[i].len};
     memcpy(dst, &s, sizeof s);
-    break;
+    return;
   }
-  case 8: memcpy(dst, &tp->scomplex_val[2 * i], 8); break;
-  case 9: memcpy(dst, &tp->int64_val[i], 8); break;
-  case 10: *dst = tp->bool_val[i] != 0; break;
-  case 14: case 19: {
-    uint16_t v = (uint16_t)tp->half_val[i];
-    memcpy(dst, &v, 2);
-    break;
-  }
-  case 18: memcpy(dst, &tp->dcomplex_val[2 * i], 16); break;
-  case 22: memcpy(dst, &tp->uint32_val[i], 4); break;
-  case 23: memcpy(dst, &tp->uint64_val[i], 8); break;
-  case 24: case 25: *dst = tp->float8_val.data[i]; break;
-  default: break;
-  }
+  gt_tf_typed_elem(tp, (int)tp->dtype, i, dst, es);
 }
 
 /* Fills data[0, n) elements of es bytes: the first m are given; the rest
@@ -311,9 +268,9 @@ static int load_typed(gt_storage *s, gt_err *err) {
   gt_dtype dt;
   if (tf_to_gt(c->tp->dtype, &dt) != GT_OK) return gt_fail(err, "bad dtype");
   if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  size_t es = gt_dtype_size(dt), k = typed_count(c->tp);
+  size_t es = gt_dtype_size(dt), k = gt_tf_typed_count(c->tp, (int)c->tp->dtype);
   size_t m = k < c->numel ? k : c->numel;
-  for (size_t i = 0; i < m; i++) put_typed(c->tp, i, s->data + i * es);
+  for (size_t i = 0; i < m; i++) put_typed(c->tp, i, s->data + i * es, es);
   if (m > 0) {
     repeat_last(s->data, m, c->numel, es);
   } else if (dt == GT_STRING) {
@@ -1189,7 +1146,7 @@ static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
   const uint8_t *e = p->dense.storage->data + p->dense.offset;
   if (dt == GT_STRING && had_content)
     return string_content(e, n, out, nout, err);
-  size_t c = typed_values(e, n, dt, typed_count(tp));
+  size_t c = typed_values(e, n, dt, gt_tf_typed_count(tp, (int)tp->dtype));
   uint8_t *bytes = NULL;
   size_t len = 0;
   if (pack_typed(e, c, dt, tf, &bytes, &len, err) != GT_OK) return GT_ERR;

@@ -72,16 +72,7 @@ gt_value *gt_tf_shape_value(int ndim, const int64_t *shape) {
 
 /* ------------------------------------------------------ TensorProto */
 
-/* Typed values of p for dtype dt: count and a getter of element i as raw
- * little-endian bytes of the graft dtype. */
-typedef struct typed {
-  size_t n;
-  const Tensorflow__TensorProto *p;
-  gt_dtype dt;
-  int tf;
-} typed;
-
-static size_t typed_count(const Tensorflow__TensorProto *p, int tf) {
+size_t gt_tf_typed_count(const Tensorflow__TensorProto *p, int tf) {
   switch (tf) {
   case 1: return p->n_float_val;
   case 2: return p->n_double_val;
@@ -104,8 +95,8 @@ static void put_le(unsigned char *o, uint64_t v, size_t n) {
   for (size_t i = 0; i < n; i++) o[i] = (unsigned char)(v >> (8 * i));
 }
 
-static void typed_elem(const Tensorflow__TensorProto *p, int tf, size_t i,
-                       unsigned char *o, size_t es) {
+void gt_tf_typed_elem(const Tensorflow__TensorProto *p, int tf, size_t i,
+                      unsigned char *o, size_t es) {
   uint32_t u32;
   uint64_t u64;
   switch (tf) {
@@ -203,9 +194,9 @@ int gt_tf_tensor_from_proto(const Tensorflow__TensorProto *p, int dtype_override
     memcpy(d, p->tensor_content.data, (size_t)nbytes);
     return GT_OK;
   }
-  size_t n = typed_count(p, tf);
+  size_t n = gt_tf_typed_count(p, tf);
   for (uint64_t i = 0; n > 0 && i < (uint64_t)numel; i++)
-    typed_elem(p, tf, i < n ? (size_t)i : n - 1, d + i * es, es);
+    gt_tf_typed_elem(p, tf, i < n ? (size_t)i : n - 1, d + i * es, es);
   return GT_OK;
 }
 

@@ -33,6 +33,15 @@ const char *gt_tf_dtype_name(int tf, char *buf);
 int gt_tf_shape(const Tensorflow__TensorShapeProto *p, int *ndim,
                 int64_t *shape, gt_err *err);
 
+/* How many values the typed field of TF dtype tf holds in p (complex
+ * types: pairs), and value i of it written at o as es little-endian bytes
+ * of the graft dtype (int_val narrowed to 8/16-bit types and half_val to
+ * its 16-bit pattern, as TensorFlow does). Strings (DT_STRING) are counted
+ * but not written: their bytes live in p. */
+size_t gt_tf_typed_count(const Tensorflow__TensorProto *p, int tf);
+void gt_tf_typed_elem(const Tensorflow__TensorProto *p, int tf, size_t i,
+                      unsigned char *o, size_t es);
+
 /* A new heap tensor (string tensors included) with the values of p, by
  * TensorFlow's Tensor::FromProto rule: tensor_content when non-empty (its
  * size must be numel x element size), else the typed field of the dtype
