@@ -23,7 +23,8 @@
 #define WBUF_CAP ((size_t)64 << 10)
 
 /* The mapping a storage finally rests on, through regions and lazy
- * storages (gt_storage_root_mapping stops at lazy ones). */
+ * storages, whether or not a lazy one copied its bytes: what matters here
+ * is which file the tensor is read from. */
 static const gt_storage *source_file(const gt_storage *s) {
   while (s && s->kind != GT_STORAGE_MAPPING) s = s->parent;
   return s;

@@ -797,7 +797,7 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
    * every 16 datasets (the open stays some 32 MiB resident at most,
    * whatever the file's size; each call walks the whole mapping). */
   if (rc == GT_OK && w->m->n % 16 == 0)
-    gt_storage_forget(w->f->image, 0, w->f->image->size);
+    gt_storage_done_with(w->f->image, 0, w->f->image->size);
 out:
   if (s) gt_storage_release(s);
   if (ft >= 0) H5Tclose(ft);

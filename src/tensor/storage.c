@@ -180,14 +180,6 @@ int gt_storage_ready(gt_storage *s, gt_err *err) {
   return GT_OK;
 }
 
-const gt_storage *gt_storage_root_mapping(const gt_storage *s) {
-  while (s && s->kind != GT_STORAGE_MAPPING) {
-    if (s->kind != GT_STORAGE_REGION) return NULL;
-    s = s->parent;
-  }
-  return s;
-}
-
 /* The mapping whose pages hold s's bytes: through regions, and through
  * loaded lazy storages whose loader pointed their data into the mapping
  * instead of copying (stored zip members checked by CRC: npz, torch). */
@@ -210,18 +202,6 @@ void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len) {
   long pg = sysconf(_SC_PAGESIZE);
   uintptr_t a = (uintptr_t)(s->data + off), b = a + len;
   uintptr_t lo = (a + pg - 1) & ~(uintptr_t)(pg - 1), hi = b & ~(uintptr_t)(pg - 1);
-  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
-
-void gt_storage_forget(const gt_storage *s, uint64_t off, uint64_t len) {
-  const gt_storage *root = pages_of(s);
-  const uint64_t win = (uint64_t)2 << 20;
-  if (!root || !s->data || off > s->size || len > s->size - off) return;
-  uintptr_t base = (uintptr_t)root->data, end = base + root->size;
-  uintptr_t a = (uintptr_t)(s->data + off), b = a + len;
-  uintptr_t lo = a - (a - base) % win, hi = b + (win - (b - base) % win) % win;
-  if (hi > end) hi = end;
-  /* base is page-aligned (mmap), so lo is too; madvise rounds hi up. */
   if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 

@@ -75,12 +75,13 @@ void gt_storage_release(gt_storage *s);
 /* Make sure data is present (runs the loader once). */
 int gt_storage_ready(gt_storage *s, gt_err *err);
 
-/* The mapping a storage finally rests on, or NULL (heap data). */
-const gt_storage *gt_storage_root_mapping(const gt_storage *s);
-
 /* Tell the kernel that the bytes [off, off+len) of s will not be read
  * again soon (file-backed pages are dropped from RSS; they are re-read from
- * the file if used later). No-op for heap data. */
+ * the file if used later). No-op for heap data. Index readers that touch
+ * scattered bytes of a big mapped file (HDF5 object headers) call it over
+ * the whole file: one touched byte may map a whole large folio. */
+void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len);
+
 /* Copies s's bytes [off, off + n) into buf. For a file mapping this reads
  * the file (pread) instead of touching the mapping: an index reader that
  * visits a few bytes per tensor across the file (zip local headers) would
@@ -88,15 +89,5 @@ const gt_storage *gt_storage_root_mapping(const gt_storage *s);
  * work and resident memory. Fails if the range is past the end. */
 int gt_storage_pread(const gt_storage *s, void *buf, size_t n, uint64_t off,
                      gt_err *err);
-void gt_storage_done_with(const gt_storage *s, uint64_t off, uint64_t len);
-/* Residency hint for index reads that touch scattered bytes of a mapped
- * file (zip local headers): the kernel may map a whole large folio (up to
- * 2 MiB) around one touched byte, so a reader that visits one header per
- * tensor would end with the whole file resident. This drops the pages of
- * the file mapping holding s around [off, off + len), widened to 2 MiB
- * windows and clipped to the mapping. Contents never change (the mapping is
- * read-only and refaults from the page cache); a no-op unless s's bytes lie
- * in a file mapping. */
-void gt_storage_forget(const gt_storage *s, uint64_t off, uint64_t len);
 
 #endif
