@@ -107,9 +107,11 @@ local function zip_names(path)
   return names
 end
 
--- Formats are recognised by their first bytes, never by the extension.
+-- Formats are recognised by their first bytes, never by the extension;
+-- directories and TF checkpoint path forms (a prefix, its .index or .data-*
+-- files) first, since a prefix has no bytes of its own.
 function graft.detect(path)
-  local dirformat = tfgraph.detect_dir(path)
+  local dirformat = tfgraph.detect_dir(path) or tf.detect(path)
   if dirformat then return dirformat end
   local head = file_head(path, 512)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
@@ -217,7 +219,7 @@ end
 function graft.open(path, opts)
   if type(path) ~= "string" then fail("open: path must be a string") end
   opts = opts or {}
-  local format = opts.format or tfgraph.detect_dir(path) or tf.detect(path) or graft.detect(path)
+  local format = opts.format or graft.detect(path)
   if format == "safetensors_index" then return open_sharded(path, opts) end
   if format == "tf" then return remember(tf.open(path)) end
   if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
