@@ -12,25 +12,41 @@ DEPS = libzip libcjson libprotobuf-c snappy hdf5
 
 # Always on, whatever CFLAGS the caller passes.
 GT_CFLAGS = -std=c11 -Wall -Wextra -Werror -fPIC -D_GNU_SOURCE -pthread \
-            -I$(LUA_INCDIR) -Iproto $(shell $(PKG_CONFIG) --cflags $(DEPS))
+            -I$(LUA_INCDIR) -Isrc -Ibuild/proto $(shell $(PKG_CONFIG) --cflags $(DEPS))
 GT_LIBS = $(shell $(PKG_CONFIG) --libs $(DEPS)) -lz -lpthread -lm
 
-SRC = $(wildcard src/*.c src/tensor/*.c src/formats/*.c proto/*.c)
-OBJ = $(patsubst %.c,build/%.o,$(SRC))
-HDR = $(wildcard src/*.h src/tensor/*.h src/formats/*.h proto/*.h)
+# Hand-written C: the binding (src/*.c), the tensor core (src/tensor), the
+# shared machinery formats stand on (src/io), one family per file or folder
+# (src/formats). The protobuf-c code for proto/*.proto is a build output.
+SRC = $(wildcard src/*.c src/tensor/*.c src/io/*.c src/formats/*.c src/formats/*/*.c)
+PROTO = $(wildcard proto/*.proto)
+PROTO_C = $(patsubst proto/%.proto,build/proto/%.pb-c.c,$(PROTO))
+PROTO_H = $(PROTO_C:.c=.h)
+OBJ = $(patsubst %.c,build/%.o,$(SRC)) $(PROTO_C:.c=.o)
+HDR = $(wildcard src/*.h src/tensor/*.h src/io/*.h src/formats/*.h src/formats/*/*.h) $(PROTO_H)
 MODULE = build/graft/core.so
 
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 INST_BINDIR ?= /usr/local/bin
 
-.PHONY: all test check bench install clean asan fixtures proto proto-check
+.PHONY: all test check bench install clean asan fixtures
 
 all: $(MODULE)
 
 build/%.o: %.c $(HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(GT_CFLAGS) -c $< -o $@
+
+build/proto/%.o: build/proto/%.c $(HDR)
+	$(CC) $(CFLAGS) $(GT_CFLAGS) -c $< -o $@
+
+# protoc-c (Debian's protobuf-c-compiler) writes every schema's C at once.
+PROTOC_C ?= protoc-c
+$(PROTO_H): $(PROTO_C)
+$(PROTO_C) &: $(PROTO)
+	@mkdir -p build/proto
+	$(PROTOC_C) -Iproto --c_out=build/proto $(PROTO)
 
 # protoc-c's generated initialisers nest a oneof union without braces.
 build/proto/%.o: GT_CFLAGS += -Wno-missing-braces
@@ -63,20 +79,3 @@ install: $(MODULE)
 
 clean:
 	rm -rf build
-
-# TensorFlow schemas: the generated C is committed so that building needs no
-# protoc-c; `make proto` regenerates it, `make proto-check` fails when the
-# committed files differ from what protoc-c makes of the .proto files.
-PROTOC_C ?= protoc-c
-proto:
-	cd proto && $(PROTOC_C) -I. --c_out=. *.proto
-
-proto-check:
-	@tmp=$$(mktemp -d) && cp proto/*.proto $$tmp/ && \
-	  (cd $$tmp && $(PROTOC_C) -I. --c_out=. *.proto) && \
-	  for f in $$tmp/*.pb-c.[ch]; do \
-	    cmp -s $$f proto/$$(basename $$f) || { echo "proto-check: proto/$$(basename $$f) is stale (run make proto)"; rm -rf $$tmp; exit 1; }; \
-	  done; \
-	  n=$$(ls proto/*.pb-c.[ch] | wc -l); m=$$(ls $$tmp/*.pb-c.[ch] | wc -l); rm -rf $$tmp; \
-	  [ "$$n" = "$$m" ] || { echo "proto-check: proto/ has $$n generated files, protoc-c makes $$m"; exit 1; }; \
-	  echo "proto-check: generated C matches proto/*.proto"

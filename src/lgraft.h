@@ -9,7 +9,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "formats/model.h"
+#include "io/model.h"
 #include "tensor/tensor.h"
 
 #define LG_TENSOR "graft.tensor"

@@ -11,16 +11,16 @@
 
 #include <cjson/cJSON.h>
 
-#include "formats/fileout.h"
-#include "formats/hdf5.h"
-#include "formats/keras.h"
+#include "io/fileout.h"
+#include "formats/hdf5/hdf5.h"
+#include "formats/hdf5/keras.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
-#include "formats/torch.h"
-#include "formats/torch_write.h"
-#include "formats/tfbundle.h"
-#include "formats/tfv1.h"
-#include "formats/tfgraph.h"
+#include "formats/torch/read.h"
+#include "formats/torch/write.h"
+#include "formats/tf/bundle.h"
+#include "formats/tf/v1.h"
+#include "formats/tf/graph.h"
 #include "lgraft.h"
 
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {

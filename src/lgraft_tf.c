@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/crc32c.h"
-#include "formats/fileout.h"
-#include "formats/tfbundle.h"
-#include "formats/tfproto.h"
-#include "formats/tftable.h"
+#include "io/crc32c.h"
+#include "io/fileout.h"
+#include "formats/tf/bundle.h"
+#include "formats/tf/proto.h"
+#include "formats/tf/table.h"
 #include "lgraft.h"
 
 /* A malloc'd block freed by __gc/__close, so a Lua error cannot leak it. */

@@ -2,7 +2,7 @@
 -- nodes as tensors), MetaGraphDef `.meta` files and SavedModel directories
 -- (variables from variables/variables.*, signatures and variable facts in
 -- graft.meta), and patching the Consts of a frozen graph.
--- Bytes live in C (src/formats/tfgraph.c); this module finds the files.
+-- Bytes live in C (src/formats/tf/graph.c); this module finds the files.
 
 local core = require "graft.core"
 

@@ -11,7 +11,7 @@
  * Header facts (NumPy 1.24 lib/format.py): magic "\x93NUMPY", major, minor
  * (1.0 / 2.0 / 3.0), header length u16 LE (v1) or u32 LE (v2, v3), then a
  * Python dict literal; v1/v2 headers may carry Python 2 longs ("2L"). */
-#include "npy.h"
+#include "formats/npy.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,11 +20,11 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "../tensor/copy.h"
-#include "checked.h"
-#include "fileout.h"
-#include "zipmap.h"
-#include "ziplib.h"
+#include "tensor/copy.h"
+#include "io/checked.h"
+#include "io/fileout.h"
+#include "io/zipmap.h"
+#include "io/ziplib.h"
 
 /* ------------------------------------------------------------------ */
 /* 1. The header                                                        */

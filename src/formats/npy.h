@@ -19,7 +19,7 @@
 #ifndef GT_NPY_H
 #define GT_NPY_H
 
-#include "model.h"
+#include "io/model.h"
 
 /* Header text longer than this is refused (NumPy refuses > 10000 unless
  * the file is trusted; padding may legitimately make it a little longer). */

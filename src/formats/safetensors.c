@@ -24,14 +24,14 @@
  * in that order; the header is serde_json's compact form with
  * "__metadata__" first and each tensor's keys in the order dtype, shape,
  * data_offsets; padded with spaces to a multiple of 8. */
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fileout.h"
+#include "io/fileout.h"
 
 #define MAX_HEADER 100000000ULL
 #define MAX_EXACT (1ULL << 53) /* doubles hold every integer below this */

@@ -2,7 +2,7 @@
 #ifndef GT_SAFETENSORS_H
 #define GT_SAFETENSORS_H
 
-#include "model.h"
+#include "io/model.h"
 
 /* Reads the safetensors file mapped as `file` (a mapping of the whole file;
  * the tensors retain it). Validates as the reference implementation does,

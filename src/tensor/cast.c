@@ -12,13 +12,13 @@
  *     bits, so narrowing is the wrap numpy's astype does.
  * The vector kernels of cast_x86.c produce bit-identical results and take
  * over the hot pairs unless gt_cast_force_scalar(1). */
-#include "cast.h"
+#include "tensor/cast.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
-#include "cast_x86.h"
+#include "tensor/cast_x86.h"
 
 enum { BLOCK = 256 };
 

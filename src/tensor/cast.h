@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dtype.h"
-#include "error.h"
+#include "tensor/dtype.h"
+#include "tensor/error.h"
 
 /* Convert n elements from contiguous src (type sdt; byte-swapped first when
  * swap != 0, i.e. the source is big-endian) to contiguous dst (type ddt,

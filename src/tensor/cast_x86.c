@@ -6,13 +6,13 @@
  * MXCSR's mode), so finite results equal the scalar kernels'; lanes that
  * hold NaN are rewritten by the scalar kernels, whose NaN rules (numpy's
  * for float16, c10's for bfloat16) the instructions do not follow. */
-#include "cast_x86.h"
+#include "tensor/cast_x86.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "cast.h"
+#include "tensor/cast.h"
 
 /* Scalar element loops shared by tails and NaN fix-ups, elements i..j-1:
  * load an ST from s, convert with EXPR (of `x`), store a DT into d. */

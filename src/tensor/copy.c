@@ -11,15 +11,15 @@
  *   gather: anything else: gather strided rows into a small buffer, convert.
  * Big plans are split along their outermost dim across worker threads; each
  * part writes a disjoint contiguous slice of the destination. */
-#include "copy.h"
+#include "tensor/copy.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "cast.h"
-#include "cast_x86.h"
+#include "tensor/cast.h"
+#include "tensor/cast_x86.h"
 
 #ifndef TILE_B
 #define TILE_B 16 /* tile extent along the unit-stride source dim */

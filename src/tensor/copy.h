@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tensor.h"
+#include "tensor/tensor.h"
 
 /* Write all elements of t, row-major, converted to ddt, into dst (which has
  * room for numel * size(ddt) bytes). Loads lazy storages first. */

@@ -1,4 +1,4 @@
-#include "dtype.h"
+#include "tensor/dtype.h"
 
 #include <string.h>
 

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "error.h"
+#include "tensor/error.h"
 
 typedef struct gt_storage gt_storage;
 

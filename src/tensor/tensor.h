@@ -17,9 +17,9 @@
 
 #include <stdint.h>
 
-#include "dtype.h"
-#include "error.h"
-#include "storage.h"
+#include "tensor/dtype.h"
+#include "tensor/error.h"
+#include "tensor/storage.h"
 
 #define GT_MAXDIM 32
 

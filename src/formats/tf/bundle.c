@@ -1,0 +1,983 @@
+/* tfbundle.c: TensorFlow tensor bundle reader and writer (tfbundle.h).
+ *
+ * Sections: 1. paths and small helpers; 2. lazy storages (numeric entries,
+ * string entries, partitioned variables), each verifying crc32c on first
+ * use; 3. reading the index; 4. metadata; 5. verify; 6. writing. */
+#include "formats/tf/bundle.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/crc32c.h"
+#include "io/fileout.h"
+#include "tensor_bundle.pb-c.h"
+#include "formats/tf/proto.h"
+#include "trackable_object_graph.pb-c.h"
+#include "tensor/copy.h"
+
+#define OBJECT_GRAPH_KEY "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+/* ------------------------------------------------------------------ */
+/* 1. Paths and helpers                                                 */
+/* ------------------------------------------------------------------ */
+
+static char *cat2(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 1;
+  char *s = malloc(n);
+  if (s) snprintf(s, n, "%s%s", a, b);
+  return s;
+}
+
+char *gt_tfbundle_index_path(const char *prefix) {
+  return cat2(prefix, ".index");
+}
+
+char *gt_tfbundle_data_path(const char *prefix, int shard, int num_shards) {
+  char tail[48];
+  snprintf(tail, sizeof tail, ".data-%05d-of-%05d", shard, num_shards);
+  return cat2(prefix, tail);
+}
+
+static uint32_t rd32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+
+/* "<file>: key \"<name>\"" for errors raised long after open. */
+static char *label(const char *file, const char *key, size_t klen) {
+  int n = klen > 200 ? 200 : (int)klen;
+  size_t cap = strlen(file) + (size_t)n + 16;
+  char *s = malloc(cap);
+  if (s) snprintf(s, cap, "%s: key \"%.*s\"", file, n, key);
+  return s;
+}
+
+/* Walk a DT_STRING entry p[0, size): numel varint lengths, the masked
+ * checksum of the lengths, then the bytes. Fills heads (may be NULL) with
+ * views into p and checks both checksums. */
+static int parse_strings(const char *what, const unsigned char *p,
+                         uint64_t size, uint64_t numel, uint32_t stored,
+                         gt_str *heads, gt_err *err) {
+  size_t i = 0;
+  uint32_t c = 0;
+  uint64_t total = 0;
+  for (uint64_t k = 0; k < numel; k++) {
+    uint64_t len;
+    if (gt_tf_varint(p, (size_t)size, &i, &len) != 0)
+      return gt_fail(err, "%s: string lengths run past the entry (%llu bytes)",
+                     what, (unsigned long long)size);
+    unsigned char le[8];
+    for (int b = 0; b < 8; b++) le[b] = (unsigned char)(len >> (8 * b));
+    c = gt_crc32c_extend(c, le, len <= 0xFFFFFFFFu ? 4 : 8);
+    if (gt_add_u64(total, len, (unsigned long long *)&total))
+      return gt_fail(err, "%s: string lengths overflow", what);
+    if (heads) heads[k].n = (size_t)len;
+  }
+  if (size - i < 4)
+    return gt_fail(err, "%s: string lengths run past the entry (%llu bytes)",
+                   what, (unsigned long long)size);
+  if (rd32(p + i) != gt_crc32c_mask(c))
+    return gt_fail(err, "%s: string length checksum mismatch", what);
+  c = gt_crc32c_extend(c, p + i, 4);
+  i += 4;
+  if (total > size - i)
+    return gt_fail(err, "%s: string lengths (%llu bytes) overrun the entry "
+                        "(%llu bytes left)", what, (unsigned long long)total,
+                   (unsigned long long)(size - i));
+  if (gt_crc32c_mask(gt_crc32c_extend(c, p + i, (size_t)total)) != stored)
+    return gt_fail(err, "%s: crc32c mismatch: the data file is corrupt", what);
+  for (uint64_t k = 0; heads && k < numel; k++) {
+    heads[k].p = (const char *)p + i;
+    i += heads[k].n;
+  }
+  return GT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Lazy storages                                                     */
+/* ------------------------------------------------------------------ */
+
+/* A DT_STRING entry, parsed (and both checksums checked) on first use. */
+typedef struct entry_ctx {
+  char *what;
+  uint64_t off, size, numel;
+  uint32_t crc;
+} entry_ctx;
+
+static void free_entry(void *p) {
+  entry_ctx *c = p;
+  free(c->what);
+  free(c);
+}
+
+static int load_string(gt_storage *s, gt_err *err) {
+  const entry_ctx *c = s->ctx;
+  if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  return parse_strings(c->what, s->parent->data + c->off, c->size, c->numel,
+                       c->crc, (gt_str *)(void *)s->data, err);
+}
+
+/* One stored slice of a partitioned variable. */
+typedef struct slice_src {
+  gt_storage *shard;   /* retained */
+  char *what;
+  uint64_t off, size;
+  uint32_t crc;
+  int64_t start[GT_MAXDIM], len[GT_MAXDIM];
+} slice_src;
+
+typedef struct part_ctx {
+  int ndim;
+  int64_t shape[GT_MAXDIM];
+  size_t es;
+  slice_src *src;
+  size_t n;
+} part_ctx;
+
+static void free_part(void *p) {
+  part_ctx *c = p;
+  for (size_t i = 0; i < c->n; i++) {
+    if (c->src[i].shard) gt_storage_release(c->src[i].shard);
+    free(c->src[i].what);
+  }
+  free(c->src);
+  free(c);
+}
+
+/* Copy the row-major slice bytes into the full tensor at its position. */
+static void place_slice(const part_ctx *c, const slice_src *sl,
+                        const unsigned char *from, unsigned char *to) {
+  int nd = c->ndim;
+  int64_t idx[GT_MAXDIM] = {0};
+  int64_t rows = 1;
+  for (int d = 0; d < nd - 1; d++) rows *= sl->len[d];
+  size_t run = (size_t)sl->len[nd - 1] * c->es;
+  if (run == 0) return;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t off = 0;
+    for (int d = 0; d < nd; d++)
+      off = off * c->shape[d] + sl->start[d] + (d < nd - 1 ? idx[d] : 0);
+    memcpy(to + (size_t)off * c->es, from, run);
+    from += run;
+    for (int d = nd - 2; d >= 0; d--) {
+      if (++idx[d] < sl->len[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+static int load_part(gt_storage *s, gt_err *err) {
+  const part_ctx *c = s->ctx;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  memset(s->data, 0, s->size);
+  for (size_t i = 0; i < c->n; i++) {
+    const slice_src *sl = &c->src[i];
+    if (gt_storage_ready(sl->shard, err) != GT_OK) return GT_ERR;
+    const unsigned char *p = sl->shard->data + sl->off;
+    if (gt_sum_check(GT_SUM_CRC32C_MASKED, sl->what, p, sl->size, sl->crc, err) != GT_OK) return GT_ERR;
+    place_slice(c, sl, p, s->data);
+  }
+  return GT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Reading                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct bundle {
+  const char *prefix;
+  char *index_path;
+  gt_tftable table;
+  int num_shards, big;
+  Tensorflow__BundleHeaderProto *hdr;
+  gt_storage **shards;
+  char **shard_paths;
+  Tensorflow__BundleEntryProto **ent;   /* per table entry; [0] unused */
+} bundle;
+
+static void bundle_close(bundle *b) {
+  for (int i = 0; b->shards && i < b->num_shards; i++) {
+    if (b->shards[i]) gt_storage_release(b->shards[i]);
+    if (b->shard_paths) free(b->shard_paths[i]);
+  }
+  free(b->shards);
+  free(b->shard_paths);
+  for (size_t i = 0; b->ent && i < b->table.n; i++)
+    if (b->ent[i]) tensorflow__bundle_entry_proto__free_unpacked(b->ent[i], NULL);
+  free(b->ent);
+  if (b->hdr) tensorflow__bundle_header_proto__free_unpacked(b->hdr, NULL);
+  gt_tftable_close(&b->table);
+  free(b->index_path);
+  memset(b, 0, sizeof *b);
+}
+
+static int read_header(bundle *b, gt_err *err) {
+  const gt_tftable *t = &b->table;
+  if (t->n == 0 || t->kv[0].klen != 0)
+    return gt_fail(err, "%s: no header entry (key \"\"): not a tensor bundle",
+                   b->index_path);
+  b->hdr = tensorflow__bundle_header_proto__unpack(NULL, t->kv[0].vlen,
+                                                    t->kv[0].val);
+  if (!b->hdr)
+    return gt_fail(err, "%s: header entry is not a BundleHeaderProto",
+                   b->index_path);
+  const Tensorflow__BundleHeaderProto *h = b->hdr;
+  if (h->num_shards < 1 || h->num_shards > GT_TFBUNDLE_MAX_SHARDS)
+    return gt_fail(err, "%s: header says %d shards", b->index_path,
+                   (int)h->num_shards);
+  if (h->endianness != 0 && h->endianness != 1)
+    return gt_fail(err, "%s: unknown endianness %d", b->index_path,
+                   (int)h->endianness);
+  if (h->version) {
+    /* TF's bundle consumer version is 1, minimum producer 0. */
+    if (h->version->producer < 0 || h->version->min_consumer > 1)
+      return gt_fail(err, "%s: written by an incompatible TensorFlow "
+                          "(producer %d, min_consumer %d)", b->index_path,
+                     (int)h->version->producer, (int)h->version->min_consumer);
+    for (size_t i = 0; i < h->version->n_bad_consumers; i++)
+      if (h->version->bad_consumers[i] == 1)
+        return gt_fail(err, "%s: this bundle version is marked bad",
+                       b->index_path);
+  }
+  b->num_shards = h->num_shards;
+  b->big = h->endianness == 1;
+  return GT_OK;
+}
+
+static int map_shards(bundle *b, gt_err *err) {
+  b->shards = calloc((size_t)b->num_shards, sizeof *b->shards);
+  b->shard_paths = calloc((size_t)b->num_shards, sizeof *b->shard_paths);
+  if (!b->shards || !b->shard_paths) return gt_fail(err, "out of memory");
+  for (int i = 0; i < b->num_shards; i++) {
+    b->shard_paths[i] = gt_tfbundle_data_path(b->prefix, i, b->num_shards);
+    if (!b->shard_paths[i]) return gt_fail(err, "out of memory");
+    b->shards[i] = gt_storage_map(b->shard_paths[i], err);
+    if (!b->shards[i])
+      return gt_wrap(err, "missing or unreadable data shard %s",
+                     b->shard_paths[i]);
+  }
+  return GT_OK;
+}
+
+static int unpack_entries(bundle *b, gt_err *err) {
+  const gt_tftable *t = &b->table;
+  b->ent = calloc(t->n, sizeof *b->ent);
+  if (!b->ent) return gt_fail(err, "out of memory");
+  for (size_t i = 1; i < t->n; i++) {
+    b->ent[i] = tensorflow__bundle_entry_proto__unpack(NULL, t->kv[i].vlen,
+                                                        t->kv[i].val);
+    if (!b->ent[i])
+      return gt_fail(err, "%s: key \"%.*s\": value is not a BundleEntryProto",
+                     b->index_path, (int)(t->kv[i].klen > 200 ? 200 : t->kv[i].klen),
+                     (const char *)t->kv[i].key);
+  }
+  return GT_OK;
+}
+
+static int open_bundle(bundle *b, const char *prefix, gt_err *err) {
+  memset(b, 0, sizeof *b);
+  b->prefix = prefix;
+  b->index_path = gt_tfbundle_index_path(prefix);
+  if (!b->index_path) return gt_fail(err, "out of memory");
+  gt_storage *f = gt_storage_map(b->index_path, err);
+  if (!f) return gt_wrap(err, "%s", b->index_path);
+  int rc = gt_tftable_open(&b->table, f, err);
+  gt_storage_release(f);
+  if (rc != GT_OK) return gt_wrap(err, "%s", b->index_path);
+  if (read_header(b, err) != GT_OK || map_shards(b, err) != GT_OK ||
+      unpack_entries(b, err) != GT_OK)
+    return GT_ERR;
+  return GT_OK;
+}
+
+/* Where an entry's bytes are: shard and range checked against the file. */
+static int entry_range(const bundle *b, const char *what,
+                       const Tensorflow__BundleEntryProto *e, gt_err *err) {
+  if (e->shard_id < 0 || e->shard_id >= b->num_shards)
+    return gt_fail(err, "%s: shard_id %d is not below num_shards %d", what,
+                   (int)e->shard_id, b->num_shards);
+  uint64_t end, have = b->shards[e->shard_id]->size;
+  if (e->offset < 0 || e->size < 0 ||
+      gt_add_u64((uint64_t)e->offset, (uint64_t)e->size,
+                 (unsigned long long *)&end) || end > have)
+    return gt_fail(err, "%s: bytes [%lld, +%lld) lie past the end of %s "
+                        "(%llu bytes)", what, (long long)e->offset,
+                   (long long)e->size, b->shard_paths[e->shard_id],
+                   (unsigned long long)have);
+  return GT_OK;
+}
+
+/* The storage of a plain (unsliced) entry: dtype/shape/size checked.
+ * DT_STRING entries are parsed on first use; numeric ones are checked
+ * storages (crc32c on first use, then in place when aligned). */
+static gt_storage *entry_storage(const bundle *b, const char *what,
+                                 const Tensorflow__BundleEntryProto *e,
+                                 gt_dtype dt, int64_t numel, gt_err *err) {
+  if (entry_range(b, what, e, err) != GT_OK) return NULL;
+  gt_storage *sh = b->shards[e->shard_id];
+  if (dt != GT_STRING) {
+    unsigned long long want;
+    gt_checked k = {.kind = GT_SUM_CRC32C_MASKED, .sum = e->crc32c,
+                    .sum_off = (uint64_t)e->offset, .sum_len = (uint64_t)e->size,
+                    .data_off = (uint64_t)e->offset, .align = gt_dtype_size(dt)};
+    if (gt_mul_u64((unsigned long long)numel, k.align, &want) ||
+        want != k.sum_len)
+      return gt_fail(err, "%s: size %lld does not match %s %lld elements", what,
+                     (long long)e->size, gt_dtype_name(dt), (long long)numel),
+             NULL;
+    /* Complex types align on their component. */
+    if (dt == GT_C64 || dt == GT_C128) k.align /= 2;
+    return gt_checked_storage(sh, &k, k.sum_len, strdup(what), err);
+  }
+  entry_ctx *c = calloc(1, sizeof *c);
+  if (!c || !(c->what = strdup(what))) {
+    free(c);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  c->off = (uint64_t)e->offset;
+  c->size = (uint64_t)e->size;
+  c->numel = (uint64_t)numel;
+  c->crc = e->crc32c;
+  /* Each element needs at least its one-byte length. */
+  if ((uint64_t)numel > c->size || (uint64_t)numel > SIZE_MAX / sizeof(gt_str)) {
+    free_entry(c);
+    return gt_fail(err, "%s: %lld strings cannot fit in %lld bytes", what,
+                   (long long)numel, (long long)e->size), NULL;
+  }
+  return gt_storage_lazy((size_t)numel * sizeof(gt_str), sh, load_string, c,
+                         free_entry, err);
+}
+
+static int cmp_key(const unsigned char *a, size_t an, const unsigned char *b,
+                   size_t bn) {
+  size_t m = an < bn ? an : bn;
+  int c = m ? memcmp(a, b, m) : 0;
+  return c ? c : (an < bn ? -1 : an > bn);
+}
+
+/* Table index of key, or -1. */
+static long find_key(const gt_tftable *t, const unsigned char *k, size_t kn) {
+  size_t lo = 0, hi = t->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = cmp_key(t->kv[mid].key, t->kv[mid].klen, k, kn);
+    if (c == 0) return (long)mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return -1;
+}
+
+static int slice_source(const bundle *b, const char *name,
+                        const Tensorflow__TensorSliceProto *sp, int ndim,
+                        const int64_t *shape, gt_dtype dt, slice_src *out,
+                        gt_err *err) {
+  gt_tfbuf key = {0};
+  if (gt_tf_slice_bounds(sp, ndim, shape, out->start, out->len, err) != GT_OK)
+    return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
+  if (gt_tf_slice_key(name, strlen(name), sp, ndim, &key, err) != GT_OK)
+    return GT_ERR;
+  long at = find_key(&b->table, key.p, key.n);
+  gt_tfbuf_free(&key);
+  if (at < 0)
+    return gt_fail(err, "%s: key \"%s\": a slice listed in the entry has no "
+                        "slice entry", b->index_path, name);
+  const Tensorflow__BundleEntryProto *e = b->ent[at];
+  out->what = label(b->index_path, name, strlen(name));
+  if (!out->what) return gt_fail(err, "out of memory");
+  if (entry_range(b, out->what, e, err) != GT_OK) return GT_ERR;
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) n *= out->len[d];
+  if ((uint64_t)e->size != (uint64_t)n * gt_dtype_size(dt))
+    return gt_fail(err, "%s: slice entry has %lld bytes for %lld elements",
+                   out->what, (long long)e->size, (long long)n);
+  out->off = (uint64_t)e->offset;
+  out->size = (uint64_t)e->size;
+  out->crc = e->crc32c;
+  out->shard = b->shards[e->shard_id];
+  gt_storage_retain(out->shard);
+  return GT_OK;
+}
+
+static gt_storage *part_storage(const bundle *b, const char *name,
+                                const Tensorflow__BundleEntryProto *e,
+                                gt_dtype dt, int ndim, const int64_t *shape,
+                                gt_err *err) {
+  if (dt == GT_STRING || ndim == 0)
+    return gt_fail(err, "%s: key \"%s\": partitioned %s tensors are not "
+                        "supported", b->index_path, name,
+                   ndim ? "string" : "scalar"), NULL;
+  part_ctx *c = calloc(1, sizeof *c);
+  if (c) c->src = calloc(e->n_slices, sizeof *c->src);
+  if (!c || !c->src) {
+    free(c);
+    return gt_fail(err, "out of memory"), NULL;
+  }
+  c->ndim = ndim;
+  memcpy(c->shape, shape, (size_t)ndim * sizeof *shape);
+  c->es = gt_dtype_size(dt);
+  for (size_t i = 0; i < e->n_slices; i++, c->n++)
+    if (slice_source(b, name, e->slices[i], ndim, shape, dt, &c->src[i], err) !=
+        GT_OK) {
+      c->n++;
+      free_part(c);
+      return NULL;
+    }
+  int64_t numel;
+  gt_numel(ndim, shape, &numel, err);
+  return gt_storage_lazy((size_t)numel * c->es, NULL, load_part, c, free_part,
+                         err);
+}
+
+/* One listed tensor, placed in data order. */
+typedef struct listed {
+  size_t i;           /* table index */
+  int shard;
+  int64_t off;
+} listed;
+
+static int cmp_listed(const void *a, const void *b) {
+  const listed *x = a, *y = b;
+  if (x->shard != y->shard) return x->shard < y->shard ? -1 : 1;
+  if (x->off != y->off) return x->off < y->off ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static gt_value *meta_map(void) { return gt_value_new(GT_V_MAP); }
+
+static int add_tensor(bundle *b, gt_model *m, size_t i, gt_value *skipped,
+                      gt_err *err) {
+  const gt_tfkv *kv = &b->table.kv[i];
+  const Tensorflow__BundleEntryProto *e = b->ent[i];
+  char name[4096];
+  if (kv->klen >= sizeof name || memchr(kv->key, 0, kv->klen))
+    return gt_fail(err, "%s: a key of %zu bytes is not a usable tensor name",
+                   b->index_path, kv->klen);
+  memcpy(name, kv->key, kv->klen);
+  name[kv->klen] = 0;
+  gt_dtype dt;
+  char nb[24];
+  if (gt_tf_to_dtype((int)e->dtype, &dt) != 0) {
+    const char *dn = gt_tf_dtype_name((int)e->dtype, nb);
+    return gt_value_setk(skipped, name, gt_value_str(dn, strlen(dn)));
+  }
+  int ndim;
+  int64_t shape[GT_MAXDIM], numel;
+  if (gt_tf_shape(e->shape, &ndim, shape, err) != GT_OK ||
+      gt_numel(ndim, shape, &numel, err) != GT_OK)
+    return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
+  gt_storage *s;
+  if (e->n_slices > 0) {
+    s = part_storage(b, name, e, dt, ndim, shape, err);
+  } else {
+    char *what = label(b->index_path, name, kv->klen);
+    if (!what) return gt_fail(err, "out of memory");
+    s = entry_storage(b, what, e, dt, numel, err);
+    free(what);
+  }
+  if (!s) return GT_ERR;
+  gt_tensor t;
+  int rc = gt_tensor_make(&t, s, dt, ndim, shape, 0, err);
+  gt_storage_release(s);
+  if (rc != GT_OK) return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
+  t.swap = b->big && dt != GT_STRING && gt_dtype_size(dt) > 1;
+  return gt_model_add(m, name, kv->klen, &t, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Metadata                                                          */
+/* ------------------------------------------------------------------ */
+
+static int set_int(gt_value *map, const char *k, int64_t v) {
+  return gt_value_setk(map, k, gt_value_int(v));
+}
+
+static int set_str(gt_value *map, const char *k, const char *s) {
+  return gt_value_setk(map, k, gt_value_str(s, strlen(s)));
+}
+
+static gt_value *entry_meta(const Tensorflow__BundleEntryProto *e) {
+  gt_value *d = meta_map();
+  char nb[24];
+  if (!d || set_int(d, "shard_id", e->shard_id) || set_int(d, "offset", e->offset) ||
+      set_int(d, "size", e->size) || set_int(d, "crc32c", e->crc32c) ||
+      set_str(d, "dtype", gt_tf_dtype_name((int)e->dtype, nb))) {
+    gt_value_free(d);
+    return NULL;
+  }
+  return d;
+}
+
+static gt_value *slices_meta(const Tensorflow__BundleEntryProto *e) {
+  gt_value *l = gt_value_new(GT_V_LIST);
+  for (size_t i = 0; l && i < e->n_slices; i++) {
+    gt_value *st = gt_value_new(GT_V_LIST), *ln = gt_value_new(GT_V_LIST),
+             *d = meta_map();
+    const Tensorflow__TensorSliceProto *sp = e->slices[i];
+    for (size_t k = 0; st && ln && k < sp->n_extent; k++) {
+      int has = sp->extent[k]->has_length_case ==
+                TENSORFLOW__TENSOR_SLICE_PROTO__EXTENT__HAS_LENGTH_LENGTH;
+      gt_value_push(st, gt_value_int(has ? sp->extent[k]->start : 0));
+      gt_value_push(ln, gt_value_int(has ? sp->extent[k]->length : -1));
+    }
+    if (!d || gt_value_setk(d, "start", st) || gt_value_setk(d, "length", ln) ||
+        gt_value_push(l, d)) {
+      gt_value_free(l);
+      return NULL;
+    }
+  }
+  return l;
+}
+
+static gt_value *object_graph_value(const Tensorflow__TrackableObjectGraph *g) {
+  gt_value *nodes = gt_value_new(GT_V_LIST);
+  for (size_t i = 0; nodes && i < g->n_nodes; i++) {
+    const Tensorflow__TrackableObjectGraph__TrackableObject *o = g->nodes[i];
+    gt_value *node = meta_map(), *ch = gt_value_new(GT_V_LIST),
+             *at = gt_value_new(GT_V_LIST), *sv = gt_value_new(GT_V_LIST);
+    int bad = !node || !ch || !at || !sv;
+    for (size_t k = 0; !bad && k < o->n_children; k++) {
+      gt_value *r = meta_map();
+      bad = !r || set_int(r, "node_id", o->children[k]->node_id) ||
+            set_str(r, "local_name", o->children[k]->local_name) ||
+            gt_value_push(ch, r);
+    }
+    for (size_t k = 0; !bad && k < o->n_attributes; k++) {
+      gt_value *r = meta_map();
+      bad = !r || set_str(r, "name", o->attributes[k]->name) ||
+            set_str(r, "full_name", o->attributes[k]->full_name) ||
+            set_str(r, "checkpoint_key", o->attributes[k]->checkpoint_key) ||
+            gt_value_push(at, r);
+    }
+    for (size_t k = 0; !bad && k < o->n_slot_variables; k++) {
+      const Tensorflow__TrackableObjectGraph__TrackableObject__SlotVariableReference
+          *s = o->slot_variables[k];
+      gt_value *r = meta_map();
+      bad = !r ||
+            set_int(r, "original_variable_node_id", s->original_variable_node_id) ||
+            set_str(r, "slot_name", s->slot_name) ||
+            set_int(r, "slot_variable_node_id", s->slot_variable_node_id) ||
+            gt_value_push(sv, r);
+    }
+    if (bad || gt_value_setk(node, "children", ch) ||
+        gt_value_setk(node, "attributes", at) ||
+        gt_value_setk(node, "slot_variables", sv) || gt_value_push(nodes, node)) {
+      if (bad) {
+        gt_value_free(ch);
+        gt_value_free(at);
+        gt_value_free(sv);
+        gt_value_free(node);
+      }
+      gt_value_free(nodes);
+      return NULL;
+    }
+  }
+  gt_value *d = meta_map();
+  if (!d || gt_value_setk(d, "nodes", nodes)) {
+    gt_value_free(d);
+    return NULL;
+  }
+  return d;
+}
+
+/* Decode _CHECKPOINTABLE_OBJECT_GRAPH (a string scalar) into *out (NULL
+ * when the bundle has none). Its checksum is verified here. */
+static int object_graph(bundle *b, gt_value **out, gt_err *err) {
+  *out = NULL;
+  long at = find_key(&b->table, (const unsigned char *)OBJECT_GRAPH_KEY,
+                     strlen(OBJECT_GRAPH_KEY));
+  if (at < 0) return GT_OK;
+  const Tensorflow__BundleEntryProto *e = b->ent[at];
+  char *what = label(b->index_path, OBJECT_GRAPH_KEY, strlen(OBJECT_GRAPH_KEY));
+  if (!what) return gt_fail(err, "out of memory");
+  gt_str s;
+  int rc = GT_ERR;
+  if (e->dtype != TENSORFLOW__DATA_TYPE__DT_STRING || !e->shape ||
+      e->shape->n_dim != 0) {
+    gt_fail(err, "%s: not a string scalar", what);
+  } else if (entry_range(b, what, e, err) == GT_OK &&
+             parse_strings(what, b->shards[e->shard_id]->data + e->offset,
+                           (uint64_t)e->size, 1, e->crc32c, &s, err) == GT_OK) {
+    Tensorflow__TrackableObjectGraph *g = tensorflow__trackable_object_graph__unpack(
+        NULL, s.n, (const uint8_t *)s.p);
+    if (!g) {
+      gt_fail(err, "%s: not a TrackableObjectGraph", what);
+    } else {
+      *out = object_graph_value(g);
+      tensorflow__trackable_object_graph__free_unpacked(g, NULL);
+      rc = *out ? GT_OK : gt_fail(err, "out of memory");
+    }
+  }
+  free(what);
+  return rc;
+}
+
+static int bundle_meta(bundle *b, const listed *l, size_t nl, gt_value *skipped,
+                       gt_model *m, gt_err *err) {
+  gt_value *d = meta_map(), *ents = meta_map(), *parts = meta_map(), *og;
+  if (!d || !ents || !parts) {
+    gt_value_free(d);
+    gt_value_free(ents);
+    gt_value_free(parts);
+    gt_value_free(skipped);
+    return gt_fail(err, "out of memory");
+  }
+  m->meta = d;
+  int bad = gt_value_setk(d, "entries", ents) ||
+            gt_value_setk(d, "partitioned", parts) ||
+            gt_value_setk(d, "skipped", skipped);
+  for (size_t k = 0; !bad && k < nl; k++) {
+    const gt_tfkv *kv = &b->table.kv[l[k].i];
+    const Tensorflow__BundleEntryProto *e = b->ent[l[k].i];
+    gt_value *key = gt_value_str((const char *)kv->key, kv->klen);
+    bad = e->n_slices > 0
+              ? gt_value_set(parts, key, slices_meta(e))
+              : gt_value_set(ents, gt_value_str((const char *)kv->key, kv->klen),
+                             entry_meta(e));
+    if (e->n_slices == 0) gt_value_free(key);
+  }
+  const Tensorflow__VersionDef *v = b->hdr->version;
+  bad = bad || set_str(d, "version", "v2") ||
+        set_int(d, "num_shards", b->num_shards) ||
+        set_str(d, "endianness", b->big ? "big" : "little") ||
+        set_int(d, "producer", v ? v->producer : 0) ||
+        set_int(d, "min_consumer", v ? v->min_consumer : 0) ||
+        set_int(d, "index_snappy_blocks", b->table.snappy_blocks);
+  if (bad) return gt_fail(err, "out of memory");
+  if (object_graph(b, &og, err) != GT_OK) return GT_ERR;
+  if (og && gt_value_setk(d, "object_graph", og))
+    return gt_fail(err, "out of memory");
+  return GT_OK;
+}
+
+int gt_tfbundle_read(const char *prefix, gt_model *m, gt_err *err) {
+  bundle b;
+  listed *l = NULL;
+  size_t nl = 0;
+  gt_value *skipped = NULL;
+  int rc = GT_ERR;
+  m->format = "tf";
+  if (open_bundle(&b, prefix, err) != GT_OK) goto done;
+  l = calloc(b.table.n ? b.table.n : 1, sizeof *l);
+  skipped = meta_map();
+  if (!l || !skipped) {
+    gt_fail(err, "out of memory");
+    goto done;
+  }
+  for (size_t i = 1; i < b.table.n; i++) {
+    const Tensorflow__BundleEntryProto *e = b.ent[i];
+    /* Slice entries (OrderedCode keys start with byte 00) are hidden. */
+    if (b.table.kv[i].key[0] == 0) continue;
+    listed x = {i, e->shard_id, e->offset};
+    if (e->n_slices > 0) {
+      x.shard = b.num_shards;
+      x.off = 0;
+    }
+    l[nl++] = x;
+  }
+  qsort(l, nl, sizeof *l, cmp_listed);
+  for (size_t k = 0; k < nl; k++)
+    if (add_tensor(&b, m, l[k].i, skipped, err) != GT_OK) goto done;
+  rc = bundle_meta(&b, l, nl, skipped, m, err);
+  skipped = NULL;
+done:
+  gt_value_free(skipped);
+  free(l);
+  bundle_close(&b);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. Verify                                                            */
+/* ------------------------------------------------------------------ */
+
+static int verify_entry(const bundle *b, size_t i, gt_err *err) {
+  const gt_tfkv *kv = &b->table.kv[i];
+  const Tensorflow__BundleEntryProto *e = b->ent[i];
+  if (e->n_slices > 0) return GT_OK;   /* its slices are entries too */
+  char *what = label(b->index_path, (const char *)kv->key, kv->klen);
+  if (!what) return gt_fail(err, "out of memory");
+  int rc = entry_range(b, what, e, err);
+  if (rc == GT_OK) {
+    const unsigned char *p = b->shards[e->shard_id]->data + e->offset;
+    if (e->dtype == TENSORFLOW__DATA_TYPE__DT_STRING) {
+      int ndim;
+      int64_t shape[GT_MAXDIM], numel;
+      rc = gt_tf_shape(e->shape, &ndim, shape, err) == GT_OK &&
+                   gt_numel(ndim, shape, &numel, err) == GT_OK
+               ? parse_strings(what, p, (uint64_t)e->size, (uint64_t)numel,
+                               e->crc32c, NULL, err)
+               : gt_wrap(err, "%s", what);
+    } else {
+      rc = gt_sum_check(GT_SUM_CRC32C_MASKED, what, p, (uint64_t)e->size,
+                        e->crc32c, err);
+    }
+  }
+  free(what);
+  return rc;
+}
+
+int gt_tfbundle_verify(const char *prefix, size_t *checked, gt_err *err) {
+  bundle b;
+  *checked = 0;
+  int rc = open_bundle(&b, prefix, err);
+  for (size_t i = 1; rc == GT_OK && i < b.table.n; i++) {
+    rc = verify_entry(&b, i, err);
+    if (rc == GT_OK && b.ent[i]->n_slices == 0) (*checked)++;
+  }
+  bundle_close(&b);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Writing                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct written {
+  int shard;
+  uint64_t off, size;
+  uint32_t crc;
+} written;
+
+typedef struct sink_ctx {
+  gt_out *o;
+  uint32_t crc;
+  uint64_t *done, total;
+  const gt_save *s;
+} sink_ctx;
+
+static int put(sink_ctx *c, const void *p, size_t n, gt_err *err) {
+  if (gt_out_write(c->o, p, n, err) != GT_OK) return GT_ERR;
+  c->crc = gt_crc32c_extend(c->crc, p, n);
+  return GT_OK;
+}
+
+static int numeric_sink(void *ctx, const void *bytes, size_t n, gt_err *err) {
+  sink_ctx *c = ctx;
+  if (put(c, bytes, n, err) != GT_OK) return GT_ERR;
+  *c->done += n;
+  if (c->s->progress) c->s->progress(c->s->progress_ctx, *c->done, c->total);
+  return GT_OK;
+}
+
+/* Element k (row-major) of a ready string view. */
+static gt_str str_at(const gt_tensor *t, int64_t k) {
+  int64_t off = t->offset;
+  for (int d = t->ndim - 1; d >= 0; d--) {
+    int64_t i = t->shape[d] ? k % t->shape[d] : 0;
+    k = t->shape[d] ? k / t->shape[d] : 0;
+    off += i * t->strides[d] * (int64_t)sizeof(gt_str);
+  }
+  gt_str e;
+  memcpy(&e, t->storage->data + off, sizeof e);
+  return e;
+}
+
+/* TF's string entry: varint lengths, masked checksum of the lengths (as
+ * u32, or u64 past 4 GiB), the bytes; the entry crc covers all three. */
+static int write_strings(sink_ctx *c, const gt_tensor *t, gt_err *err) {
+  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  int64_t n = gt_tensor_numel(t);
+  gt_tfbuf lens = {0};
+  uint32_t lc = 0;
+  for (int64_t k = 0; k < n; k++) {
+    gt_str e = str_at(t, k);
+    unsigned char le[8];
+    for (int b = 0; b < 8; b++) le[b] = (unsigned char)((uint64_t)e.n >> (8 * b));
+    lc = gt_crc32c_extend(lc, le, (uint64_t)e.n <= 0xFFFFFFFFu ? 4 : 8);
+    if (gt_tfbuf_varint(&lens, e.n, err) != GT_OK) {
+      gt_tfbuf_free(&lens);
+      return GT_ERR;
+    }
+  }
+  unsigned char m[4];
+  uint32_t mv = gt_crc32c_mask(lc);
+  for (int b = 0; b < 4; b++) m[b] = (unsigned char)(mv >> (8 * b));
+  int rc = gt_out_write(c->o, lens.p, lens.n, err);
+  gt_tfbuf_free(&lens);
+  if (rc != GT_OK || gt_out_write(c->o, m, 4, err) != GT_OK) return GT_ERR;
+  c->crc = gt_crc32c_extend(lc, m, 4);
+  for (int64_t k = 0; k < n; k++) {
+    gt_str e = str_at(t, k);
+    if (put(c, e.p, e.n, err) != GT_OK) return GT_ERR;
+  }
+  return GT_OK;
+}
+
+static int write_shard(const char *path, const gt_save *s, const int *shard_of,
+                       int shard, written *w, uint64_t *done, uint64_t total,
+                       unsigned char *buf, gt_err *err) {
+  gt_out o;
+  if (gt_out_open(&o, path, NULL, err) != GT_OK) return GT_ERR;
+  for (size_t i = 0; i < s->n; i++) {
+    if ((shard_of ? shard_of[i] : 0) != shard) continue;
+    const gt_tensor *t = &s->entries[i].t;
+    sink_ctx c = {&o, 0, done, total, s};
+    w[i].shard = shard;
+    w[i].off = o.pos;
+    int rc = t->dtype == GT_STRING
+                 ? write_strings(&c, t, err)
+                 : gt_stream(t, t->dtype, buf, GT_OUT_BUFSIZE, numeric_sink, &c,
+                             1, err);
+    if (rc != GT_OK) {
+      gt_out_abort(&o);
+      return gt_wrap(err, "tensor \"%s\"", s->entries[i].name);
+    }
+    w[i].size = o.pos - w[i].off;
+    w[i].crc = gt_crc32c_mask(c.crc);
+  }
+  return gt_out_commit(&o, err);
+}
+
+static int cmp_names(const void *a, const void *b, void *ctx) {
+  const gt_save *s = ctx;
+  const char *x = s->entries[*(const size_t *)a].name;
+  const char *y = s->entries[*(const size_t *)b].name;
+  return cmp_key((const unsigned char *)x, strlen(x), (const unsigned char *)y,
+                 strlen(y));
+}
+
+/* Serialised BundleEntryProto of entry i into out. */
+static int pack_entry(const gt_tensor *t, const written *w, gt_tfbuf *out,
+                      gt_err *err) {
+  Tensorflow__BundleEntryProto e = TENSORFLOW__BUNDLE_ENTRY_PROTO__INIT;
+  Tensorflow__TensorShapeProto sh = TENSORFLOW__TENSOR_SHAPE_PROTO__INIT;
+  Tensorflow__TensorShapeProto__Dim dims[GT_MAXDIM], *dp[GT_MAXDIM];
+  for (int d = 0; d < t->ndim; d++) {
+    tensorflow__tensor_shape_proto__dim__init(&dims[d]);
+    dims[d].size = t->shape[d];
+    dp[d] = &dims[d];
+  }
+  sh.n_dim = (size_t)t->ndim;
+  sh.dim = dp;
+  e.dtype = (Tensorflow__DataType)gt_tf_from_dtype(t->dtype);
+  e.shape = &sh;
+  e.shard_id = w->shard;
+  e.offset = (int64_t)w->off;
+  e.size = (int64_t)w->size;
+  e.crc32c = w->crc;
+  size_t n = tensorflow__bundle_entry_proto__get_packed_size(&e);
+  out->n = 0;
+  unsigned char *p = malloc(n ? n : 1);
+  if (!p) return gt_fail(err, "out of memory");
+  tensorflow__bundle_entry_proto__pack(&e, p);
+  int rc = gt_tfbuf_put(out, p, n, err);
+  free(p);
+  return rc;
+}
+
+static int write_index(const char *path, const gt_save *s, const written *w,
+                       int num_shards, gt_err *err) {
+  size_t n = s->n;
+  size_t *order = malloc((n ? n : 1) * sizeof *order);
+  gt_tfkv *kv = calloc(n + 1, sizeof *kv);
+  gt_tfbuf *vals = calloc(n + 1, sizeof *vals);
+  gt_tfbuf table = {0};
+  int rc = GT_ERR;
+  if (!order || !kv || !vals) {
+    gt_fail(err, "out of memory");
+    goto done;
+  }
+  for (size_t i = 0; i < n; i++) order[i] = i;
+  qsort_r(order, n, sizeof *order, cmp_names, (void *)s);
+  Tensorflow__VersionDef v = TENSORFLOW__VERSION_DEF__INIT;
+  Tensorflow__BundleHeaderProto h = TENSORFLOW__BUNDLE_HEADER_PROTO__INIT;
+  v.producer = 1;
+  h.num_shards = num_shards;
+  h.version = &v;
+  unsigned char hb[64];
+  size_t hn = tensorflow__bundle_header_proto__pack(&h, hb);
+  kv[0] = (gt_tfkv){(const unsigned char *)"", 0, hb, hn};
+  for (size_t k = 0; k < n; k++) {
+    size_t i = order[k];
+    if (pack_entry(&s->entries[i].t, &w[i], &vals[k], err) != GT_OK) goto done;
+    kv[k + 1] = (gt_tfkv){(const unsigned char *)s->entries[i].name,
+                          strlen(s->entries[i].name), vals[k].p, vals[k].n};
+  }
+  if (gt_tftable_build(kv, n + 1, NULL, &table, err) != GT_OK) goto done;
+  gt_out o;
+  if (gt_out_open(&o, path, NULL, err) != GT_OK) goto done;
+  if (gt_out_write(&o, table.p, table.n, err) != GT_OK) {
+    gt_out_abort(&o);
+    goto done;
+  }
+  rc = gt_out_commit(&o, err);
+done:
+  for (size_t k = 0; vals && k < n; k++) gt_tfbuf_free(&vals[k]);
+  free(vals);
+  free(kv);
+  free(order);
+  gt_tfbuf_free(&table);
+  return rc;
+}
+
+static int check_save(const gt_save *s, const gt_tfbundle_opts *o,
+                      uint64_t *total, gt_err *err) {
+  if (o->num_shards < 1 || o->num_shards > GT_TFBUNDLE_MAX_SHARDS)
+    return gt_fail(err, "num_shards must be in [1, %d]", GT_TFBUNDLE_MAX_SHARDS);
+  *total = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    const char *name = s->entries[i].name;
+    if (!name[0])
+      return gt_fail(err, "the empty name is the bundle header's key");
+    if ((unsigned char)name[0] == 0)
+      return gt_fail(err, "tensor \"%s\": names starting with byte 0 are "
+                          "slice keys", name);
+    if (!gt_tf_from_dtype(s->entries[i].t.dtype))
+      return gt_fail(err, "tensor \"%s\": dtype %s has no TensorFlow type",
+                     name, gt_dtype_name(s->entries[i].t.dtype));
+    if (o->shard_of && (o->shard_of[i] < 0 || o->shard_of[i] >= o->num_shards))
+      return gt_fail(err, "tensor \"%s\": shard %d is not in [0, %d)", name,
+                     o->shard_of[i], o->num_shards);
+    if (s->entries[i].t.dtype != GT_STRING)
+      *total += (uint64_t)gt_tensor_nbytes(&s->entries[i].t);
+  }
+  return GT_OK;
+}
+
+int gt_tfbundle_write(const char *prefix, const gt_save *s,
+                      const gt_tfbundle_opts *o, gt_err *err) {
+  uint64_t total = 0, done = 0;
+  if (check_save(s, o, &total, err) != GT_OK) return GT_ERR;
+  int ns = o->num_shards, rc = GT_ERR;
+  char **paths = calloc((size_t)ns + 1, sizeof *paths);
+  written *w = calloc(s->n ? s->n : 1, sizeof *w);
+  unsigned char *buf = NULL;
+  if (!paths || !w || posix_memalign((void **)&buf, 64, GT_OUT_BUFSIZE) != 0) {
+    buf = NULL;
+    gt_fail(err, "out of memory");
+    goto done;
+  }
+  for (int k = 0; k <= ns; k++) {
+    paths[k] = k < ns ? gt_tfbundle_data_path(prefix, k, ns)
+                      : gt_tfbundle_index_path(prefix);
+    if (!paths[k]) {
+      gt_fail(err, "out of memory");
+      goto done;
+    }
+    if (gt_out_check_inputs(paths[k], s->entries, s->n, err) != GT_OK) {
+      gt_wrap(err, "%s", paths[k]);
+      goto done;
+    }
+  }
+  for (int k = 0; k < ns; k++)
+    if (write_shard(paths[k], s, o->shard_of, k, w, &done, total, buf, err) !=
+        GT_OK) {
+      gt_wrap(err, "%s", paths[k]);
+      goto done;
+    }
+  if (write_index(paths[ns], s, w, ns, err) != GT_OK) {
+    gt_wrap(err, "%s", paths[ns]);
+    goto done;
+  }
+  rc = GT_OK;
+done:
+  for (int k = 0; paths && k <= ns; k++) free(paths[k]);
+  free(paths);
+  free(w);
+  free(buf);
+  return rc;
+}

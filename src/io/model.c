@@ -1,0 +1,47 @@
+/* model.c: the ordered list of named tensors a reader returns.
+ *
+ * Invariants: entries[0..n) are valid tensors each owning one storage
+ * reference, names are NUL-terminated copies owned by the model; cap >= n. */
+#include "io/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/grow.h"
+
+void gt_model_init(gt_model *m) { memset(m, 0, sizeof *m); }
+
+void gt_model_free(gt_model *m) {
+  for (size_t i = 0; i < m->n; i++) {
+    free(m->entries[i].name);
+    gt_tensor_free(&m->entries[i].t);
+  }
+  free(m->entries);
+  gt_value_free(m->meta);
+  gt_model_init(m);
+}
+
+static int reserve(gt_model *m, gt_err *err) {
+  if (gt_grow((void **)&m->entries, &m->cap, m->n + 1, sizeof *m->entries))
+    return gt_fail(err, "out of memory");
+  return GT_OK;
+}
+
+int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,
+                 gt_err *err) {
+  char *copy = name_len < SIZE_MAX ? malloc(name_len + 1) : NULL;
+  if (!copy || reserve(m, err) != GT_OK) {
+    if (!copy) gt_fail(err, "out of memory");
+    free(copy);
+    gt_tensor_free(t);
+    memset(t, 0, sizeof *t);
+    return GT_ERR;
+  }
+  if (name_len) memcpy(copy, name, name_len);
+  copy[name_len] = '\0';
+  m->entries[m->n].name = copy;
+  m->entries[m->n].t = *t;
+  m->n++;
+  memset(t, 0, sizeof *t);
+  return GT_OK;
+}

@@ -1,0 +1,47 @@
+/* model.h: what a reader returns and a writer takes.
+ *
+ * A model is an ordered list of named tensors (in the file's own order) plus
+ * a metadata tree. Readers fill it from an index only: tensors are views on
+ * mapped or lazy storages, no data is read. */
+#ifndef GT_MODEL_H
+#define GT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/tensor.h"
+#include "io/value.h"
+
+typedef struct gt_entry {
+  char *name;
+  gt_tensor t;
+} gt_entry;
+
+typedef struct gt_model {
+  const char *format;   /* static: "safetensors", "npy", "npz", ... */
+  gt_entry *entries;
+  size_t n, cap;
+  gt_value *meta;       /* a MAP, or NULL */
+} gt_model;
+
+void gt_model_init(gt_model *m);
+void gt_model_free(gt_model *m);
+/* Appends name -> *t; takes over t's storage reference (t is zeroed), also
+ * on failure. */
+int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,
+                 gt_err *err);
+
+/* Progress of a writer: bytes of tensor data written so far, of total. */
+typedef void (*gt_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* What every writer takes. Tensors are written with their presented dtype
+ * (lazy casts are applied while streaming). */
+typedef struct gt_save {
+  const gt_entry *entries;
+  size_t n;
+  const gt_value *metadata;    /* format-specific, may be NULL */
+  gt_progress_fn progress;     /* may be NULL */
+  void *progress_ctx;
+} gt_save;
+
+#endif

@@ -1,0 +1,52 @@
+/* zipmap.h: where the members of a zip archive lie in its bytes.
+ *
+ * libzip reads and writes archives but has no public call for the offset of
+ * a member's data, which a zero-copy reader of stored members needs. This is
+ * the small part of the zip format (FORMATS.md 0.3) needed for that: the end
+ * of central directory record (and its ZIP64 form), the central directory
+ * entries (with their ZIP64 extra field), and each local header, checked
+ * against the central directory. Nothing here decompresses or checks CRCs. */
+#ifndef GT_ZIPMAP_H
+#define GT_ZIPMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/error.h"
+
+/* One member, as its central directory entry describes it. Invariants after
+ * gt_zip_dir_read: data_offset + comp_size <= the archive's size (in fact
+ * <= the start of the central directory), the local header at
+ * header_offset has the same name and method, and a stored member has
+ * comp_size == size. */
+typedef struct gt_zip_member {
+  char *name;            /* raw name bytes, NUL-terminated copy */
+  size_t name_len;
+  uint16_t flags;        /* general purpose bit flags */
+  uint16_t method;       /* 0 stored, 8 deflated, others as found */
+  uint32_t crc;          /* CRC-32 of the uncompressed bytes */
+  uint64_t comp_size;    /* bytes at data_offset */
+  uint64_t size;         /* uncompressed bytes */
+  uint64_t header_offset;
+  uint64_t data_offset;
+} gt_zip_member;
+
+typedef struct gt_zip_dir {
+  gt_zip_member *m;      /* central directory order */
+  size_t n;
+} gt_zip_dir;
+
+/* Index the archive held in p[0, len). Errors name the member concerned. */
+int gt_zip_dir_read(const unsigned char *p, uint64_t len, gt_zip_dir *d,
+                    gt_err *err);
+/* The same for an archive that is a whole mapped file: the pages touched
+ * to check each local header are dropped from the resident set as it goes. */
+struct gt_storage;
+int gt_zip_dir_read_file(const struct gt_storage *file, gt_zip_dir *d,
+                         gt_err *err);
+void gt_zip_dir_free(gt_zip_dir *d);
+
+/* Whether p[0, len) starts like a zip archive (local header or empty EOCD). */
+int gt_zip_sniff(const unsigned char *p, uint64_t len);
+
+#endif
