@@ -56,8 +56,12 @@ $(MODULE): $(OBJ)
 	$(CC) $(CFLAGS) $(LIBFLAG) -pthread -o $@ $(OBJ) $(GT_LIBS)
 
 # The whole suite; prints busted's TAP and a final "N passed, N failed".
+# GRAFT_ORACLE_PYTHON names the interpreter of the oracle environment (the
+# real frameworks, tools/install-deps --test); specs reach it through
+# spec/helper.lua's H.oracle.
+ORACLE_PYTHON ?= $(CURDIR)/.venv-oracles/bin/python
 test check: $(MODULE)
-	@sh tools/run-specs
+	@GRAFT_ORACLE_PYTHON="$${GRAFT_ORACLE_PYTHON:-$(ORACLE_PYTHON)}" sh tools/run-specs
 
 # Same suite with AddressSanitizer and UBSan (the module is rebuilt, and
 # cleaned afterwards so the next plain `make` builds a normal module).

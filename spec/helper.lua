@@ -5,6 +5,10 @@ local H = {}
 -- The real framework-written files live beside the checkout.
 H.REAL = os.getenv("GRAFT_REAL_FIXTURES") or "../shared/fixtures/real"
 H.PYTHON = os.getenv("GRAFT_PYTHON") or "/usr/bin/python3"
+-- The oracle environment: TensorFlow 2.21, tf-keras, Keras 3, torch 2,
+-- onnxruntime, safetensors, gguf (tools/install-deps --test; `make test`
+-- sets GRAFT_ORACLE_PYTHON).
+H.ORACLE = os.getenv("GRAFT_ORACLE_PYTHON") or ".venv-oracles/bin/python"
 
 local function exists(p)
   local f = io.open(p, "rb")
@@ -47,13 +51,12 @@ local function shell_quote(s)
 end
 H.q = shell_quote
 
--- Run python code (text) with args; returns stdout, raises on failure.
-function H.py(script, ...)
+local function run_python(python, script, ...)
   local dir = H.tmpdir()
   local f = assert(io.open(dir .. "/script.py", "w"))
   f:write(script)
   f:close()
-  local args = { H.PYTHON, dir .. "/script.py" }
+  local args = { python, dir .. "/script.py" }
   for _, a in ipairs({ ... }) do args[#args + 1] = shell_quote(a) end
   local cmd = table.concat(args, " ") .. " 2>" .. dir .. "/stderr"
   local p = io.popen(cmd)
@@ -63,9 +66,32 @@ function H.py(script, ...)
     local ef = io.open(dir .. "/stderr")
     local err = ef and ef:read("a") or ""
     if ef then ef:close() end
-    error("python failed (" .. tostring(code) .. "): " .. err, 2)
+    error("python failed (" .. tostring(code) .. "): " .. err, 3)
   end
   return out
+end
+
+-- Run python code (text) with args under Debian's python3 (numpy, torch
+-- 1.13, h5py); returns stdout, raises on failure.
+function H.py(script, ...)
+  return run_python(H.PYTHON, script, ...)
+end
+
+-- The oracle interpreter's path. A spec that needs the real frameworks and
+-- cannot find them fails here, as a missing real fixture does: CI must not
+-- pass without them.
+function H.oracle_python()
+  if exists(H.ORACLE) then return H.ORACLE end
+  error("ORACLE MISSING: the oracle environment was not found at " .. H.ORACLE
+    .. "; run tools/install-deps --test (or set GRAFT_ORACLE_PYTHON)", 0)
+end
+
+-- Run python code under the oracle environment (TensorFlow, Keras, torch 2,
+-- onnxruntime, gguf ...). Importing TensorFlow costs seconds: batch a
+-- spec's framework work into few calls.
+function H.oracle(script, ...)
+  local python = H.oracle_python()
+  return run_python(python, "import os\nos.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')\n" .. script, ...)
 end
 
 function H.read(path)
