@@ -39,7 +39,9 @@ void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
   if (!name) luaL_error(L, "graft: %s: names[%d] is not a string", ctx, (int)i);
   lua_getfield(L, tensors, name);
   gt_tensor *t = lg_test_tensor(L, -1);
-  if (!t) luaL_error(L, "graft: %s: \"%s\" is not a tensor", ctx, name);
+  if (!t)
+    luaL_error(L, "graft: %s: \"%s\" %s", ctx, name,
+               lg_released(L, -1) ? "is a released tensor" : "is not a tensor");
   out->name = (char *)name;
   out->t = *t;
   lua_pop(L, 2);

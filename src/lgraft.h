@@ -20,10 +20,21 @@ typedef struct lg_tensor {
   gt_tensor t;
 } lg_tensor;
 
+/* Every method returns a new handle (never its receiver), so closing a
+ * result never releases its source. A handle released by __close (<close>
+ * on it, or on a model table that closes its tensors) drops its one
+ * storage reference and keeps its metatable with storage == NULL. */
+#define LG_RELEASED "tensor is released (closed); this handle cannot be used"
+
 /* New userdata whose tensor takes over *t (t is zeroed). */
 lg_tensor *lg_push_tensor(lua_State *L, gt_tensor *t);
+/* The tensor at idx; raises "graft: tensor is released ..." for a
+ * released handle and a type error for anything else. */
 gt_tensor *lg_check_tensor(lua_State *L, int idx);
+/* The tensor at idx, or NULL (not a tensor, or released). */
 gt_tensor *lg_test_tensor(lua_State *L, int idx);
+/* Whether idx holds a released tensor handle. */
+int lg_released(lua_State *L, int idx);
 
 /* Raise "graft: [ctx: ]msg". Never returns. */
 int lg_raise(lua_State *L, const char *ctx, const gt_err *e);
