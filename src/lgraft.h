@@ -77,6 +77,12 @@ void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
  * the list of tensor userdata at index `tensors`, or 0). */
 void lg_push_value(lua_State *L, const gt_value *v, int tensors);
 
+/* Adds fns to core.testing (module table at -1; created on first use).
+ * core.testing holds every test-only hook: switches that force a code path
+ * (scalar kernels, table crc32c, ZIP64 thresholds) and access to internals
+ * that specs build or inspect fixtures with. It is not part of the API. */
+void lg_testing_add(lua_State *L, const luaL_Reg *fns);
+
 void lg_tensor_init(lua_State *L);  /* adds tensor functions to module */
 void lg_io_init(lua_State *L);      /* adds read/write functions */
 void lg_tf_init(lua_State *L);      /* adds TensorFlow helpers (lgraft_tf.c) */

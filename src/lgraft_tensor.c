@@ -716,9 +716,12 @@ static const luaL_Reg methods[] = {
 static const luaL_Reg funcs[] = {
   {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
   {"stack", g_stack}, {"is_tensor", g_is_tensor},
+  {"threads", g_threads},
+  {NULL, NULL}};
+
+static const luaL_Reg testing[] = {
   {"cast_force_scalar", g_cast_force_scalar}, {"cast_paths", g_cast_paths},
   {"copy_force_scalar", g_copy_force_scalar},
-  {"threads", g_threads},
   {NULL, NULL}};
 
 void lg_tensor_init(lua_State *L) {
@@ -741,4 +744,5 @@ void lg_tensor_init(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
+  lg_testing_add(L, testing);
 }
