@@ -1,8 +1,10 @@
 /* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/cat/stack.
  *
- * Views (permute, narrow, ...) and casts return new userdata sharing the
- * storage; only contiguous/clone/cat/stack/bytes/totable and comparisons
- * move bytes, through copy.h. */
+ * Every method returns a new userdata (never its receiver): views
+ * (permute, narrow, ...) and casts share the storage; contiguous, clone,
+ * cat, stack, bytes and totable move bytes through copy.h; comparisons and
+ * stats are tensor/compare.c and tensor/stats.c. This file only marshals.
+ * Test hooks (scalar kernels, cast paths) go to core.testing. */
 #include <stdlib.h>
 #include <string.h>
 
