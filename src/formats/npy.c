@@ -24,7 +24,7 @@
 #include "io/checked.h"
 #include "io/fileout.h"
 #include "io/zipmap.h"
-#include "io/ziplib.h"
+#include "io/zipmember.h"
 
 /* ------------------------------------------------------------------ */
 /* 1. The header                                                        */
@@ -318,60 +318,6 @@ static const gt_storage *root_file(const gt_storage *s) {
   return s;
 }
 
-/* Inflate up to `want` bytes of member `index` into buf from its start. */
-static int inflate_member(gt_ziplib *a, uint64_t index, unsigned char *buf,
-                          uint64_t want, uint64_t *got, gt_err *err) {
-  zip_file_t *f = zip_fopen_index(a->za, index, 0);
-  if (!f) return gt_fail(err, "cannot open: %s", zip_strerror(a->za));
-  uint64_t n = 0;
-  while (n < want) {
-    zip_int64_t r = zip_fread(f, buf + n, want - n);
-    if (r < 0) {
-      gt_fail(err, "cannot inflate: %s", zip_file_strerror(f));
-      zip_fclose(f);
-      return GT_ERR;
-    }
-    if (r == 0) break;
-    n += (uint64_t)r;
-  }
-  zip_fclose(f);
-  *got = n;
-  return GT_OK;
-}
-
-/* A deflated member, inflated whole on first use; when `move` is set the
- * array bytes [move_off, +move_len) are then moved to the (aligned) start. */
-typedef struct deflate_ctx {
-  gt_ziplib *a;
-  char *what;
-  uint64_t index;
-  uint32_t crc;
-  uint64_t move_off, move_len;
-  int move;
-} deflate_ctx;
-
-static void free_deflate(void *p) {
-  deflate_ctx *c = p;
-  gt_ziplib_release(c->a);
-  free(c->what);
-  free(c);
-}
-
-static int load_deflate(gt_storage *s, gt_err *err) {
-  const deflate_ctx *c = s->ctx;
-  uint64_t got;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (inflate_member(c->a, c->index, s->data, s->size, &got, err) != GT_OK)
-    return gt_wrap(err, "%s", c->what);
-  if (got != s->size)
-    return gt_fail(err, "%s: inflates to %llu bytes, the archive says %zu",
-                   c->what, (unsigned long long)got, s->size);
-  if (gt_sum_check(GT_SUM_CRC32, c->what, s->data, s->size, c->crc, err) != GT_OK)
-    return GT_ERR;
-  if (c->move) memmove(s->data, s->data + c->move_off, c->move_len);
-  return GT_OK;
-}
-
 /* String arrays: numel fixed-width items of the parent at `off` become
  * gt_str elements followed by their bytes (UTF-8 of a U item is never
  * longer than the item, so numel * width bytes suffice). */
@@ -614,78 +560,28 @@ static int is_npy_member(const gt_zip_member *mm) {
   return mm->name_len >= 4 && memcmp(mm->name + mm->name_len - 4, ".npy", 4) == 0;
 }
 
-/* Header of deflated member i, read by inflating only its first bytes. */
-static int deflated_header(gt_ziplib *a, const gt_zip_member *mm, uint64_t i,
+/* Header of deflated member mm, read by inflating only its first bytes. */
+static int deflated_header(const gt_storage *file, const gt_zip_member *mm,
                            gt_npy_header *h, gt_err *err) {
-  uint64_t want = mm->size < 4096 ? mm->size : 4096, got, need;
+  uint64_t got = mm->size < 4096 ? mm->size : 4096, need;
   unsigned char *buf = malloc(4096);
   if (!buf) return gt_fail(err, "out of memory");
-  int rc = inflate_member(a, i, buf, want, &got, err);
+  int rc = gt_zip_inflate_prefix(file->data, mm, buf, got, err);
   if (rc == GT_OK) rc = gt_npy_header_need(buf, got, &need, err);
   if (rc == GT_OK && need > got && need <= mm->size) {
     unsigned char *big = realloc(buf, (size_t)need);
     if (!big) rc = gt_fail(err, "out of memory");
     else buf = big;
-    if (rc == GT_OK) rc = inflate_member(a, i, buf, need, &got, err);
+    if (rc == GT_OK) rc = gt_zip_inflate_prefix(file->data, mm, buf, need, err);
+    if (rc == GT_OK) got = need;
   }
   if (rc == GT_OK) rc = gt_npy_parse_header(buf, got, h, err);
   free(buf);
   return rc;
 }
 
-/* Raw storage for a stored member's array bytes: the CRC-32 of the whole
- * member is checked on first use, then the array bytes are used in place
- * when aligned, else copied. */
-static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
-                              const gt_npy_header *h, gt_err *err) {
-  gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
-                  .sum_off = mm->data_offset, .sum_len = mm->size,
-                  .data_off = mm->data_offset + h->data_offset,
-                  .align = align_of(h)};
-  return gt_checked_storage(file, &c, h->nbytes,
-                            label(file, "member", mm->name, mm->name_len), err);
-}
-
-/* Raw storage holding the whole inflated member; *off is where the array
- * bytes will be once loaded. */
-static gt_storage *deflated_raw(gt_storage *file, gt_ziplib *a, uint64_t i,
-                                const gt_zip_member *mm,
-                                const gt_npy_header *h, uint64_t *off,
-                                gt_err *err) {
-  if (mm->size > SIZE_MAX) return gt_fail(err, "member too large"), NULL;
-  deflate_ctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
-    free(c);
-    return gt_fail(err, "out of memory"), NULL;
-  }
-  c->a = a;
-  a->refs++;
-  c->index = i;
-  c->crc = mm->crc;
-  *off = h->data_offset;
-  if (h->data_offset % align_of(h) != 0) {
-    c->move = 1;
-    c->move_off = h->data_offset;
-    c->move_len = h->nbytes;
-    *off = 0;
-  }
-  return gt_storage_lazy((size_t)mm->size, file, load_deflate, c, free_deflate,
-                         err);
-}
-
-/* Names libzip and the central directory parse must agree on. */
-static int check_libzip_name(gt_ziplib *a, uint64_t i, const gt_zip_member *mm,
-                             gt_err *err) {
-  const char *n = zip_get_name(a->za, i, ZIP_FL_ENC_RAW);
-  if (!n || strlen(n) != mm->name_len || memcmp(n, mm->name, mm->name_len))
-    return gt_fail(err, "libzip and the central directory disagree about "
-                        "member %llu", (unsigned long long)i);
-  return GT_OK;
-}
-
 typedef struct npz_state {
   gt_storage *file;
-  gt_ziplib *a;
   gt_value *arrays, *others;
 } npz_state;
 
@@ -705,30 +601,26 @@ static int member_meta(npz_state *st, const gt_zip_member *mm,
   return GT_OK;
 }
 
+/* The member's array bytes: a stored member's CRC-32 is checked on first
+ * use, then its array bytes are used in place when aligned, else copied; a
+ * deflated member is inflated on first use, its array bytes kept. */
 static int read_member(npz_state *st, gt_model *m, const gt_zip_member *mm,
-                       uint64_t i, gt_err *err) {
+                       gt_err *err) {
   gt_npy_header h;
-  gt_storage *raw = NULL;
-  uint64_t off = 0;
+  if (gt_zip_member_check(mm, err) != GT_OK) return GT_ERR;
   if (mm->method == 0) {
     if (gt_npy_parse_header(st->file->data + mm->data_offset, mm->size, &h,
-                            err) != GT_OK ||
-        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
+                            err) != GT_OK)
       return GT_ERR;
-    raw = stored_raw(st->file, mm, &h, err);
-  } else if (mm->method == 8) {
-    if (!st->a && !(st->a = gt_ziplib_open(st->file, err))) return GT_ERR;
-    if (check_libzip_name(st->a, i, mm, err) != GT_OK ||
-        deflated_header(st->a, mm, i, &h, err) != GT_OK ||
-        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
-      return GT_ERR;
-    raw = deflated_raw(st->file, st->a, i, mm, &h, &off, err);
-  } else {
-    return gt_fail(err, "compression method %u is not supported (only "
-                        "stored and deflated)", mm->method);
+  } else if (deflated_header(st->file, mm, &h, err) != GT_OK) {
+    return GT_ERR;
   }
+  if (check_data(&h, mm->size - h.data_offset, err) != GT_OK) return GT_ERR;
+  gt_storage *raw = gt_zip_member_storage(
+      st->file, mm, h.data_offset, h.nbytes, align_of(&h),
+      label(st->file, "member", mm->name, mm->name_len), err);
   if (!raw) return GT_ERR;
-  int rc = add_tensor(m, mm->name, mm->name_len - 4, &h, raw, off, err);
+  int rc = add_tensor(m, mm->name, mm->name_len - 4, &h, raw, 0, err);
   gt_storage_release(raw);
   if (rc != GT_OK) return GT_ERR;
   return member_meta(st, mm, &h, err);
@@ -743,23 +635,22 @@ static int npz_members(npz_state *st, const gt_zip_dir *d, gt_model *m,
         return gt_fail(err, "out of memory");
       continue;
     }
-    if (read_member(st, m, mm, i, err) != GT_OK)
+    if (read_member(st, m, mm, err) != GT_OK)
       return gt_wrap(err, "member \"%.200s\"", mm->name);
   }
   return GT_OK;
 }
 
 int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
-  (void)path; /* the mapping is read; libzip opens it as a buffer */
+  (void)path; /* the mapping is read */
   gt_zip_dir d;
   if (gt_zip_dir_read_file(file, &d, err) != GT_OK) return GT_ERR;
-  npz_state st = {file, NULL, gt_value_new(GT_V_MAP), gt_value_new(GT_V_LIST)};
+  npz_state st = {file, gt_value_new(GT_V_MAP), gt_value_new(GT_V_LIST)};
   int rc = check_duplicates(&d, err);
   if (rc == GT_OK && (!st.arrays || !st.others))
     rc = gt_fail(err, "out of memory");
   if (rc == GT_OK) rc = npz_members(&st, &d, m, err);
   gt_zip_dir_free(&d);
-  gt_ziplib_release(st.a);
   gt_value *meta = rc == GT_OK ? gt_value_new(GT_V_MAP) : NULL;
   if (!meta) {
     gt_value_free(st.arrays);
