@@ -15,6 +15,7 @@
 #include "formats/hdf5/hdf5.h"
 #include "formats/hdf5/keras.h"
 #include "formats/npy.h"
+#include "formats/npz.h"
 #include "formats/safetensors.h"
 #include "formats/torch/read.h"
 #include "formats/torch/write.h"

@@ -1,30 +1,25 @@
-/* npy.c: NumPy .npy and .npz, read and write (see npy.h, FORMATS.md 6).
+/* npy.c: NumPy .npy, read and write (see npy.h, FORMATS.md 6); the
+ * .npy encoding of one array is also what npz.c reads and writes members
+ * with.
  *
  * The file is laid out as
  *   1. the .npy header: the dict parser, the descr table, the checks;
- *   2. lazy storages: copy-to-aligned, stored-member CRC check, deflated
- *      member (libzip), string conversion (S bytes / U UTF-32 -> gt_str);
- *   3. readers: one .npy, every .npy member of an .npz;
+ *   2. lazy storages: string conversion (S bytes / U UTF-32 -> gt_str);
+ *   3. readers: an array from its header and raw bytes, one .npy file;
  *   4. writers: the np.save header, a pull-style producer of npy bytes,
- *      .npy through gt_out, .npz through libzip with a write source that
- *      ends in gt_out's temporary file (fsync, rename).
+ *      .npy through gt_out.
  * Header facts (NumPy 1.24 lib/format.py): magic "\x93NUMPY", major, minor
  * (1.0 / 2.0 / 3.0), header length u16 LE (v1) or u32 LE (v2, v3), then a
  * Python dict literal; v1/v2 headers may carry Python 2 longs ("2L"). */
 #include "formats/npy.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <zip.h>
 
 #include "tensor/copy.h"
-#include "io/checked.h"
 #include "io/fileout.h"
-#include "io/zipmap.h"
-#include "io/ziplib.h"
+#include "io/utf8.h"
 
 /* ------------------------------------------------------------------ */
 /* 1. The header                                                        */
@@ -283,7 +278,7 @@ int gt_npy_parse_header(const unsigned char *p, uint64_t len, gt_npy_header *h,
 }
 
 /* Data must fit in the `avail` bytes after the header. */
-static int check_data(const gt_npy_header *h, uint64_t avail, gt_err *err) {
+int gt_npy_check_data(const gt_npy_header *h, uint64_t avail, gt_err *err) {
   if (h->nbytes > avail)
     return gt_fail(err, "data is %llu bytes but %llu elements of '%s' need "
                         "%llu", (unsigned long long)avail,
@@ -298,7 +293,7 @@ static int check_data(const gt_npy_header *h, uint64_t avail, gt_err *err) {
 
 /* "<file>: <kind> \"<name>\"": lazy storages fail long after open, where
  * the caller no longer knows which file they came from. */
-static char *label(const gt_storage *file, const char *kind, const char *name,
+char *gt_npy_label(const gt_storage *file, const char *kind, const char *name,
                    size_t name_len) {
   const char *path = file && file->path ? file->path : "?";
   int n = name_len > 200 ? 200 : (int)name_len;
@@ -308,7 +303,7 @@ static char *label(const gt_storage *file, const char *kind, const char *name,
   return s;
 }
 
-static size_t align_of(const gt_npy_header *h) {
+size_t gt_npy_align(const gt_npy_header *h) {
   return h->dtype == GT_STRING ? 1 : (size_t)h->itemsize;
 }
 
@@ -316,60 +311,6 @@ static size_t align_of(const gt_npy_header *h) {
 static const gt_storage *root_file(const gt_storage *s) {
   while (s && s->kind != GT_STORAGE_MAPPING) s = s->parent;
   return s;
-}
-
-/* Inflate up to `want` bytes of member `index` into buf from its start. */
-static int inflate_member(gt_ziplib *a, uint64_t index, unsigned char *buf,
-                          uint64_t want, uint64_t *got, gt_err *err) {
-  zip_file_t *f = zip_fopen_index(a->za, index, 0);
-  if (!f) return gt_fail(err, "cannot open: %s", zip_strerror(a->za));
-  uint64_t n = 0;
-  while (n < want) {
-    zip_int64_t r = zip_fread(f, buf + n, want - n);
-    if (r < 0) {
-      gt_fail(err, "cannot inflate: %s", zip_file_strerror(f));
-      zip_fclose(f);
-      return GT_ERR;
-    }
-    if (r == 0) break;
-    n += (uint64_t)r;
-  }
-  zip_fclose(f);
-  *got = n;
-  return GT_OK;
-}
-
-/* A deflated member, inflated whole on first use; when `move` is set the
- * array bytes [move_off, +move_len) are then moved to the (aligned) start. */
-typedef struct deflate_ctx {
-  gt_ziplib *a;
-  char *what;
-  uint64_t index;
-  uint32_t crc;
-  uint64_t move_off, move_len;
-  int move;
-} deflate_ctx;
-
-static void free_deflate(void *p) {
-  deflate_ctx *c = p;
-  gt_ziplib_release(c->a);
-  free(c->what);
-  free(c);
-}
-
-static int load_deflate(gt_storage *s, gt_err *err) {
-  const deflate_ctx *c = s->ctx;
-  uint64_t got;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  if (inflate_member(c->a, c->index, s->data, s->size, &got, err) != GT_OK)
-    return gt_wrap(err, "%s", c->what);
-  if (got != s->size)
-    return gt_fail(err, "%s: inflates to %llu bytes, the archive says %zu",
-                   c->what, (unsigned long long)got, s->size);
-  if (gt_sum_check(GT_SUM_CRC32, c->what, s->data, s->size, c->crc, err) != GT_OK)
-    return GT_ERR;
-  if (c->move) memmove(s->data, s->data + c->move_off, c->move_len);
-  return GT_OK;
 }
 
 /* String arrays: numel fixed-width items of the parent at `off` become
@@ -385,29 +326,6 @@ static void free_strings(void *p) {
   strings_ctx *c = p;
   free(c->what);
   free(c);
-}
-
-static size_t utf8_put(unsigned char *o, uint32_t cp) {
-  if (cp < 0x80) {
-    o[0] = (unsigned char)cp;
-    return 1;
-  }
-  if (cp < 0x800) {
-    o[0] = (unsigned char)(0xC0 | cp >> 6);
-    o[1] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    o[0] = (unsigned char)(0xE0 | cp >> 12);
-    o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  o[0] = (unsigned char)(0xF0 | cp >> 18);
-  o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-  o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-  o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-  return 4;
 }
 
 /* One U item (width bytes = width/4 code units) to UTF-8 at o. */
@@ -426,7 +344,7 @@ static int utf32_item(const strings_ctx *c, const unsigned char *in,
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
       return gt_fail(err, "%s: element %llu holds invalid code point 0x%X",
                      c->what, (unsigned long long)index, (unsigned)cp);
-    k += utf8_put(o + k, cp);
+    k += gt_utf8_put(o + k, cp);
   }
   *n = k;
   return GT_OK;
@@ -494,7 +412,7 @@ static gt_storage *strings_storage(const gt_npy_header *h, gt_storage *raw,
       size > SIZE_MAX)
     return gt_fail(err, "string array too large"), NULL;
   strings_ctx *c = calloc(1, sizeof *c);
-  char *what = label(root_file(raw), "tensor", name, name_len);
+  char *what = gt_npy_label(root_file(raw), "tensor", name, name_len);
   if (!c || !what) {
     free(c);
     free(what);
@@ -512,7 +430,7 @@ static gt_storage *strings_storage(const gt_npy_header *h, gt_storage *raw,
 
 /* Add the tensor for h whose items are `raw` bytes at `off` (offset kept in
  * the view for numeric data, consumed by the string storage otherwise). */
-static int add_tensor(gt_model *m, const char *name, size_t name_len,
+int gt_npy_add_array(gt_model *m, const char *name, size_t name_len,
                       const gt_npy_header *h, gt_storage *raw, uint64_t off,
                       gt_err *err) {
   gt_storage *s = raw;
@@ -530,7 +448,7 @@ static int add_tensor(gt_model *m, const char *name, size_t name_len,
   return gt_model_add(m, name, name_len, &t, err);
 }
 
-static gt_value *header_meta(const gt_npy_header *h) {
+gt_value *gt_npy_header_meta(const gt_npy_header *h) {
   char v[16];
   snprintf(v, sizeof v, "%d.%d", h->major, h->minor);
   gt_value *d = gt_value_new(GT_V_MAP);
@@ -565,7 +483,7 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err) {
   if (name) name_len = strlen(name);
   else name = default_name(file, &name_len);
   if (gt_npy_parse_header(file->data, file->size, &h, err) != GT_OK ||
-      check_data(&h, file->size - h.data_offset, err) != GT_OK)
+      gt_npy_check_data(&h, file->size - h.data_offset, err) != GT_OK)
     return GT_ERR;
   gt_storage *raw;
   uint64_t off = 0;
@@ -574,208 +492,15 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err) {
     gt_storage_retain(raw);
     off = h.data_offset;
   } else {
-    raw = gt_storage_aligned(file, h.data_offset, h.nbytes, align_of(&h), err);
+    raw = gt_storage_aligned(file, h.data_offset, h.nbytes, gt_npy_align(&h), err);
   }
   if (!raw) return GT_ERR;
-  int rc = add_tensor(m, name, name_len, &h, raw, off, err);
+  int rc = gt_npy_add_array(m, name, name_len, &h, raw, off, err);
   gt_storage_release(raw);
   if (rc != GT_OK) return GT_ERR;
   m->format = "npy";
   gt_value_free(m->meta);
-  if (!(m->meta = header_meta(&h))) return gt_fail(err, "out of memory");
-  return GT_OK;
-}
-
-/* .npz */
-
-static int cmp_member(const void *a, const void *b) {
-  const gt_zip_member *x = *(gt_zip_member *const *)a;
-  const gt_zip_member *y = *(gt_zip_member *const *)b;
-  size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-  int c = memcmp(x->name, y->name, n);
-  return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
-}
-
-static int check_duplicates(const gt_zip_dir *d, gt_err *err) {
-  if (d->n < 2) return GT_OK;
-  const gt_zip_member **v = malloc(d->n * sizeof *v);
-  if (!v) return gt_fail(err, "out of memory");
-  for (size_t i = 0; i < d->n; i++) v[i] = &d->m[i];
-  qsort(v, d->n, sizeof *v, cmp_member);
-  int rc = GT_OK;
-  for (size_t i = 1; i < d->n && rc == GT_OK; i++)
-    if (cmp_member(&v[i - 1], &v[i]) == 0)
-      rc = gt_fail(err, "member \"%.200s\" appears twice", v[i]->name);
-  free(v);
-  return rc;
-}
-
-static int is_npy_member(const gt_zip_member *mm) {
-  return mm->name_len >= 4 && memcmp(mm->name + mm->name_len - 4, ".npy", 4) == 0;
-}
-
-/* Header of deflated member i, read by inflating only its first bytes. */
-static int deflated_header(gt_ziplib *a, const gt_zip_member *mm, uint64_t i,
-                           gt_npy_header *h, gt_err *err) {
-  uint64_t want = mm->size < 4096 ? mm->size : 4096, got, need;
-  unsigned char *buf = malloc(4096);
-  if (!buf) return gt_fail(err, "out of memory");
-  int rc = inflate_member(a, i, buf, want, &got, err);
-  if (rc == GT_OK) rc = gt_npy_header_need(buf, got, &need, err);
-  if (rc == GT_OK && need > got && need <= mm->size) {
-    unsigned char *big = realloc(buf, (size_t)need);
-    if (!big) rc = gt_fail(err, "out of memory");
-    else buf = big;
-    if (rc == GT_OK) rc = inflate_member(a, i, buf, need, &got, err);
-  }
-  if (rc == GT_OK) rc = gt_npy_parse_header(buf, got, h, err);
-  free(buf);
-  return rc;
-}
-
-/* Raw storage for a stored member's array bytes: the CRC-32 of the whole
- * member is checked on first use, then the array bytes are used in place
- * when aligned, else copied. */
-static gt_storage *stored_raw(gt_storage *file, const gt_zip_member *mm,
-                              const gt_npy_header *h, gt_err *err) {
-  gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
-                  .sum_off = mm->data_offset, .sum_len = mm->size,
-                  .data_off = mm->data_offset + h->data_offset,
-                  .align = align_of(h)};
-  return gt_checked_storage(file, &c, h->nbytes,
-                            label(file, "member", mm->name, mm->name_len), err);
-}
-
-/* Raw storage holding the whole inflated member; *off is where the array
- * bytes will be once loaded. */
-static gt_storage *deflated_raw(gt_storage *file, gt_ziplib *a, uint64_t i,
-                                const gt_zip_member *mm,
-                                const gt_npy_header *h, uint64_t *off,
-                                gt_err *err) {
-  if (mm->size > SIZE_MAX) return gt_fail(err, "member too large"), NULL;
-  deflate_ctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->what = label(file, "member", mm->name, mm->name_len))) {
-    free(c);
-    return gt_fail(err, "out of memory"), NULL;
-  }
-  c->a = a;
-  a->refs++;
-  c->index = i;
-  c->crc = mm->crc;
-  *off = h->data_offset;
-  if (h->data_offset % align_of(h) != 0) {
-    c->move = 1;
-    c->move_off = h->data_offset;
-    c->move_len = h->nbytes;
-    *off = 0;
-  }
-  return gt_storage_lazy((size_t)mm->size, file, load_deflate, c, free_deflate,
-                         err);
-}
-
-/* Names libzip and the central directory parse must agree on. */
-static int check_libzip_name(gt_ziplib *a, uint64_t i, const gt_zip_member *mm,
-                             gt_err *err) {
-  const char *n = zip_get_name(a->za, i, ZIP_FL_ENC_RAW);
-  if (!n || strlen(n) != mm->name_len || memcmp(n, mm->name, mm->name_len))
-    return gt_fail(err, "libzip and the central directory disagree about "
-                        "member %llu", (unsigned long long)i);
-  return GT_OK;
-}
-
-typedef struct npz_state {
-  gt_storage *file;
-  gt_ziplib *a;
-  gt_value *arrays, *others;
-} npz_state;
-
-static int member_meta(npz_state *st, const gt_zip_member *mm,
-                       const gt_npy_header *h, gt_err *err) {
-  const char *comp = mm->method == 0 ? "stored" : "deflated";
-  gt_value *d = header_meta(h);
-  if (!d) return gt_fail(err, "out of memory");
-  int bad = gt_value_setk(d, "member", gt_value_str(mm->name, mm->name_len));
-  bad |= gt_value_setk(d, "compression", gt_value_str(comp, strlen(comp)));
-  if (bad) {
-    gt_value_free(d);
-    return gt_fail(err, "out of memory");
-  }
-  if (gt_value_set(st->arrays, gt_value_str(mm->name, mm->name_len - 4), d))
-    return gt_fail(err, "out of memory");
-  return GT_OK;
-}
-
-static int read_member(npz_state *st, gt_model *m, const gt_zip_member *mm,
-                       uint64_t i, gt_err *err) {
-  gt_npy_header h;
-  gt_storage *raw = NULL;
-  uint64_t off = 0;
-  if (mm->method == 0) {
-    if (gt_npy_parse_header(st->file->data + mm->data_offset, mm->size, &h,
-                            err) != GT_OK ||
-        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
-      return GT_ERR;
-    raw = stored_raw(st->file, mm, &h, err);
-  } else if (mm->method == 8) {
-    if (!st->a && !(st->a = gt_ziplib_open(st->file, err))) return GT_ERR;
-    if (check_libzip_name(st->a, i, mm, err) != GT_OK ||
-        deflated_header(st->a, mm, i, &h, err) != GT_OK ||
-        check_data(&h, mm->size - h.data_offset, err) != GT_OK)
-      return GT_ERR;
-    raw = deflated_raw(st->file, st->a, i, mm, &h, &off, err);
-  } else {
-    return gt_fail(err, "compression method %u is not supported (only "
-                        "stored and deflated)", mm->method);
-  }
-  if (!raw) return GT_ERR;
-  int rc = add_tensor(m, mm->name, mm->name_len - 4, &h, raw, off, err);
-  gt_storage_release(raw);
-  if (rc != GT_OK) return GT_ERR;
-  return member_meta(st, mm, &h, err);
-}
-
-static int npz_members(npz_state *st, const gt_zip_dir *d, gt_model *m,
-                       gt_err *err) {
-  for (size_t i = 0; i < d->n; i++) {
-    const gt_zip_member *mm = &d->m[i];
-    if (!is_npy_member(mm)) {
-      if (gt_value_push(st->others, gt_value_str(mm->name, mm->name_len)))
-        return gt_fail(err, "out of memory");
-      continue;
-    }
-    if (read_member(st, m, mm, i, err) != GT_OK)
-      return gt_wrap(err, "member \"%.200s\"", mm->name);
-  }
-  return GT_OK;
-}
-
-int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
-  (void)path; /* the mapping is read; libzip opens it as a buffer */
-  gt_zip_dir d;
-  if (gt_zip_dir_read_file(file, &d, err) != GT_OK) return GT_ERR;
-  npz_state st = {file, NULL, gt_value_new(GT_V_MAP), gt_value_new(GT_V_LIST)};
-  int rc = check_duplicates(&d, err);
-  if (rc == GT_OK && (!st.arrays || !st.others))
-    rc = gt_fail(err, "out of memory");
-  if (rc == GT_OK) rc = npz_members(&st, &d, m, err);
-  gt_zip_dir_free(&d);
-  gt_ziplib_release(st.a);
-  gt_value *meta = rc == GT_OK ? gt_value_new(GT_V_MAP) : NULL;
-  if (!meta) {
-    gt_value_free(st.arrays);
-    gt_value_free(st.others);
-    return rc == GT_OK ? gt_fail(err, "out of memory") : GT_ERR;
-  }
-  int bad = gt_value_setk(meta, "arrays", st.arrays) != GT_OK;
-  if (st.others->n) bad |= gt_value_setk(meta, "other_members", st.others);
-  else gt_value_free(st.others);
-  if (bad) {
-    gt_value_free(meta);
-    return gt_fail(err, "out of memory");
-  }
-  m->format = "npz";
-  gt_value_free(m->meta);
-  m->meta = meta;
+  if (!(m->meta = gt_npy_header_meta(&h))) return gt_fail(err, "out of memory");
   return GT_OK;
 }
 
@@ -783,8 +508,6 @@ int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err) {
 /* 4. Writers                                                           */
 /* ------------------------------------------------------------------ */
 
-enum { HEADER_CAP = 4096 };
-#define STAGE_BYTES ((size_t)1 << 20)
 
 static const char *numpy_descr(gt_dtype dt) {
   switch (dt) {
@@ -805,16 +528,6 @@ static const char *numpy_descr(gt_dtype dt) {
   default: return NULL;
   }
 }
-
-/* What the file will hold for one tensor. */
-typedef struct wplan {
-  char descr[32];
-  uint64_t itemsize, numel, nbytes;
-  int str_kind;                      /* 0, 'S' or 'U' */
-  unsigned char header[HEADER_CAP];
-  size_t hlen;
-  uint64_t total;                    /* header + data */
-} wplan;
 
 /* Row-major walk over the elements of a (ready) string view. */
 typedef struct str_iter {
@@ -844,47 +557,19 @@ static int str_next(str_iter *it, gt_str *e) {
   return 1;
 }
 
-/* Next code point of s[*i, n) (strict UTF-8: no overlong forms, surrogates
- * or values past U+10FFFF); -1 when invalid. */
-static int utf8_next(const unsigned char *s, size_t n, size_t *i,
-                     uint32_t *cp) {
-  unsigned char c = s[*i];
-  size_t len;
-  uint32_t min;
-  if (c < 0x80) {
-    *cp = c;
-    *i += 1;
-    return 0;
-  }
-  if ((c & 0xE0) == 0xC0) len = 2, *cp = c & 0x1Fu, min = 0x80;
-  else if ((c & 0xF0) == 0xE0) len = 3, *cp = c & 0x0Fu, min = 0x800;
-  else if ((c & 0xF8) == 0xF0) len = 4, *cp = c & 0x07u, min = 0x10000;
-  else return -1;
-  if (n - *i < len) return -1;
-  for (size_t k = 1; k < len; k++) {
-    unsigned char b = s[*i + k];
-    if ((b & 0xC0) != 0x80) return -1;
-    *cp = *cp << 6 | (b & 0x3Fu);
-  }
-  if (*cp < min || *cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF))
-    return -1;
-  *i += len;
-  return 0;
-}
-
 /* Code points in s, or -1 when s is not valid UTF-8. */
 static int64_t utf8_count(const gt_str *s) {
   const unsigned char *p = (const unsigned char *)s->p;
   int64_t k = 0;
   uint32_t cp;
   for (size_t i = 0; i < s->n; k++)
-    if (utf8_next(p, s->n, &i, &cp) != 0) return -1;
+    if (gt_utf8_next(p, s->n, &i, &cp) != 0) return -1;
   return k;
 }
 
 /* '<U<max code points>' when every element is UTF-8, else '|S<max bytes>'
  * (at least 1, as numpy makes it for empty strings). */
-static int plan_strings(const gt_tensor *t, wplan *p, gt_err *err) {
+static int plan_strings(const gt_tensor *t, gt_npy_plan *p, gt_err *err) {
   if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
   str_iter it;
   gt_str e;
@@ -907,8 +592,8 @@ static int plan_strings(const gt_tensor *t, wplan *p, gt_err *err) {
 /* np.save's header: the dict repr with keys sorted, spare spaces for the
  * shape to grow (21 - digits of the first dim), then spaces and '\n' so
  * that the data starts at a multiple of 64 (always 1..64 spaces). */
-static int build_header(const gt_tensor *t, wplan *p, gt_err *err) {
-  char d[HEADER_CAP];
+static int build_header(const gt_tensor *t, gt_npy_plan *p, gt_err *err) {
+  char d[GT_NPY_HEADER_CAP];
   size_t n = 0;
   n += (size_t)snprintf(d, sizeof d,
                         "{'descr': '%s', 'fortran_order': False, 'shape': (",
@@ -946,7 +631,7 @@ static int build_header(const gt_tensor *t, wplan *p, gt_err *err) {
   return GT_OK;
 }
 
-static int plan_tensor(const gt_tensor *t, wplan *p, gt_err *err) {
+int gt_npy_plan_tensor(const gt_tensor *t, gt_npy_plan *p, gt_err *err) {
   memset(p, 0, sizeof *p);
   if (t->dtype == GT_STRING) {
     if (plan_strings(t, p, err) != GT_OK) return GT_ERR;
@@ -970,9 +655,9 @@ static int plan_tensor(const gt_tensor *t, wplan *p, gt_err *err) {
  * `cap` bytes: numeric views are cut as gt_stream cuts them (dims before k
  * one index at a time, dim k in chunks) and copied with gt_copy_into;
  * string elements are encoded to fixed-width items. */
-typedef struct producer {
+typedef struct gt_npy_producer {
   const gt_tensor *t;
-  const wplan *p;
+  const gt_npy_plan *p;
   unsigned char *buf;
   size_t cap;
   int k;              /* -1: the whole tensor is one piece */
@@ -982,12 +667,12 @@ typedef struct producer {
   str_iter it;
 } producer;
 
-static int prod_init(producer *pr, const gt_tensor *t, const wplan *p,
+static int prod_init(producer *pr, const gt_tensor *t, const gt_npy_plan *p,
                      gt_err *err) {
   memset(pr, 0, sizeof *pr);
   pr->t = t;
   pr->p = p;
-  pr->cap = STAGE_BYTES;
+  pr->cap = GT_NPY_STAGE_BYTES;
   if (p->itemsize > pr->cap) {
     if (p->itemsize > SIZE_MAX / 2) return gt_fail(err, "string too long");
     pr->cap = (size_t)p->itemsize;
@@ -1052,7 +737,7 @@ static void encode_item(const producer *pr, const gt_str *e, unsigned char *o) {
   }
   const unsigned char *s = (const unsigned char *)e->p;
   uint32_t cp;
-  for (size_t i = 0, j = 0; i < e->n && utf8_next(s, e->n, &i, &cp) == 0;
+  for (size_t i = 0, j = 0; i < e->n && gt_utf8_next(s, e->n, &i, &cp) == 0;
        j += 4) {
     o[j] = (unsigned char)cp;
     o[j + 1] = (unsigned char)(cp >> 8);
@@ -1092,7 +777,31 @@ static int prod_next(producer *pr, size_t *n, gt_err *err) {
   return gt_copy_into(&s, t->dtype, pr->buf, err);
 }
 
-static int write_strings(gt_out *o, const gt_tensor *t, const wplan *p,
+gt_npy_producer *gt_npy_producer_new(const gt_tensor *t, const gt_npy_plan *p,
+                                     gt_err *err) {
+  producer *pr = malloc(sizeof *pr);
+  if (!pr) return gt_fail(err, "out of memory"), NULL;
+  if (prod_init(pr, t, p, err) != GT_OK) {
+    prod_free(pr);
+    free(pr);
+    return NULL;
+  }
+  return pr;
+}
+
+int gt_npy_producer_next(gt_npy_producer *pr, const unsigned char **piece,
+                         size_t *n, gt_err *err) {
+  *piece = pr->buf;
+  return prod_next(pr, n, err);
+}
+
+void gt_npy_producer_free(gt_npy_producer *pr) {
+  if (!pr) return;
+  prod_free(pr);
+  free(pr);
+}
+
+static int write_strings(gt_out *o, const gt_tensor *t, const gt_npy_plan *p,
                          gt_err *err) {
   producer pr;
   size_t n;
@@ -1108,9 +817,9 @@ int gt_npy_write(const char *path, const gt_save *s, gt_err *err) {
     return gt_fail(err, "a .npy file holds exactly one tensor, not %zu "
                         "(write an .npz for several)", s->n);
   const gt_tensor *t = &s->entries[0].t;
-  wplan *p = malloc(sizeof *p);
+  gt_npy_plan *p = malloc(sizeof *p);
   if (!p) return gt_fail(err, "out of memory");
-  if (plan_tensor(t, p, err) != GT_OK) {
+  if (gt_npy_plan_tensor(t, p, err) != GT_OK) {
     free(p);
     return gt_wrap(err, "tensor \"%.200s\"", s->entries[0].name);
   }
@@ -1129,363 +838,4 @@ int gt_npy_write(const char *path, const gt_save *s, gt_err *err) {
     return gt_wrap(err, "tensor \"%.200s\"", s->entries[0].name);
   }
   return gt_out_commit(&o, err);
-}
-
-/* .npz: libzip builds the archive; its output goes to a write source of
- * ours that gathers bytes in `buf` (file bytes [bstart, bstart + blen)) in
- * front of gt_out's temporary file. libzip seeks back only to rewrite a
- * local header it wrote earlier, which lands either in buf or in the file
- * (pwrite); gt_out_commit then fsyncs and renames. */
-typedef struct npz_writer {
-  const char *path;
-  gt_out o;
-  int open;
-  unsigned char *buf;
-  size_t blen, bcap;
-  uint64_t bstart, wpos;
-  zip_error_t zerr;
-  gt_err err;
-  int failed;
-  const gt_save *s;
-  uint64_t done, total;
-} npz_writer;
-
-static void w_error(npz_writer *w, const gt_err *e, int zip_code) {
-  if (!w->failed) {
-    w->failed = 1;
-    w->err = *e;
-  }
-  zip_error_set(&w->zerr, zip_code, 0);
-}
-
-static int pwrite_all(int fd, const unsigned char *p, size_t n, uint64_t at,
-                      gt_err *err) {
-  while (n > 0) {
-    ssize_t r = pwrite(fd, p, n, (off_t)at);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return gt_fail(err, "cannot write: %s", strerror(errno));
-    }
-    p += r;
-    at += (uint64_t)r;
-    n -= (size_t)r;
-  }
-  return GT_OK;
-}
-
-static int w_flush(npz_writer *w, gt_err *err) {
-  if (pwrite_all(w->o.fd, w->buf, w->blen, w->bstart, err) != GT_OK)
-    return GT_ERR;
-  w->bstart += w->blen;
-  w->blen = 0;
-  return GT_OK;
-}
-
-static int w_write(npz_writer *w, const unsigned char *p, size_t n,
-                   gt_err *err) {
-  while (n > 0) {
-    uint64_t end = w->bstart + w->blen;
-    size_t k;
-    if (w->wpos < w->bstart) {
-      k = w->bstart - w->wpos < n ? (size_t)(w->bstart - w->wpos) : n;
-      if (pwrite_all(w->o.fd, p, k, w->wpos, err) != GT_OK) return GT_ERR;
-    } else if (w->wpos < end) {
-      k = end - w->wpos < n ? (size_t)(end - w->wpos) : n;
-      memcpy(w->buf + (w->wpos - w->bstart), p, k);
-    } else if (n <= w->bcap - w->blen) {
-      k = n;
-      memcpy(w->buf + w->blen, p, k);
-      w->blen += k;
-    } else {
-      if (w_flush(w, err) != GT_OK) return GT_ERR;
-      if (n < w->bcap) continue;
-      k = n;
-      if (pwrite_all(w->o.fd, p, k, w->bstart, err) != GT_OK) return GT_ERR;
-      w->bstart += k;
-    }
-    w->wpos += k;
-    p += k;
-    n -= k;
-  }
-  return GT_OK;
-}
-
-static void w_abort(npz_writer *w) {
-  if (w->open) gt_out_abort(&w->o);
-  w->open = 0;
-  free(w->buf);
-  w->buf = NULL;
-}
-
-static zip_int64_t w_begin(npz_writer *w) {
-  gt_err e;
-  w->bcap = STAGE_BYTES;
-  w->blen = 0;
-  w->bstart = w->wpos = 0;
-  if (!(w->buf = malloc(w->bcap))) {
-    gt_fail(&e, "out of memory");
-    w_error(w, &e, ZIP_ER_MEMORY);
-    return -1;
-  }
-  if (gt_out_open(&w->o, w->path, NULL, &e) != GT_OK) {
-    w_error(w, &e, ZIP_ER_TMPOPEN);
-    return -1;
-  }
-  w->open = 1;
-  return 0;
-}
-
-static zip_int64_t w_commit(npz_writer *w) {
-  gt_err e;
-  if (w_flush(w, &e) != GT_OK) {
-    w_error(w, &e, ZIP_ER_WRITE);
-    return -1;
-  }
-  w->open = 0;
-  if (gt_out_commit(&w->o, &e) != GT_OK) {
-    w_error(w, &e, ZIP_ER_WRITE);
-    return -1;
-  }
-  return 0;
-}
-
-static zip_int64_t writer_cb(void *ud, void *data, zip_uint64_t len,
-                             zip_source_cmd_t cmd) {
-  npz_writer *w = ud;
-  gt_err e;
-  switch (cmd) {
-  case ZIP_SOURCE_SUPPORTS:
-    return ZIP_SOURCE_SUPPORTS_WRITABLE;
-  case ZIP_SOURCE_STAT:
-    /* The old target is never read: report it absent, so libzip starts a
-     * new archive (gt_out replaces the target on commit). */
-    zip_error_set(&w->zerr, ZIP_ER_READ, ENOENT);
-    return -1;
-  case ZIP_SOURCE_ERROR:
-    return zip_error_to_data(&w->zerr, data, len);
-  case ZIP_SOURCE_BEGIN_WRITE:
-    return w_begin(w);
-  case ZIP_SOURCE_WRITE:
-    if (!w->open || w_write(w, data, (size_t)len, &e) != GT_OK) {
-      if (!w->open) gt_fail(&e, "output is not open");
-      w_error(w, &e, ZIP_ER_WRITE);
-      return -1;
-    }
-    return (zip_int64_t)len;
-  case ZIP_SOURCE_SEEK_WRITE: {
-    zip_int64_t at = zip_source_seek_compute_offset(
-        w->wpos, w->bstart + w->blen, data, len, &w->zerr);
-    if (at < 0) return -1;
-    w->wpos = (uint64_t)at;
-    return 0;
-  }
-  case ZIP_SOURCE_TELL_WRITE:
-    return (zip_int64_t)w->wpos;
-  case ZIP_SOURCE_COMMIT_WRITE:
-    return w_commit(w);
-  case ZIP_SOURCE_ROLLBACK_WRITE:
-  case ZIP_SOURCE_FREE:
-    w_abort(w);
-    return 0;
-  case ZIP_SOURCE_REMOVE:
-    return 0;
-  default:
-    zip_error_set(&w->zerr, ZIP_ER_OPNOTSUPP, 0);
-    return -1;
-  }
-}
-
-/* One member's bytes: the header, then the producer's pieces. */
-typedef struct member_src {
-  npz_writer *w;
-  const gt_entry *e;
-  wplan p;
-  producer pr;
-  int opened;
-  size_t hpos, plen, ppos;
-  uint64_t sent;
-  zip_error_t zerr;
-} member_src;
-
-static zip_int64_t member_fail(member_src *m, gt_err *e) {
-  gt_wrap(e, "tensor \"%.200s\"", m->e->name);
-  w_error(m->w, e, ZIP_ER_READ);
-  zip_error_set(&m->zerr, ZIP_ER_READ, 0);
-  return -1;
-}
-
-static zip_int64_t member_read(member_src *m, unsigned char *out, size_t len) {
-  gt_err e;
-  size_t done = 0;
-  while (done < len) {
-    size_t k;
-    if (m->hpos < m->p.hlen) {
-      k = m->p.hlen - m->hpos < len - done ? m->p.hlen - m->hpos : len - done;
-      memcpy(out + done, m->p.header + m->hpos, k);
-      m->hpos += k;
-    } else if (m->ppos < m->plen) {
-      k = m->plen - m->ppos < len - done ? m->plen - m->ppos : len - done;
-      memcpy(out + done, m->pr.buf + m->ppos, k);
-      m->ppos += k;
-    } else {
-      if (prod_next(&m->pr, &m->plen, &e) != GT_OK) return member_fail(m, &e);
-      m->ppos = 0;
-      if (m->plen == 0) break;
-      m->w->done += m->plen;
-      if (m->w->s->progress)
-        m->w->s->progress(m->w->s->progress_ctx, m->w->done, m->w->total);
-      continue;
-    }
-    done += k;
-  }
-  m->sent += done;
-  if (done < len && m->sent != m->p.total) {
-    gt_fail(&e, "produced %llu bytes, expected %llu",
-            (unsigned long long)m->sent, (unsigned long long)m->p.total);
-    return member_fail(m, &e);
-  }
-  return (zip_int64_t)done;
-}
-
-static zip_int64_t member_cb(void *ud, void *data, zip_uint64_t len,
-                             zip_source_cmd_t cmd) {
-  member_src *m = ud;
-  gt_err e;
-  switch (cmd) {
-  case ZIP_SOURCE_SUPPORTS:
-    return zip_source_make_command_bitmap(ZIP_SOURCE_OPEN, ZIP_SOURCE_READ,
-                                          ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT,
-                                          ZIP_SOURCE_ERROR, ZIP_SOURCE_FREE,
-                                          -1);
-  case ZIP_SOURCE_STAT: {
-    zip_stat_t *st = ZIP_SOURCE_GET_ARGS(zip_stat_t, data, len, &m->zerr);
-    if (!st) return -1;
-    zip_stat_init(st);
-    st->size = m->p.total;
-    st->valid |= ZIP_STAT_SIZE;
-    return sizeof *st;
-  }
-  case ZIP_SOURCE_OPEN:
-    prod_free(&m->pr);
-    m->hpos = m->plen = m->ppos = 0;
-    m->sent = 0;
-    if (prod_init(&m->pr, &m->e->t, &m->p, &e) != GT_OK)
-      return member_fail(m, &e);
-    return 0;
-  case ZIP_SOURCE_READ:
-    return member_read(m, data, (size_t)len);
-  case ZIP_SOURCE_CLOSE:
-    prod_free(&m->pr);
-    return 0;
-  case ZIP_SOURCE_ERROR:
-    return zip_error_to_data(&m->zerr, data, len);
-  case ZIP_SOURCE_FREE:
-    prod_free(&m->pr);
-    free(m);
-    return 0;
-  default:
-    zip_error_set(&m->zerr, ZIP_ER_OPNOTSUPP, 0);
-    return -1;
-  }
-}
-
-static int is_utf8_name(const char *s) {
-  size_t n = strlen(s), i = 0;
-  uint32_t cp;
-  while (i < n)
-    if (utf8_next((const unsigned char *)s, n, &i, &cp) != 0) return 0;
-  return 1;
-}
-
-/* Queue entry e as member "<name>.npy". */
-static int add_member(zip_t *za, npz_writer *w, const gt_entry *e,
-                      int compress, gt_err *err) {
-  member_src *m = calloc(1, sizeof *m);
-  size_t n = strlen(e->name);
-  char *name = malloc(n + 5);
-  if (!m || !name) {
-    free(m);
-    free(name);
-    return gt_fail(err, "out of memory");
-  }
-  memcpy(name, e->name, n);
-  memcpy(name + n, ".npy", 5);
-  m->w = w;
-  m->e = e;
-  int rc = plan_tensor(&e->t, &m->p, err);
-  if (rc != GT_OK) gt_wrap(err, "tensor \"%.200s\"", e->name);
-  w->total += m->p.nbytes;
-  zip_error_t ze;
-  zip_error_init(&ze);
-  zip_source_t *src = rc == GT_OK ? zip_source_function_create(member_cb, m, &ze)
-                                  : NULL;
-  zip_int64_t idx = -1;
-  if (rc == GT_OK && !src) rc = gt_fail(err, "%s", zip_error_strerror(&ze));
-  if (rc != GT_OK) free(m);
-  else if ((idx = zip_file_add(za, name, src, is_utf8_name(name)
-                                                  ? ZIP_FL_ENC_UTF_8
-                                                  : ZIP_FL_ENC_GUESS)) < 0) {
-    rc = zip_error_code_zip(zip_get_error(za)) == ZIP_ER_EXISTS
-             ? gt_fail(err, "tensor name \"%.200s\" appears twice", e->name)
-             : gt_fail(err, "cannot add \"%.200s\": %s", name, zip_strerror(za));
-    zip_source_free(src);
-  } else if (zip_set_file_compression(za, (zip_uint64_t)idx,
-                                      compress ? ZIP_CM_DEFLATE : ZIP_CM_STORE,
-                                      0) != 0) {
-    rc = gt_fail(err, "cannot set compression: %s", zip_strerror(za));
-  }
-  zip_error_fini(&ze);
-  free(name);
-  return rc;
-}
-
-/* An archive without members is just an end of central directory record,
- * as Python's zipfile writes it for np.savez() with no arrays. */
-static int write_empty_zip(const char *path, const gt_save *s, gt_err *err) {
-  static const unsigned char eocd[22] = {'P', 'K', 5, 6};
-  gt_out o;
-  if (gt_out_open(&o, path, s, err) != GT_OK) return GT_ERR;
-  if (gt_out_write(&o, eocd, sizeof eocd, err) != GT_OK) {
-    gt_out_abort(&o);
-    return GT_ERR;
-  }
-  return gt_out_commit(&o, err);
-}
-
-int gt_npz_write(const char *path, const gt_save *s, int compress,
-                 gt_err *err) {
-  if (gt_out_check_inputs(path, s->entries, s->n, err) != GT_OK) return GT_ERR;
-  if (s->n == 0) return write_empty_zip(path, s, err);
-  npz_writer w;
-  memset(&w, 0, sizeof w);
-  w.path = path;
-  w.s = s;
-  zip_error_init(&w.zerr);
-  zip_error_t ze;
-  zip_error_init(&ze);
-  zip_source_t *src = zip_source_function_create(writer_cb, &w, &ze);
-  zip_t *za = src ? zip_open_from_source(src, ZIP_CREATE | ZIP_TRUNCATE, &ze)
-                  : NULL;
-  if (!za) {
-    gt_fail(err, "cannot start the archive: %s", zip_error_strerror(&ze));
-    if (src) zip_source_free(src);
-    zip_error_fini(&ze);
-    zip_error_fini(&w.zerr);
-    return GT_ERR;
-  }
-  zip_error_fini(&ze);
-  int rc = GT_OK;
-  for (size_t i = 0; i < s->n && rc == GT_OK; i++)
-    rc = add_member(za, &w, &s->entries[i], compress, err);
-  if (rc != GT_OK) {
-    zip_discard(za);
-  } else if (zip_close(za) != 0) {
-    if (w.failed) *err = w.err;
-    else gt_fail(err, "cannot write the archive: %s", zip_strerror(za));
-    zip_discard(za);
-    rc = GT_ERR;
-  }
-  w_abort(&w);
-  zip_error_fini(&w.zerr);
-  return rc;
 }

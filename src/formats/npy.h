@@ -1,4 +1,4 @@
-/* npy.h: NumPy .npy (versions 1-3) and .npz (zip of .npy, via libzip).
+/* npy.h: NumPy .npy (versions 1-3); npz.h builds .npz on it.
  *
  * Reading (FORMATS.md 6): the header dict is parsed by a strict small
  * parser (keys descr, fortran_order, shape in any order, nothing else);
@@ -59,17 +59,46 @@ int gt_npy_read(gt_storage *file, gt_model *m, const char *name, gt_err *err);
 /* Write s (exactly one tensor) as a .npy file. */
 int gt_npy_write(const char *path, const gt_save *s, gt_err *err);
 
-/* Read the .npz archive mapped as `file` (path is unused: the mapping is
- * read, by zipmap.c and by libzip over a buffer source; may be NULL). Each
- * "<name>.npy" member becomes tensor <name>, in archive order; other
- * members are skipped and listed in meta.other_members (names only).
- * Duplicate member names are an error.
- * m->meta gets arrays = {<name> = {member, version, descr, fortran_order,
- * compression = "stored" | "deflated"}}. Stored members are mapped (CRC-32
- * checked on first use), deflated ones inflated on first use. */
-int gt_npz_read(gt_storage *file, const char *path, gt_model *m, gt_err *err);
-/* compress: 0 stored (np.savez), 1 deflated (np.savez_compressed). Members
- * are "<name>.npy" in the given order. */
-int gt_npz_write(const char *path, const gt_save *s, int compress, gt_err *err);
+/* The .npy encoding of one array, for npz.c (members are .npy bytes). */
+
+/* GT_OK when the h->nbytes of data fit in the `avail` bytes after the
+ * header. */
+int gt_npy_check_data(const gt_npy_header *h, uint64_t avail, gt_err *err);
+/* Alignment the array's elements need in memory (1 for strings). */
+size_t gt_npy_align(const gt_npy_header *h);
+/* "<file path>: <kind> \"<name>\"" (malloc'd, NULL when out of memory),
+ * for errors of lazy storages raised long after open. */
+char *gt_npy_label(const gt_storage *file, const char *kind, const char *name,
+                   size_t name_len);
+/* Add to m the tensor `name` for h whose items are the bytes of `raw`
+ * from `off` (not retained beyond what the tensor holds). */
+int gt_npy_add_array(gt_model *m, const char *name, size_t name_len,
+                     const gt_npy_header *h, gt_storage *raw, uint64_t off,
+                     gt_err *err);
+/* {version = "1.0", descr = "<f4", fortran_order = false}; NULL on OOM. */
+gt_value *gt_npy_header_meta(const gt_npy_header *h);
+
+/* What the file will hold for one tensor: its np.save header and sizes. */
+#define GT_NPY_HEADER_CAP 4096
+#define GT_NPY_STAGE_BYTES ((size_t)1 << 20) /* bytes per produced piece */
+typedef struct gt_npy_plan {
+  char descr[32];
+  uint64_t itemsize, numel, nbytes;
+  int str_kind;                      /* 0, 'S' or 'U' */
+  unsigned char header[GT_NPY_HEADER_CAP];
+  size_t hlen;
+  uint64_t total;                    /* header + data */
+} gt_npy_plan;
+int gt_npy_plan_tensor(const gt_tensor *t, gt_npy_plan *p, gt_err *err);
+
+/* Pull-style source of a planned tensor's data bytes (after the header),
+ * in pieces of at most max(GT_NPY_STAGE_BYTES, itemsize) bytes: next sets
+ * *piece (valid until the next call) and *n, 0 at the end. */
+typedef struct gt_npy_producer gt_npy_producer;
+gt_npy_producer *gt_npy_producer_new(const gt_tensor *t, const gt_npy_plan *p,
+                                     gt_err *err);
+int gt_npy_producer_next(gt_npy_producer *pr, const unsigned char **piece,
+                         size_t *n, gt_err *err);
+void gt_npy_producer_free(gt_npy_producer *pr);
 
 #endif

@@ -279,3 +279,21 @@ void gt_zip_dir_free(gt_zip_dir *d) {
   d->m = NULL;
   d->n = 0;
 }
+
+int gt_zip_names(const gt_storage *file, gt_value **names, gt_err *err) {
+  gt_zip_dir d;
+  *names = NULL;
+  if (gt_zip_dir_read_file(file, &d, err) != GT_OK) return GT_ERR;
+  gt_value *list = gt_value_new(GT_V_LIST);
+  int bad = !list;
+  for (size_t i = 0; i < d.n && !bad; i++)
+    bad = gt_value_push(list, gt_value_str(d.m[i].name, d.m[i].name_len)) !=
+          GT_OK;
+  gt_zip_dir_free(&d);
+  if (bad) {
+    gt_value_free(list);
+    return gt_fail(err, "out of memory");
+  }
+  *names = list;
+  return GT_OK;
+}

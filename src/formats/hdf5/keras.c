@@ -1,19 +1,18 @@
 /* keras.c: the `.keras` zip (see keras.h).
  *
  * Members are found through zipmap (validated central directory and local
- * headers). The weights member must be stored (what Keras writes) or
- * deflated; its bytes go to the HDF5 reader as an image. The stored
- * member's CRC is not checked at open, since that would read every weight;
- * a deflated member is inflated whole anyway and its CRC is checked. */
+ * headers) and read through zipmember. The weights member must be stored
+ * (what Keras writes) or deflated; its bytes go to the HDF5 reader as an
+ * image. The stored member's CRC is not checked at open, since that would
+ * read every weight; a deflated member is inflated whole anyway and its CRC
+ * is checked. */
 #include "formats/hdf5/keras.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
-#include "io/checked.h"
 #include "formats/hdf5/hdf5.h"
-#include "io/zipmap.h"
+#include "io/zipmember.h"
 
 #define WEIGHTS "model.weights.h5"
 #define MAX_JSON (64u << 20) /* config.json larger than this is refused */
@@ -34,56 +33,12 @@ int gt_keras_zip_sniff(const unsigned char *p, uint64_t len) {
   return yes;
 }
 
-/* The member's bytes inflated into a new heap storage, CRC checked. */
-static gt_storage *inflate_member(gt_storage *file, const gt_zip_member *mm,
-                                  gt_err *err) {
-  if (mm->size > SIZE_MAX || mm->comp_size > UINT32_MAX * 64ULL)
-    return gt_fail(err, "%s: too large", mm->name), NULL;
-  gt_storage *s = gt_storage_new((size_t)mm->size, 0, err);
-  if (!s) return NULL;
-  z_stream z;
-  memset(&z, 0, sizeof z);
-  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {
-    gt_storage_release(s);
-    return gt_fail(err, "%s: cannot start inflating", mm->name), NULL;
-  }
-  const unsigned char *in = file->data + mm->data_offset;
-  uint64_t in_left = mm->comp_size, out_done = 0;
-  int zr = Z_OK;
-  while (zr == Z_OK) {
-    uInt ci = in_left > UINT32_MAX ? UINT32_MAX : (uInt)in_left;
-    uint64_t out_left = mm->size - out_done;
-    uInt co = out_left > UINT32_MAX ? UINT32_MAX : (uInt)out_left;
-    z.next_in = (Bytef *)in;
-    z.avail_in = ci;
-    z.next_out = s->data + out_done;
-    z.avail_out = co;
-    zr = inflate(&z, Z_NO_FLUSH);
-    in += ci - z.avail_in;
-    in_left -= ci - z.avail_in;
-    out_done += co - z.avail_out;
-    if (zr == Z_BUF_ERROR && (in_left == 0 || out_done == mm->size)) break;
-    if (zr == Z_OK && ci == z.avail_in && co == z.avail_out) break;
-  }
-  inflateEnd(&z);
-  if (zr != Z_STREAM_END || out_done != mm->size) {
-    gt_storage_release(s);
-    return gt_fail(err, "%s: corrupt deflated data", mm->name), NULL;
-  }
-  if (gt_crc32(s->data, mm->size) != mm->crc) {
-    gt_storage_release(s);
-    return gt_fail(err, "%s: CRC-32 mismatch: the archive is corrupt", mm->name),
-           NULL;
-  }
-  return s;
-}
-
+/* The member's bytes: a window of the archive when stored (its CRC is not
+ * checked: that would read every weight at open), else inflated (CRC
+ * checked) by zipmember. */
 static gt_storage *member_bytes(gt_storage *file, const gt_zip_member *mm,
                                 gt_err *err) {
-  if (mm->method == 0) return gt_storage_region(file, mm->data_offset, mm->size, err);
-  if (mm->method == 8) return inflate_member(file, mm, err);
-  return gt_fail(err, "%s: compression method %u is not supported", mm->name,
-                 (unsigned)mm->method), NULL;
+  return gt_zip_member_read(file, mm, 0, err);
 }
 
 /* A small JSON member's text into meta[key]. */

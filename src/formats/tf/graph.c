@@ -1,4 +1,6 @@
-/* tfgraph.c: GraphDef, MetaGraphDef and SavedModel reading (tfgraph.h).
+/* graph.c: GraphDef, MetaGraphDef and SavedModel reading (graph.h); the
+ * node walker and TensorProto decoding here are shared with graph_patch.c
+ * through graphdef.h.
  *
  * Message layouts (FORMATS.md 2.1-2.6): GraphDef node = 1 (NodeDef),
  * versions = 4 (VersionDef, producer = 1); NodeDef name = 1, op = 2,
@@ -17,19 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "tensor/copy.h"
-#include "io/fileout.h"
-#include "io/grow.h"
+#include "formats/tf/graphdef.h"
 #include "meta_graph.pb-c.h"
 #include "io/pbwire.h"
 #include "saved_model.pb-c.h"
 #include "tensor.pb-c.h"
 #include "tensor_shape.pb-c.h"
 #include "formats/tf/proto.h"
-
-#define NAME_SHOWN 200 /* bytes of a node name quoted in errors */
 
 /* ------------------------------------------------------------ data types */
 
@@ -50,12 +47,12 @@ static const char *const tf_types[] = {
 
 /* Reference types (value + 100) only occur in op signatures; they name the
  * same type. */
-static const char *tf_type_name(uint64_t v) {
+const char *gt_tfg_type_name(uint64_t v) {
   if (v >= 100 && v < 100 + N_TF_TYPES) v -= 100;
   return v < N_TF_TYPES ? tf_types[v] : "unknown";
 }
 
-static int tf_to_gt(uint64_t v, gt_dtype *dt) {
+int gt_tfg_dtype(uint64_t v, gt_dtype *dt) {
   return v <= INT32_MAX && gt_tf_to_dtype((int)v, dt) == 0 ? GT_OK : GT_ERR;
 }
 
@@ -81,30 +78,11 @@ static gt_value *shape_value(const Tensorflow__TensorShapeProto *sp) {
 
 /* ------------------------------------------------------------ the graph */
 
-/* What one NodeDef says that graft uses, with the records for splicing:
- * rec is the node in its GraphDef, entry the attr map entry "value", value
- * its AttrValue record and tensor the TensorProto record in that. */
-typedef struct tf_node {
-  pb_rec rec;
-  const uint8_t *name, *op;
-  size_t name_len, op_len;
-  int has_tensor;
-  pb_rec entry, value, tensor;
-  int has_dtype;
-  uint64_t dtype;   /* attr "dtype" */
-  int has_shape;
-  pb_rec shape;     /* attr "shape": a TensorShapeProto record */
-} tf_node;
-
-static int streq(const uint8_t *p, size_t n, const char *s) {
-  return n == strlen(s) && memcmp(p, s, n) == 0;
-}
-
 enum { ATTR_OTHER, ATTR_VALUE, ATTR_DTYPE, ATTR_SHAPE };
 
 /* Looks inside the AttrValue of attr `which` for the field graft needs. */
 static int parse_attr_value(const pb_reader *er, const pb_rec *val, int which,
-                            tf_node *nd, gt_err *err) {
+                            gt_tf_node *nd, gt_err *err) {
   pb_reader r;
   pb_rec a;
   int k, tensors = 0;
@@ -130,7 +108,7 @@ static int parse_attr_value(const pb_reader *er, const pb_rec *val, int which,
 
 /* One attr map entry (key = 1, value = 2). A map key that repeats counts
  * once, the last entry winning. */
-static int parse_attr(const pb_reader *nr, const pb_rec *entry, tf_node *nd,
+static int parse_attr(const pb_reader *nr, const pb_rec *entry, gt_tf_node *nd,
                       gt_err *err) {
   pb_reader r;
   pb_rec f, key = {0}, val = {0};
@@ -152,16 +130,16 @@ static int parse_attr(const pb_reader *nr, const pb_rec *entry, tf_node *nd,
   if (k != 0) return GT_ERR;
   if (!have_key || !have_val) return GT_OK;
   const uint8_t *kp = r.buf + key.pos;
-  int which = streq(kp, key.len, "value")   ? ATTR_VALUE
-              : streq(kp, key.len, "dtype") ? ATTR_DTYPE
-              : streq(kp, key.len, "shape") ? ATTR_SHAPE
+  int which = gt_tfg_streq(kp, key.len, "value")   ? ATTR_VALUE
+              : gt_tfg_streq(kp, key.len, "dtype") ? ATTR_DTYPE
+              : gt_tfg_streq(kp, key.len, "shape") ? ATTR_SHAPE
                                             : ATTR_OTHER;
   if (which == ATTR_OTHER) return GT_OK;
   if (which == ATTR_VALUE) nd->entry = *entry, nd->value = val;
   return parse_attr_value(&r, &val, which, nd, err);
 }
 
-static int parse_node(const pb_reader *gr, const pb_rec *rec, tf_node *nd,
+static int parse_node(const pb_reader *gr, const pb_rec *rec, gt_tf_node *nd,
                       gt_err *err) {
   pb_reader r;
   pb_rec f;
@@ -187,11 +165,7 @@ static int parse_node(const pb_reader *gr, const pb_rec *rec, tf_node *nd,
   return k;
 }
 
-typedef int (*node_fn)(void *ctx, const tf_node *nd, gt_err *err);
-
-/* Calls fn for every node of the GraphDef buf[start, end); *producer gets
- * versions.producer (left alone when absent). */
-static int walk_graph(const uint8_t *buf, size_t start, size_t end, node_fn fn,
+int gt_tfg_walk(const uint8_t *buf, size_t start, size_t end, gt_tf_node_fn fn,
                       void *ctx, int64_t *producer, gt_err *err) {
   pb_reader r;
   pb_rec f;
@@ -200,14 +174,14 @@ static int walk_graph(const uint8_t *buf, size_t start, size_t end, node_fn fn,
   pb_reader_init(&r, buf, start, end);
   while ((k = pb_next(&r, &f, err)) == 1) {
     if (f.num == 1) {
-      tf_node nd;
+      gt_tf_node nd;
       if (f.wt != PB_LEN)
         return gt_fail(err, "GraphDef: node %zu at offset %zu is not "
                        "length-delimited", i, f.start);
       if (parse_node(&r, &f, &nd, err) != GT_OK)
         return gt_wrap(err, "GraphDef: node %zu at offset %zu", i, f.start);
       if (fn(ctx, &nd, err) != GT_OK) {
-        size_t n = nd.name_len < NAME_SHOWN ? nd.name_len : NAME_SHOWN;
+        size_t n = nd.name_len < GT_TFG_NAME_SHOWN ? nd.name_len : GT_TFG_NAME_SHOWN;
         return gt_wrap(err, "node \"%.*s\"", (int)n, (const char *)nd.name);
       }
       i++;
@@ -266,7 +240,7 @@ static void repeat_last(uint8_t *data, size_t m, size_t n, size_t es) {
 static int load_typed(gt_storage *s, gt_err *err) {
   typed_ctx *c = s->ctx;
   gt_dtype dt;
-  if (tf_to_gt(c->tp->dtype, &dt) != GT_OK) return gt_fail(err, "bad dtype");
+  if (gt_tfg_dtype(c->tp->dtype, &dt) != GT_OK) return gt_fail(err, "bad dtype");
   if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
   size_t es = gt_dtype_size(dt), k = gt_tf_typed_count(c->tp, (int)c->tp->dtype);
   size_t m = k < c->numel ? k : c->numel;
@@ -336,11 +310,7 @@ static gt_storage *content_storage(gt_storage *file, const pb_rec *c,
   return s;
 }
 
-/* Decodes the TensorProto record tr of file with protobuf-c, leaving out
- * tensor_content (mapped instead) and the resource / variant fields (not
- * read; variant nests TensorProtos). *content gets the last tensor_content
- * record, *has_content whether there is one. */
-static Tensorflow__TensorProto *unpack_tensor(const gt_storage *file,
+Tensorflow__TensorProto *gt_tfg_unpack_tensor(const gt_storage *file,
                                               const pb_rec *tr, pb_rec *content,
                                               int *has_content, gt_err *err) {
   static const uint32_t skip[] = {4, 14, 15};
@@ -375,7 +345,7 @@ static Tensorflow__TensorProto *unpack_tensor(const gt_storage *file,
   return (Tensorflow__TensorProto *)m;
 }
 
-static int tensor_shape(const Tensorflow__TensorProto *tp, int *ndim,
+int gt_tfg_shape(const Tensorflow__TensorProto *tp, int *ndim,
                         int64_t *shape, gt_err *err) {
   const Tensorflow__TensorShapeProto *sp = tp->tensor_shape;
   *ndim = 0;
@@ -404,17 +374,17 @@ static int tensor_from_proto(gt_storage *file, const pb_rec *tr, gt_tensor *out,
   int64_t shape[GT_MAXDIM], numel;
   gt_dtype dt;
   *skip = 0;
-  Tensorflow__TensorProto *tp = unpack_tensor(file, tr, &content, &has_content, err);
+  Tensorflow__TensorProto *tp = gt_tfg_unpack_tensor(file, tr, &content, &has_content, err);
   if (!tp) return GT_ERR;
   *tfdt = (uint64_t)tp->dtype;
-  if (tf_to_gt(*tfdt, &dt) != GT_OK) {
+  if (gt_tfg_dtype(*tfdt, &dt) != GT_OK) {
     protobuf_c_message_free_unpacked(&tp->base, NULL);
     if (*tfdt == 0) return gt_fail(err, "the tensor has no dtype");
     *skip = 1;
     return GT_OK;
   }
   unsigned long long nbytes = 0;
-  int rc = tensor_shape(tp, &ndim, shape, err);
+  int rc = gt_tfg_shape(tp, &ndim, shape, err);
   if (rc == GT_OK) rc = gt_numel(ndim, shape, &numel, err);
   if (rc == GT_OK && (gt_mul_u64((unsigned long long)numel, gt_dtype_size(dt), &nbytes) ||
                       nbytes > SIZE_MAX))
@@ -461,19 +431,19 @@ typedef struct reader {
   gt_value *skipped;  /* LIST of Consts of types graft has not */
 } reader;
 
-static int is_variable_op(const tf_node *nd) {
-  return streq(nd->op, nd->op_len, "VariableV2") ||
-         streq(nd->op, nd->op_len, "Variable") ||
-         streq(nd->op, nd->op_len, "VarHandleOp");
+static int is_variable_op(const gt_tf_node *nd) {
+  return gt_tfg_streq(nd->op, nd->op_len, "VariableV2") ||
+         gt_tfg_streq(nd->op, nd->op_len, "Variable") ||
+         gt_tfg_streq(nd->op, nd->op_len, "VarHandleOp");
 }
 
-static int add_variable(reader *rd, const tf_node *nd, gt_err *err) {
+static int add_variable(reader *rd, const gt_tf_node *nd, gt_err *err) {
   gt_value *v = gt_value_new(GT_V_MAP);
   int ok = gt_value_setk(v, "name", vbytes(nd->name, nd->name_len)) == GT_OK &&
            gt_value_setk(v, "key", vbytes(nd->name, nd->name_len)) == GT_OK &&
            gt_value_setk(v, "op", vbytes(nd->op, nd->op_len)) == GT_OK;
   if (ok && nd->has_dtype)
-    ok = gt_value_setk(v, "dtype", vstr(tf_type_name(nd->dtype))) == GT_OK;
+    ok = gt_value_setk(v, "dtype", vstr(gt_tfg_type_name(nd->dtype))) == GT_OK;
   if (ok && nd->has_shape) {
     Tensorflow__TensorShapeProto *sp = (Tensorflow__TensorShapeProto *)pb_unpack(
         &tensorflow__tensor_shape_proto__descriptor, rd->file->data + nd->shape.pos,
@@ -492,7 +462,7 @@ static int add_variable(reader *rd, const tf_node *nd, gt_err *err) {
   return GT_OK;
 }
 
-static int add_const(reader *rd, const tf_node *nd, gt_err *err) {
+static int add_const(reader *rd, const gt_tf_node *nd, gt_err *err) {
   gt_tensor t;
   uint64_t tfdt;
   int skip;
@@ -503,7 +473,7 @@ static int add_const(reader *rd, const tf_node *nd, gt_err *err) {
   if (!skip) return gt_model_add(rd->m, (const char *)nd->name, nd->name_len, &t, err);
   gt_value *v = gt_value_new(GT_V_MAP);
   if (gt_value_setk(v, "name", vbytes(nd->name, nd->name_len)) != GT_OK ||
-      gt_value_setk(v, "dtype", vstr(tf_type_name(tfdt))) != GT_OK ||
+      gt_value_setk(v, "dtype", vstr(gt_tfg_type_name(tfdt))) != GT_OK ||
       gt_value_push(rd->skipped, v) != GT_OK) {
     gt_value_free(v);
     return gt_fail(err, "out of memory");
@@ -511,10 +481,10 @@ static int add_const(reader *rd, const tf_node *nd, gt_err *err) {
   return GT_OK;
 }
 
-static int on_node(void *ctx, const tf_node *nd, gt_err *err) {
+static int on_node(void *ctx, const gt_tf_node *nd, gt_err *err) {
   reader *rd = ctx;
   rd->nodes++;
-  if (rd->consts && streq(nd->op, nd->op_len, "Const")) return add_const(rd, nd, err);
+  if (rd->consts && gt_tfg_streq(nd->op, nd->op_len, "Const")) return add_const(rd, nd, err);
   if (is_variable_op(nd)) return add_variable(rd, nd, err);
   return GT_OK;
 }
@@ -554,7 +524,7 @@ int gt_tfgraph_read(gt_storage *file, gt_model *m, gt_err *err) {
   reader rd;
   int64_t producer = -1;
   if (reader_init(&rd, file, m, 1, err) != GT_OK ||
-      walk_graph(file->data, 0, file->size, on_node, &rd, &producer, err) != GT_OK) {
+      gt_tfg_walk(file->data, 0, file->size, on_node, &rd, &producer, err) != GT_OK) {
     reader_free(&rd);
     return GT_ERR;
   }
@@ -580,7 +550,7 @@ static gt_value *tensor_info_value(const Tensorflow__TensorInfo *ti) {
     ok = gt_value_setk(v, "name", vstr(ti->name)) == GT_OK;
   else if (ti->encoding_case == TENSORFLOW__TENSOR_INFO__ENCODING_COO_SPARSE)
     ok = gt_value_setk(v, "encoding", vstr("coo_sparse")) == GT_OK;
-  ok = ok && gt_value_setk(v, "dtype", vstr(tf_type_name((uint64_t)ti->dtype))) == GT_OK;
+  ok = ok && gt_value_setk(v, "dtype", vstr(gt_tfg_type_name((uint64_t)ti->dtype))) == GT_OK;
   if (ok && ti->tensor_shape)
     ok = gt_value_setk(v, "shape", shape_value(ti->tensor_shape)) == GT_OK;
   if (!ok) {
@@ -718,7 +688,7 @@ static gt_value *object_variables(const Tensorflow__SavedObjectGraph *og) {
     const Tensorflow__SavedVariable *sv = o->variable;
     gt_value *v = gt_value_new(GT_V_MAP);
     ok = gt_value_setk(v, "name", vstr(sv->name)) == GT_OK &&
-         gt_value_setk(v, "dtype", vstr(tf_type_name((uint64_t)sv->dtype))) == GT_OK &&
+         gt_value_setk(v, "dtype", vstr(gt_tfg_type_name((uint64_t)sv->dtype))) == GT_OK &&
          gt_value_setk(v, "shape", shape_value(sv->shape)) == GT_OK &&
          gt_value_setk(v, "trainable", gt_value_bool(sv->trainable)) == GT_OK;
     if (ok && paths[i]) {
@@ -817,7 +787,7 @@ static int read_metagraph(gt_storage *file, size_t start, size_t end, int consts
   int64_t producer = -1;
   int rc = reader_init(&rd, file, m, consts, err);
   if (rc == GT_OK && has_graph)
-    rc = walk_graph(file->data, graph.pos, graph.pos + graph.len, on_node, &rd,
+    rc = gt_tfg_walk(file->data, graph.pos, graph.pos + graph.len, on_node, &rd,
                     &producer, err);
   if (rc == GT_OK && (metagraph_meta(mg, meta) != GT_OK ||
                       graph_meta(&rd, producer, meta) != GT_OK))
@@ -907,446 +877,4 @@ int gt_savedmodel_read(gt_storage *file, gt_model *m, gt_err *err) {
                      err) != GT_OK)
     return gt_wrap(err, "SavedModel");
   return GT_OK;
-}
-
-/* ------------------------------------------------------------ patching */
-
-/* A Const of the base graph that can be patched. */
-typedef struct pconst {
-  const uint8_t *name;
-  size_t name_len;
-  pb_rec node, entry, value, tensor;
-} pconst;
-
-typedef struct pconsts {
-  pconst *v;
-  size_t n, cap;
-} pconsts;
-
-static int collect_const(void *ctx, const tf_node *nd, gt_err *err) {
-  pconsts *c = ctx;
-  if (!streq(nd->op, nd->op_len, "Const") || !nd->has_tensor) return GT_OK;
-  if (gt_grow((void **)&c->v, &c->cap, c->n + 1, sizeof *c->v))
-    return gt_fail(err, "out of memory");
-  c->v[c->n++] = (pconst){nd->name, nd->name_len, nd->rec, nd->entry, nd->value,
-                          nd->tensor};
-  return GT_OK;
-}
-
-static int cmp_pconst(const void *a, const void *b) {
-  const pconst *x = a, *y = b;
-  size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-  int c = memcmp(x->name, y->name, n);
-  return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
-}
-
-/* Fields of TensorProto that carry values (FORMATS.md 2.3); a patch
- * replaces them all, keeping every other record byte for byte. */
-static int is_value_field(uint32_t num) {
-  return (num >= 4 && num <= 13) || (num >= 16 && num <= 18);
-}
-
-/* Pieces of a patched TensorProto, in order. */
-enum { SEG_COPY, SEG_BYTES, SEG_TENSOR };
-typedef struct seg {
-  int kind;
-  size_t off, len;        /* COPY: base bytes; BYTES: bytes[0, len) */
-  uint8_t *bytes;         /* BYTES: owned */
-  const gt_tensor *t;     /* TENSOR: streamed, len bytes */
-} seg;
-
-#define MAX_SEGS 64
-
-/* One patch: the Const, the new tensor, the new TensorProto as segments
- * and the new lengths of the four enclosing records (node, entry, value,
- * tensor: outermost first). */
-typedef struct patch {
-  const pconst *c;
-  const gt_entry *e;
-  gt_tensor dense;        /* materialised values for typed encodings */
-  seg segs[MAX_SEGS];
-  size_t nsegs;
-  uint64_t newlen[4];
-} patch;
-
-static void patch_free(patch *p) {
-  for (size_t i = 0; i < p->nsegs; i++)
-    if (p->segs[i].kind == SEG_BYTES) free(p->segs[i].bytes);
-  if (p->dense.storage) gt_tensor_free(&p->dense);
-  p->nsegs = 0;
-}
-
-static int add_seg(patch *p, seg s, gt_err *err) {
-  if (p->nsegs == MAX_SEGS) {
-    if (s.kind == SEG_BYTES) free(s.bytes);
-    return gt_fail(err, "TensorProto has too many fields to patch");
-  }
-  p->segs[p->nsegs++] = s;
-  return GT_OK;
-}
-
-/* Element equality by bytes (strings by content). */
-static int elem_eq(const uint8_t *a, const uint8_t *b, gt_dtype dt) {
-  if (dt != GT_STRING) return memcmp(a, b, gt_dtype_size(dt)) == 0;
-  gt_str x, y;
-  memcpy(&x, a, sizeof x);
-  memcpy(&y, b, sizeof y);
-  return x.n == y.n && (x.n == 0 || memcmp(x.p, y.p, x.n) == 0);
-}
-
-/* How many values the typed field needs so that the repeat-last rule
- * gives back e[0, n): the original count k when it still does, else the
- * fewest (trailing repeats dropped); 0 values mean zeros. */
-static size_t typed_values(const uint8_t *e, size_t n, gt_dtype dt, size_t k) {
-  size_t es = gt_dtype_size(dt);
-  if (n == 0) return 0;
-  if (k == 0 && dt != GT_STRING) {
-    int zero = 1;
-    for (size_t i = 0; zero && i < n * es; i++) zero = e[i] == 0;
-    if (zero) return 0;
-  }
-  size_t c = n; /* smallest c >= 1 with e[c-1, n) all equal */
-  while (c > 1 && elem_eq(e + (c - 2) * es, e + (n - 1) * es, dt)) c--;
-  return k >= c && k <= n ? k : c;
-}
-
-/* Packs the first c values of e (n elements of graft dtype dt, TF dtype
- * tf) into the typed field of a TensorProto that has nothing else, so
- * protobuf-c writes exactly that field's record. */
-static int pack_typed(const uint8_t *e, size_t c, gt_dtype dt, int tf,
-                      uint8_t **out, size_t *outlen, gt_err *err) {
-  Tensorflow__TensorProto tp = TENSORFLOW__TENSOR_PROTO__INIT;
-  size_t es = gt_dtype_size(dt);
-  void *tmp = NULL;
-  if (c > 0) {
-    switch (tf) {
-    case 1: tp.n_float_val = c; tp.float_val = (float *)(void *)e; break;
-    case 2: tp.n_double_val = c; tp.double_val = (double *)(void *)e; break;
-    case 8: tp.n_scomplex_val = 2 * c; tp.scomplex_val = (float *)(void *)e; break;
-    case 18: tp.n_dcomplex_val = 2 * c; tp.dcomplex_val = (double *)(void *)e; break;
-    case 9: tp.n_int64_val = c; tp.int64_val = (int64_t *)(void *)e; break;
-    case 22: tp.n_uint32_val = c; tp.uint32_val = (uint32_t *)(void *)e; break;
-    case 23: tp.n_uint64_val = c; tp.uint64_val = (uint64_t *)(void *)e; break;
-    case 24: case 25: tp.float8_val.len = c; tp.float8_val.data = (uint8_t *)e; break;
-    default: {
-      /* int_val, half_val, bool_val and string_val need per-element slots */
-      size_t slot = tf == 7 ? sizeof(ProtobufCBinaryData)
-                    : tf == 10 ? sizeof(protobuf_c_boolean) : sizeof(int32_t);
-      tmp = malloc(c * slot);
-      if (!tmp) return gt_fail(err, "out of memory");
-      for (size_t i = 0; i < c; i++) {
-        const uint8_t *x = e + i * es;
-        if (tf == 7) {
-          gt_str s;
-          memcpy(&s, x, sizeof s);
-          ((ProtobufCBinaryData *)tmp)[i] = (ProtobufCBinaryData){s.n, (uint8_t *)s.p};
-        } else if (tf == 10) {
-          ((protobuf_c_boolean *)tmp)[i] = *x != 0;
-        } else {
-          int32_t v;
-          switch (dt) {
-          case GT_I8: v = (int8_t)*x; break;
-          case GT_U8: v = *x; break;
-          case GT_I16: { int16_t h; memcpy(&h, x, 2); v = h; break; }
-          case GT_U16: case GT_F16: case GT_BF16: { uint16_t h; memcpy(&h, x, 2); v = h; break; }
-          default: memcpy(&v, x, 4); break;
-          }
-          ((int32_t *)tmp)[i] = v;
-        }
-      }
-      if (tf == 7) tp.n_string_val = c, tp.string_val = tmp;
-      else if (tf == 10) tp.n_bool_val = c, tp.bool_val = tmp;
-      else if (tf == 14 || tf == 19) tp.n_half_val = c, tp.half_val = tmp;
-      else tp.n_int_val = c, tp.int_val = tmp;
-    }
-    }
-  }
-  size_t n = protobuf_c_message_get_packed_size(&tp.base);
-  *out = malloc(n ? n : 1);
-  if (!*out) {
-    free(tmp);
-    return gt_fail(err, "out of memory");
-  }
-  *outlen = protobuf_c_message_pack(&tp.base, *out);
-  free(tmp);
-  return GT_OK;
-}
-
-static int same_shape(const gt_tensor *t, int ndim, const int64_t *shape) {
-  if (t->ndim != ndim) return 0;
-  for (int i = 0; i < ndim; i++)
-    if (t->shape[i] != shape[i]) return 0;
-  return 1;
-}
-
-static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
-  size_t k = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < ndim && k < n; i++)
-    k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)shape[i]);
-  if (k < n) snprintf(buf + k, n - k, "]");
-}
-
-/* Values above this many elements are written as tensor_content even when
- * the original used a typed field (TF itself only uses typed fields for
- * scalars and fills). */
-#define TYPED_MAX ((size_t)1 << 16)
-
-/* Strings as TF's tensor_content (EncodeStringList): the varint32 lengths,
- * then the bytes; one BYTES segment with its field-4 header. */
-static int string_content(const uint8_t *e, size_t n, seg *out, size_t *nout,
-                          gt_err *err) {
-  uint64_t len = 0;
-  for (size_t i = 0; i < n; i++) {
-    gt_str x;
-    memcpy(&x, e + i * sizeof x, sizeof x);
-    if (x.n > UINT32_MAX) return gt_fail(err, "string element %zu is too long", i);
-    len += pb_varint_size(x.n) + x.n;
-  }
-  uint8_t *b = malloc(11 + len);
-  if (!b) return gt_fail(err, "out of memory");
-  size_t k = 0;
-  b[k++] = 0x22; /* field 4, LEN */
-  k += pb_put_varint(b + k, len);
-  for (size_t i = 0; i < n; i++) {
-    gt_str x;
-    memcpy(&x, e + i * sizeof x, sizeof x);
-    k += pb_put_varint(b + k, x.n);
-  }
-  for (size_t i = 0; i < n; i++) {
-    gt_str x;
-    memcpy(&x, e + i * sizeof x, sizeof x);
-    if (x.n) memcpy(b + k, x.p, x.n);
-    k += x.n;
-  }
-  out[0] = (seg){SEG_BYTES, 0, k, b, NULL};
-  *nout = 1;
-  return GT_OK;
-}
-
-/* The new value records of p, typed field or tensor_content, as one or two
- * segments out[0, *nout). */
-static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
-                         int had_content, gt_dtype dt, seg *out, size_t *nout,
-                         gt_err *err) {
-  const gt_tensor *t = &p->e->t;
-  size_t n = (size_t)gt_tensor_numel(t);
-  int tf = (int)tp->dtype;
-  if (dt != GT_STRING && (had_content || n > TYPED_MAX)) {
-    uint64_t len = (uint64_t)gt_tensor_nbytes(t);
-    uint8_t *hdr = malloc(11);
-    if (!hdr) return gt_fail(err, "out of memory");
-    hdr[0] = 0x22; /* field 4, LEN */
-    size_t h = 1 + pb_put_varint(hdr + 1, len);
-    out[0] = (seg){SEG_BYTES, 0, h, hdr, NULL};
-    out[1] = (seg){SEG_TENSOR, 0, (size_t)len, NULL, t};
-    *nout = 2;
-    return GT_OK;
-  }
-  if (gt_contiguous(t, &p->dense, err) != GT_OK) return GT_ERR;
-  const uint8_t *e = p->dense.storage->data + p->dense.offset;
-  if (dt == GT_STRING && had_content)
-    return string_content(e, n, out, nout, err);
-  size_t c = typed_values(e, n, dt, gt_tf_typed_count(tp, (int)tp->dtype));
-  uint8_t *bytes = NULL;
-  size_t len = 0;
-  if (pack_typed(e, c, dt, tf, &bytes, &len, err) != GT_OK) return GT_ERR;
-  out[0] = (seg){SEG_BYTES, 0, len, bytes, NULL};
-  *nout = 1;
-  return GT_OK;
-}
-
-/* Appends the value segments (owning their bytes from now on). */
-static int add_value(patch *p, seg *v, size_t n, gt_err *err) {
-  int rc = GT_OK;
-  for (size_t i = 0; i < n; i++)
-    if (rc == GT_OK) rc = add_seg(p, v[i], err);
-    else if (v[i].kind == SEG_BYTES) free(v[i].bytes);
-  return rc;
-}
-
-/* Builds p's segments from the original TensorProto and the new tensor. */
-static int plan_patch(gt_storage *base, patch *p, gt_err *err) {
-  pb_rec content;
-  int has_content, ndim;
-  int64_t shape[GT_MAXDIM];
-  gt_dtype dt;
-  const pb_rec *tr = &p->c->tensor;
-  Tensorflow__TensorProto *tp = unpack_tensor(base, tr, &content, &has_content, err);
-  if (!tp) return GT_ERR;
-  int rc = GT_ERR;
-  const gt_tensor *t = &p->e->t;
-  char a[160], b[160];
-  if (tf_to_gt((uint64_t)tp->dtype, &dt) != GT_OK) {
-    gt_fail(err, "the Const's dtype %s cannot be patched", tf_type_name((uint64_t)tp->dtype));
-  } else if (t->dtype != dt) {
-    gt_fail(err, "the Const is %s, the tensor %s (cast it first)", gt_dtype_name(dt),
-            gt_dtype_name(t->dtype));
-  } else if (tensor_shape(tp, &ndim, shape, err) != GT_OK) {
-    /* message set */
-  } else if (!same_shape(t, ndim, shape)) {
-    shape_text(ndim, shape, a, sizeof a);
-    shape_text(t->ndim, t->shape, b, sizeof b);
-    gt_fail(err, "the Const has shape %s, the tensor %s", a, b);
-  } else {
-    rc = GT_OK;
-  }
-  if (rc != GT_OK) {
-    protobuf_c_message_free_unpacked(&tp->base, NULL);
-    return GT_ERR;
-  }
-  seg value[2];
-  size_t nvalue = 0;
-  rc = value_segment(p, tp, has_content && content.len > 0, dt, value, &nvalue, err);
-  protobuf_c_message_free_unpacked(&tp->base, NULL);
-  if (rc != GT_OK) return GT_ERR;
-  /* the value goes where the first value record was, else before the
-   * first record numbered above 4, else last: field order is kept */
-  pb_reader r;
-  pb_rec f;
-  int k, placed = 0;
-  pb_reader_init(&r, base->data, tr->pos, tr->pos + tr->len);
-  while ((k = pb_next(&r, &f, err)) == 1) {
-    int val = is_value_field(f.num);
-    if (!placed && (val || f.num > 4)) {
-      placed = 1;
-      if (add_value(p, value, nvalue, err) != GT_OK) return GT_ERR;
-    }
-    if (val) continue;
-    seg *last = p->nsegs ? &p->segs[p->nsegs - 1] : NULL;
-    if (last && last->kind == SEG_COPY && last->off + last->len == f.start)
-      last->len += f.end - f.start;
-    else if (add_seg(p, (seg){SEG_COPY, f.start, f.end - f.start, NULL, NULL}, err) != GT_OK)
-      break;
-  }
-  if (!placed) {
-    if (k == 0) return add_value(p, value, nvalue, err);
-    add_value(p, value, nvalue, NULL); /* only to hand over what it owns */
-  }
-  return k == 0 ? GT_OK : GT_ERR;
-}
-
-/* New lengths of the records enclosing the TensorProto, innermost first:
- * each grows by the change of its child's length and length varint. */
-static int plan_lengths(patch *p, gt_err *err) {
-  const pb_rec *chain[4] = {&p->c->node, &p->c->entry, &p->c->value, &p->c->tensor};
-  uint64_t len = 0;
-  for (size_t i = 0; i < p->nsegs; i++) len += p->segs[i].len;
-  p->newlen[3] = len;
-  for (int i = 2; i >= 0; i--) {
-    const pb_rec *child = chain[i + 1];
-    uint64_t old_child = child->end - child->lenpos;
-    uint64_t new_child = pb_varint_size(p->newlen[i + 1]) + p->newlen[i + 1];
-    p->newlen[i] = chain[i]->len - old_child + new_child;
-    if (p->newlen[i] < new_child) return gt_fail(err, "record lengths overflow");
-  }
-  return GT_OK;
-}
-
-static int write_base(gt_out *o, const gt_storage *base, size_t from, size_t to,
-                      gt_err *err) {
-  return gt_out_write(o, base->data + from, to - from, err);
-}
-
-static int write_varint(gt_out *o, uint64_t v, gt_err *err) {
-  uint8_t b[10];
-  return gt_out_write(o, b, pb_put_varint(b, v), err);
-}
-
-/* base[*cursor, ...) up to the end of p's TensorProto, with p's lengths and
- * segments in place. */
-static int write_patch(gt_out *o, const gt_storage *base, const patch *p,
-                       size_t *cursor, gt_err *err) {
-  const pb_rec *chain[4] = {&p->c->node, &p->c->entry, &p->c->value, &p->c->tensor};
-  for (int i = 0; i < 4; i++) {
-    if (write_base(o, base, *cursor, chain[i]->lenpos, err) != GT_OK ||
-        write_varint(o, p->newlen[i], err) != GT_OK)
-      return GT_ERR;
-    *cursor = chain[i]->pos;
-  }
-  for (size_t i = 0; i < p->nsegs; i++) {
-    const seg *s = &p->segs[i];
-    int rc = s->kind == SEG_COPY    ? write_base(o, base, s->off, s->off + s->len, err)
-             : s->kind == SEG_BYTES ? gt_out_write(o, s->bytes, s->len, err)
-                                    : gt_out_tensor(o, s->t, err);
-    if (rc != GT_OK) return GT_ERR;
-  }
-  *cursor = p->c->tensor.end;
-  return GT_OK;
-}
-
-static int cmp_patch(const void *a, const void *b) {
-  const patch *x = a, *y = b;
-  return (x->c->node.start > y->c->node.start) - (x->c->node.start < y->c->node.start);
-}
-
-/* Finds the Const of each entry and plans its patch. */
-static int plan_all(gt_storage *base, pconsts *cs, const gt_save *s, patch *ps,
-                    gt_err *err) {
-  qsort(cs->v, cs->n, sizeof *cs->v, cmp_pconst);
-  for (size_t i = 0; i < s->n; i++) {
-    const char *name = s->entries[i].name;
-    pconst key = {(const uint8_t *)name, strlen(name), {0}, {0}, {0}, {0}};
-    pconst *c = bsearch(&key, cs->v, cs->n, sizeof *cs->v, cmp_pconst);
-    if (!c) return gt_fail(err, "tensor \"%s\": the graph has no Const of that name", name);
-    if ((c > cs->v && cmp_pconst(c - 1, c) == 0) ||
-        (c + 1 < cs->v + cs->n && cmp_pconst(c + 1, c) == 0))
-      return gt_fail(err, "tensor \"%s\": the graph has two Consts of that name", name);
-    ps[i].c = c;
-    ps[i].e = &s->entries[i];
-    if (plan_patch(base, &ps[i], err) != GT_OK || plan_lengths(&ps[i], err) != GT_OK)
-      return gt_wrap(err, "Const \"%s\"", name);
-  }
-  qsort(ps, s->n, sizeof *ps, cmp_patch);
-  for (size_t i = 1; i < s->n; i++)
-    if (ps[i].c == ps[i - 1].c)
-      return gt_fail(err, "tensor \"%s\" is given twice", ps[i].e->name);
-  return GT_OK;
-}
-
-/* The entries written as tensor_content, for progress. */
-static int write_all(const char *path, gt_storage *base, const patch *ps, size_t n,
-                     const gt_save *s, gt_err *err) {
-  gt_entry *streamed = calloc(n ? n : 1, sizeof *streamed);
-  if (!streamed) return gt_fail(err, "out of memory");
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < ps[i].nsegs; j++)
-      if (ps[i].segs[j].kind == SEG_TENSOR) streamed[k++] = *ps[i].e;
-  gt_save prog = {streamed, k, NULL, s->progress, s->progress_ctx};
-  gt_out o;
-  int rc = gt_out_open(&o, path, &prog, err);
-  free(streamed);
-  if (rc != GT_OK) return GT_ERR;
-  size_t cursor = 0;
-  for (size_t i = 0; i < n; i++)
-    if (write_patch(&o, base, &ps[i], &cursor, err) != GT_OK) {
-      gt_out_abort(&o);
-      return gt_wrap(err, "Const \"%s\"", ps[i].e->name);
-    }
-  if (write_base(&o, base, cursor, base->size, err) != GT_OK) {
-    gt_out_abort(&o);
-    return GT_ERR;
-  }
-  return gt_out_commit(&o, err);
-}
-
-int gt_tfgraph_patch(const char *path, gt_storage *base, const gt_save *s,
-                     gt_err *err) {
-  struct stat st;
-  if (stat(path, &st) == 0 && st.st_dev == base->dev && st.st_ino == base->ino)
-    return gt_fail(err, "refusing to overwrite the graph being patched; write "
-                   "to another path");
-  if (gt_out_check_inputs(path, s->entries, s->n, err) != GT_OK) return GT_ERR;
-  pconsts cs = {0};
-  int64_t producer = -1;
-  patch *ps = calloc(s->n ? s->n : 1, sizeof *ps);
-  int rc = ps ? GT_OK : gt_fail(err, "out of memory");
-  if (rc == GT_OK)
-    rc = walk_graph(base->data, 0, base->size, collect_const, &cs, &producer, err);
-  if (rc == GT_OK) rc = plan_all(base, &cs, s, ps, err);
-  if (rc == GT_OK) rc = write_all(path, base, ps, s->n, s, err);
-  for (size_t i = 0; ps && i < s->n; i++) patch_free(&ps[i]);
-  free(ps);
-  free(cs.v);
-  return rc;
 }

@@ -235,12 +235,17 @@ static const char *show_key(const unsigned char *k, size_t n, char *buf) {
   return buf;
 }
 
+/* Key i of the table so far. Keys read so far may all be empty (the bundle
+ * header's key is ""), leaving keys.p NULL: NULL + 0 is undefined in C. */
+static const unsigned char *key_at(const reader *r, size_t i) {
+  return r->t->kv[i].klen ? r->keys.p + r->koff[i] : (const unsigned char *)"";
+}
+
 static int add_entry(reader *r, const unsigned char *key, size_t klen,
                      const unsigned char *val, size_t vlen, gt_err *err) {
   gt_tftable *t = r->t;
   if (t->n > 0) {
-    size_t po = r->koff[t->n - 1];
-    const unsigned char *prev = r->keys.p + po;
+    const unsigned char *prev = key_at(r, t->n - 1);
     size_t plen = t->kv[t->n - 1].klen;
     if (cmp_bytes(prev, plen, key, klen) >= 0) {
       char a[512], b[512];
@@ -343,7 +348,7 @@ static int read_data_block(reader *r, index_list *l, size_t k, gt_tfbuf *key,
     return GT_ERR;
   if (r->t->n == first) return GT_OK;
   size_t last = r->t->n - 1;
-  const unsigned char *lk = r->keys.p + r->koff[last];
+  const unsigned char *lk = key_at(r, last);
   if (cmp_bytes(lk, r->t->kv[last].klen, l->sep[k], l->seplen[k]) > 0) {
     char a[512];
     return gt_fail(err, "data block at offset %llu: key \"%s\" is past its "
@@ -382,9 +387,9 @@ int gt_tftable_open(gt_tftable *t, gt_storage *file, gt_err *err) {
   for (size_t k = 0; k < l.n; k++)
     if (read_data_block(&r, &l, k, &key, err) != GT_OK) goto done;
   t->data_blocks = l.n;
+  for (size_t k = 0; k < t->n; k++) t->kv[k].key = key_at(&r, k);
   t->keys = r.keys.p;
   r.keys.p = NULL;
-  for (size_t k = 0; k < t->n; k++) t->kv[k].key = t->keys + r.koff[k];
   rc = GT_OK;
 done:
   index_free(&l);

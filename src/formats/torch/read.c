@@ -14,14 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zip.h>
 
 #include "io/checked.h"
 #include "io/grow.h"
 #include "io/pickle.h"
 #include "formats/torch/types.h"
 #include "io/zipmap.h"
-#include "io/ziplib.h"
+#include "io/zipmember.h"
 
 /* ------------------------------------------------------------ state */
 
@@ -488,52 +487,12 @@ static char *label(const gt_storage *file, const char *name) {
   return s;
 }
 
-static int inflate_into(gt_ziplib *a, uint64_t index, unsigned char *buf,
-                        uint64_t want, const char *what, gt_err *err) {
-  zip_file_t *f = zip_fopen_index(a->za, index, 0);
-  if (!f) return gt_fail(err, "%s: cannot open: %s", what, zip_strerror(a->za));
-  uint64_t n = 0;
-  unsigned char extra;
-  while (n < want) {
-    zip_int64_t k = zip_fread(f, buf + n, want - n);
-    if (k <= 0) break;
-    n += (uint64_t)k;
-  }
-  zip_int64_t more = zip_fread(f, &extra, 1);
-  zip_fclose(f);
-  if (n != want || more != 0)
-    return gt_fail(err, "%s: inflates to a size other than the %llu bytes the archive says "
-                        "(or fails its CRC-32)", what, (unsigned long long)want);
-  return GT_OK;
-}
-
-typedef struct deflate_ctx {
-  gt_ziplib *a;
-  char *what;
-  uint64_t index;
-} deflate_ctx;
-
-static void free_deflate(void *p) {
-  deflate_ctx *c = p;
-  gt_ziplib_release(c->a);
-  free(c->what);
-  free(c);
-}
-
-/* libzip checks the CRC-32 of a member read to its end. */
-static int load_deflate(gt_storage *s, gt_err *err) {
-  const deflate_ctx *c = s->ctx;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
-  return inflate_into(c->a, c->index, s->data, s->size, c->what, err);
-}
-
 typedef struct zipread {
   gt_storage *file;
   gt_zip_dir d;
   const gt_zip_member **sorted;
   char *prefix;               /* "folder/" */
   size_t plen;
-  gt_ziplib *a;
 } zipread;
 
 static int cmp_name(const void *x, const void *y) {
@@ -556,75 +515,23 @@ static const gt_zip_member *member(zipread *z, const char *rel) {
   return hit ? *hit : NULL;
 }
 
-static int open_archive(zipread *z, gt_err *err) {
-  if (!z->a && !(z->a = gt_ziplib_open(z->file, err))) return GT_ERR;
-  return GT_OK;
-}
-
-/* Central-directory position of mm, checked against libzip's own index. */
-static int libzip_index(zipread *z, const gt_zip_member *mm, uint64_t *idx, gt_err *err) {
-  *idx = (uint64_t)(mm - z->d.m);
-  const char *n = zip_get_name(z->a->za, *idx, ZIP_FL_ENC_RAW);
-  if (!n || strcmp(n, mm->name) != 0)
-    return gt_fail(err, "libzip and the central directory disagree about \"%.200s\"", mm->name);
-  return GT_OK;
-}
-
+/* Stored records are CRC-32 checked on first use, then used in place when
+ * 16-byte aligned (torch aligns records to 64), else copied; deflated ones
+ * are inflated on first use. */
 static gt_storage *record_storage(zipread *z, const gt_zip_member *mm, gt_err *err) {
-  if (mm->size > SIZE_MAX) return gt_fail(err, "record too large"), NULL;
-  if (mm->method == 0) {
-    /* CRC-32 checked on first use, then used in place when 16-byte aligned
-     * (torch aligns records to 64), else copied. */
-    gt_checked c = {.kind = GT_SUM_CRC32, .sum = mm->crc,
-                    .sum_off = mm->data_offset, .sum_len = mm->size,
-                    .data_off = mm->data_offset, .align = 16};
-    return gt_checked_storage(z->file, &c, mm->size, label(z->file, mm->name), err);
-  }
-  if (mm->method != 8)
-    return gt_fail(err, "record \"%.200s\": compression method %u (only stored and deflated)",
-                   mm->name, mm->method), NULL;
-  uint64_t idx;
-  if (open_archive(z, err) || libzip_index(z, mm, &idx, err)) return NULL;
-  deflate_ctx *c = calloc(1, sizeof *c);
-  if (!c || !(c->what = label(z->file, mm->name))) {
-    free(c);
-    return gt_fail(err, "out of memory"), NULL;
-  }
-  c->a = z->a;
-  z->a->refs++;
-  c->index = idx;
-  return gt_storage_lazy((size_t)mm->size, z->file, load_deflate, c, free_deflate, err);
+  if (gt_zip_member_check(mm, err) != GT_OK)
+    return gt_wrap(err, "record \"%.200s\"", mm->name), NULL;
+  return gt_zip_member_storage(z->file, mm, 0, mm->size, 16, label(z->file, mm->name), err);
 }
 
-/* Whole small record (data.pkl, byteorder, ...) into *out (malloc'd, NUL
- * terminated) unless it is stored, where *out points into the mapping and
- * *owned = 0. */
+/* Whole small record (data.pkl, byteorder, ...), CRC-32 checked: a window
+ * of the mapping when stored, else inflated into memory. */
 #define GT_TORCH_MAX_PICKLE ((uint64_t)1 << 30)
 
-static int record_bytes(zipread *z, const gt_zip_member *mm, const unsigned char **out,
-                        int *owned, gt_err *err) {
-  *owned = 0;
-  if (mm->method == 0) {
-    *out = z->file->data + mm->data_offset;
-    if (gt_crc32(*out, mm->size) != mm->crc)
-      return gt_fail(err, "record \"%.200s\": CRC-32 mismatch: the file is corrupt", mm->name);
-    return GT_OK;
-  }
-  if (mm->method != 8) return gt_fail(err, "record \"%.200s\": unsupported compression", mm->name);
-  if (mm->size > GT_TORCH_MAX_PICKLE)
-    return gt_fail(err, "record \"%.200s\" inflates to more than 1 GiB", mm->name);
-  uint64_t idx;
-  if (open_archive(z, err) || libzip_index(z, mm, &idx, err)) return GT_ERR;
-  unsigned char *buf = malloc((size_t)mm->size + 1);
-  if (!buf) return gt_fail(err, "out of memory");
-  if (inflate_into(z->a, idx, buf, mm->size, mm->name, err)) {
-    free(buf);
-    return GT_ERR;
-  }
-  buf[mm->size] = 0;
-  *out = buf;
-  *owned = 1;
-  return GT_OK;
+static gt_storage *record_bytes(zipread *z, const gt_zip_member *mm, gt_err *err) {
+  if (mm->method == 8 && mm->size > GT_TORCH_MAX_PICKLE)
+    return gt_fail(err, "record \"%.200s\" inflates to more than 1 GiB", mm->name), NULL;
+  return gt_zip_member_read(z->file, mm, 1, err);
 }
 
 /* ------------------------------------------------------------ step 3: names */
@@ -876,15 +783,14 @@ static int small_text(zipread *z, const char *rel, gt_value *meta, const char *k
   buf[0] = 0;
   if (!mm) return GT_OK;
   if (mm->size > 256) return gt_fail(err, "record \"%.200s\" is larger than 256 bytes", mm->name);
-  const unsigned char *p;
-  int owned;
-  if (record_bytes(z, mm, &p, &owned, err)) return GT_ERR;
-  size_t n = (size_t)mm->size;
-  trim(p, &n);
+  gt_storage *s = record_bytes(z, mm, err);
+  if (!s) return GT_ERR;
+  size_t n = s->size;
+  trim(s->data, &n);
   if (n >= cap) n = cap - 1;
-  memcpy(buf, p, n);
+  memcpy(buf, s->data, n);
   buf[n] = 0;
-  if (owned) free((void *)p);
+  gt_storage_release(s);
   return set_text(meta, key, buf, n, err);
 }
 
@@ -941,13 +847,13 @@ static int zip_pickle(reader *r, zipread *z, const char *rel, gt_value **tree, g
   *tree = NULL;
   const gt_zip_member *mm = member(z, rel);
   if (!mm) return GT_OK;
-  const unsigned char *p;
-  int owned;
-  if (mm->size > SIZE_MAX || record_bytes(z, mm, &p, &owned, err))
-    return gt_wrap(err, "%s", rel);
-  r->inline_ok = !owned;
-  int rc = load_pickle(r, p, (size_t)mm->size, mm->data_offset, 1, tree, NULL, err);
-  if (owned) free((void *)p);
+  gt_storage *s = record_bytes(z, mm, err);
+  if (!s) return gt_wrap(err, "%s", rel);
+  /* A stored pickle lies in the mapping: its inline byte arrays can be
+   * regions of the file, at base offset mm->data_offset. */
+  r->inline_ok = mm->method == 0;
+  int rc = load_pickle(r, s->data, s->size, mm->data_offset, 1, tree, NULL, err);
+  gt_storage_release(s);
   return rc == GT_OK ? GT_OK : gt_wrap(err, "%s%s", z->prefix, rel);
 }
 
@@ -990,7 +896,6 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   gt_zip_dir_free(&z.d);
   free(z.sorted);
   free(z.prefix);
-  gt_ziplib_release(z.a);
   return rc;
 }
 
