@@ -1,0 +1,66 @@
+-- `graft formats [--json]`: the registry as the command prints it, run as
+-- a user runs it (lua5.4 bin/graft with this checkout's lua/ and build/).
+local graft = require "graft"
+local json = require "graft.json"
+local H = require "helper"
+
+local ROOT = (function()
+  local p = io.popen("pwd")
+  local d = p:read("l")
+  p:close()
+  return d
+end)()
+
+local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
+  .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
+local GRAFT = "lua5.4 " .. H.q(ROOT .. "/bin/graft")
+
+-- Runs `graft ARGS...` in the repo root; returns stdout, stderr, exit code.
+local function run(...)
+  local dir = H.tmpdir()
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = H.q(a) end
+  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err </dev/null",
+    H.q(ROOT), ENV, GRAFT, table.concat(args, " "), dir, dir)
+  local _, _, code = os.execute(cmd)
+  return H.read(dir .. "/out"), H.read(dir .. "/err"), code
+end
+
+describe("graft formats", function()
+  after_each(H.cleanup)
+
+  it("prints every format, what it does, its extensions and options", function()
+    local out, err, code = run("formats")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
+    for _, f in ipairs(graft.formats()) do
+      local rw = (f.read and "read" or "") .. (f.read and f.write and "," or "")
+        .. (f.write and "write" or "")
+      local line = out:match("\n?(" .. f.name:gsub("%p", "%%%0") .. " +[^\n]*)\n")
+      assert.truthy(line, f.name)
+      assert.truthy(line:find(rw, 1, true), line)
+      for _, e in ipairs(f.extensions) do assert.truthy(line:find("." .. e, 1, true), line) end
+      assert.truthy(out:find("  " .. f.description .. "\n", 1, true), f.name)
+      for _, op in ipairs({ "open", "save" }) do
+        for k, d in pairs(f[op .. "_options"]) do
+          assert.truthy(out:find("  " .. op .. " " .. k .. " +" .. d:gsub("%p", "%%%0")), k)
+        end
+      end
+    end
+    assert.truthy(out:find("\ntorch +read,write +%.pt %.pth %.bin\n"), out)
+    assert.truthy(out:find("\n  save max_shard_size ", 1, true), out)
+  end)
+
+  it("--json prints graft.formats() as one JSON array", function()
+    local out, err, code = run("formats", "--json")
+    assert.are.equal(0, code, err)
+    local list = json.decode(out)
+    assert.are.same(graft.formats(), list)
+    assert.is_true(out:find('"extensions":[]', 1, true) ~= nil, "empty lists are arrays")
+  end)
+
+  it("is listed in the usage", function()
+    local _, err = run("--help")
+    assert.truthy(err:find("graft formats [--json]", 1, true), err)
+  end)
+end)
