@@ -64,3 +64,33 @@ describe("graft formats", function()
     assert.truthy(err:find("graft formats [--json]", 1, true), err)
   end)
 end)
+
+describe("graft convert with format options", function()
+  after_each(H.cleanup)
+
+  it("passes --some-option VALUE to graft.save as some_option, checked against OUT's format", function()
+    local dir = H.tmpdir()
+    graft.save(dir .. "/in.npz", { a = graft.tensor({ 1, 2 }), b = graft.tensor({ 3 }) })
+    local _, err, code = run("convert", dir .. "/in.npz", dir .. "/out.npz", "--compress", "true")
+    assert.are.equal(0, code, err)
+    assert.are.equal("deflated\n", H.py([[
+import sys, zipfile
+print("deflated" if zipfile.ZipFile(sys.argv[1]).infolist()[0].compress_type == 8 else "stored")
+]], dir .. "/out.npz"))
+    assert.is_true(os.execute("mkdir " .. H.q(dir .. "/ck")))
+    _, err, code = run("convert", dir .. "/in.npz", dir .. "/ck/model", "--format", "tf",
+      "--num-shards", "2", "--checkpoint-state", "false")
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, graft.meta(graft.open(dir .. "/ck/model")).num_shards)
+    assert.is_false(H.exists(dir .. "/ck/checkpoint"))
+    _, err, code = run("convert", dir .. "/in.npz", dir .. "/x.pt", "--max-shard-size", "1MB")
+    assert.are.equal(2, code)
+    assert.are.equal("graft: save " .. dir .. '/x.pt: option "max_shard_size" is not accepted by '
+      .. "format torch (accepted: dtype, format, order, progress); formats that take it: safetensors\n",
+      err)
+    _, err, code = run("convert", dir .. "/in.npz", dir .. "/x.npz", "--compres", "true")
+    assert.are.equal(2, code)
+    assert.truthy(err:find('option "compres" is not accepted by format npz; did you mean "compress"?',
+      1, true), err)
+  end)
+end)

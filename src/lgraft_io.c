@@ -268,7 +268,8 @@ fail:
 }
 
 /* The tree at stack index `tree` as a value tree whose tensors index
- * s->entries (0-based, the first entry of a tensor named twice). */
+ * s->entries (0-based, the first entry of a tensor named twice); the
+ * tensors table of core.write is argument 4. */
 static gt_value *tree_input(lua_State *L, int tree, const gt_save *s, gt_err *e) {
   lua_createtable(L, 0, (int)s->n);
   int index = lua_gettop(L);
@@ -291,8 +292,9 @@ static gt_value *tree_input(lua_State *L, int tree, const gt_save *s, gt_err *e)
 /* Fill `in` from opts (stack index `opts`, a table or nil) for format f:
  * only `progress` and f's own input are accepted. The value built is owned
  * by b. */
-static int write_input(lua_State *L, int opts, const gt_format *f, const gt_save *s, save_box *b,
-                       gt_write_input *in, gt_err *e) {
+static int write_input(lua_State *L, int opts, const gt_format *f,
+                       const gt_save *s, save_box *b, gt_write_input *in,
+                       gt_err *e) {
   const char *want = gt_input_name(f->input);
   memset(in, 0, sizeof *in);
   in->kind = f->input;
@@ -302,9 +304,9 @@ static int write_input(lua_State *L, int opts, const gt_format *f, const gt_save
     lua_pop(L, 1);
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (!k || (strcmp(k, "progress") != 0 && !(want && strcmp(k, want) == 0))) {
+      gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
       lua_pop(L, 1);
-      return gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name,
-                     k ? k : "?");
+      return GT_ERR;
     }
   }
   if (!want) return GT_OK;
@@ -312,6 +314,7 @@ static int write_input(lua_State *L, int opts, const gt_format *f, const gt_save
   int t = lua_getfield(L, opts, want);
   int rc = GT_OK;
   if (t == LUA_TNIL) {
+    rc = GT_OK;                      /* the writer's default */
   } else if (f->input == GT_IN_FLAG) {
     in->u.flag = lua_toboolean(L, -1);
   } else if (f->input == GT_IN_JSON && t == LUA_TSTRING) {

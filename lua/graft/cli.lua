@@ -1,7 +1,7 @@
 -- graft.cli: the `graft` command.
 --   graft ls FILE [--json]
 --   graft show FILE NAME
---   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]
+--   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--OPTION VALUE ...]
 --   graft diff A B [--map RECIPE] [--atol X]
 --   graft run RECIPE.lua [ARGS...]
 --   graft verify FILE
@@ -17,6 +17,7 @@ local usage = [==[
 usage: graft ls FILE [--json]
        graft show FILE NAME
        graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--max-shard-size S]
+                     [--OPTION VALUE ...]   (any save option of OUT's format, see graft formats)
        graft diff A B [--map RECIPE] [--atol X]
        graft run RECIPE.lua [ARGS...]
        graft verify FILE
@@ -134,13 +135,28 @@ local function apply_map(m, recipe)
   error("graft: " .. recipe .. ": a map recipe returns rules or a function", 0)
 end
 
+-- A --some-option VALUE of convert is the save option some_option: "true"
+-- and "false" are booleans, whole numbers integers, anything else a string.
+-- graft.save checks it against the output format's options.
+local function save_value(v)
+  if type(v) ~= "string" then return v end
+  if v == "true" then return true end
+  if v == "false" then return false end
+  if v:match("^%d+$") then return math.tointeger(tonumber(v)) end
+  return v
+end
+
+local convert_own = { map = true }
+
 function cli.convert(pos, opt)
   local src, dst = pos[1], pos[2]
   if not src or not dst then error("graft: convert needs IN OUT", 0) end
   local m = apply_map(graft.open(src), opt.map)
-  graft.save(dst, m, { dtype = opt.dtype, format = opt.format,
-    order = graft.names(m), progress = true,
-    max_shard_size = opt["max-shard-size"] })
+  local opts = { order = graft.names(m), progress = true }
+  for k, v in pairs(opt) do
+    if not convert_own[k] then opts[k:gsub("%-", "_")] = save_value(v) end
+  end
+  graft.save(dst, m, opts)
 end
 
 function cli.diff(pos, opt, out)

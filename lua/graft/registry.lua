@@ -37,6 +37,7 @@
 -- Adding a format: src/formats/<name>.{c,h} + its row in format.c, one
 -- module lua/graft/formats/<family>.lua, and one line in `families` below.
 
+local options = require "graft.options"
 local util = require "graft.util"
 
 local M = {}
@@ -85,7 +86,7 @@ function M.named(op, path, name)
   local f = by_name[name]
   if f then return f end
   local known = names_of(function() return true end)
-  local near = type(name) == "string" and require("graft.options").closest(name, known)
+  local near = type(name) == "string" and options.closest(name, known)
   util.fail("%s %s: unknown format %q%s (known: %s)", op, path, tostring(name),
     near and string.format("; did you mean %q?", near) or "", table.concat(known, ", "))
 end
