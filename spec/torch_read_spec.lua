@@ -23,7 +23,12 @@ end
 -- Every tensor torch reads is in graft's table with the same dtype, shape
 -- and bytes; names in torch's order unless `unordered`.
 local function same_as_torch(name, opts)
-  local m = open(name, opts)
+  -- `unordered` is this helper's; graft.open refuses options it does not take
+  local open_opts
+  for k, v in pairs(opts or {}) do
+    if k ~= "unordered" then open_opts = open_opts or {}; open_opts[k] = v end
+  end
+  local m = open(name, open_opts)
   local ref = REF[name]
   local names = graft.names(m)
   if opts and opts.unordered then

@@ -1,9 +1,24 @@
 /* lgraft_io.c: reading and writing model files from Lua.
  *
- * core.read(path, format [, opts]) -> tensors, names, meta
- * core.write(path, format, names, tensors [, metadata [, progress]])
- * Format detection and every convenience (sharding, dtype policy, ordering)
- * live in lua/graft; this file only moves between gt_model and Lua tables. */
+ * core.read(path, format) -> tensors, names, meta
+ * core.write(path, format, names, tensors [, opts])
+ *   names: the list of names to write, in order; tensors: name -> tensor.
+ *   opts (a table, every key optional):
+ *     progress  function(done_bytes, total_bytes), called while writing;
+ *     and the one typed input the format's writer takes (formats/format.h):
+ *     metadata  (safetensors) table of string -> string, the __metadata__;
+ *     tree      (torch) the object to pickle: a tensor, number, string,
+ *               boolean or {kind = "list", v1, ...} / {kind = "dict", k1,
+ *               v1, ...}; without it an OrderedDict of names -> tensors;
+ *     layout    (hdf5) JSON text placing groups, datasets and attributes;
+ *     compress  (npz) boolean, deflate the members.
+ *   Any other key is an error.
+ * core.formats() -> list of {name, read, write, input}: the C registry.
+ * core.zip_names(path) -> list of the member names of a zip archive, from
+ *   its central directory (src/io/zipmap.c).
+ * Format names appear only in src/formats/format.c: detection and every
+ * convenience (sharding, dtype policy, ordering, option checks) live in
+ * lua/graft; this file only moves between gt_model and Lua tables. */
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -12,15 +27,8 @@
 #include <cjson/cJSON.h>
 
 #include "io/fileout.h"
-#include "formats/hdf5/hdf5.h"
-#include "formats/hdf5/keras.h"
-#include "formats/npy.h"
-#include "formats/npz.h"
-#include "formats/safetensors.h"
-#include "formats/torch/read.h"
-#include "formats/torch/write.h"
-#include "formats/tf/bundle.h"
-#include "formats/tf/v1.h"
+#include "io/zipmap.h"
+#include "formats/format.h"
 #include "formats/tf/graph.h"
 #include "lgraft.h"
 
@@ -94,33 +102,17 @@ static model_box *new_box(lua_State *L) {
   return b;
 }
 
-static int read_format(const char *format, gt_storage *file, const char *path,
-                       gt_model *m, gt_err *e) {
-  if (strcmp(format, "safetensors") == 0) return gt_safetensors_read(file, m, e);
-  if (strcmp(format, "npy") == 0) return gt_npy_read(file, m, NULL, e);
-  if (strcmp(format, "npz") == 0) return gt_npz_read(file, path, m, e);
-  if (strcmp(format, "torch") == 0 || strcmp(format, "pickle") == 0)
-    return gt_torch_read(file, m, e);
-  if (strcmp(format, "tf") == 0) return gt_tfbundle_read(path, m, e);
-  if (strcmp(format, "tf_v1") == 0) return gt_tfv1_read(file, m, e);
-  if (strcmp(format, "graphdef") == 0) return gt_tfgraph_read(file, m, e);
-  if (strcmp(format, "metagraph") == 0) return gt_tfmeta_read(file, m, e);
-  if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
-  if (strcmp(format, "hdf5") == 0) return gt_hdf5_read(file, m, e);
-  if (strcmp(format, "keras_zip") == 0) return gt_keras_zip_read(file, m, e);
-  return gt_fail(e, "unknown format '%s'", format);
-}
-
 static int l_read(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *format = luaL_checkstring(L, 2);
   gt_err e;
+  const gt_format *f = gt_format_find(format);
+  if (!f || !f->read)
+    return luaL_error(L, "graft: %s: cannot read format '%s'", path, format);
   model_box *b = new_box(L);
-  /* A TF bundle is read from its prefix (several files), not mapped here. */
-  int by_prefix = strcmp(format, "tf") == 0;
-  gt_storage *file = by_prefix ? NULL : gt_storage_map(path, &e);
-  if (!file && !by_prefix) return lg_raise(L, path, &e);
-  int rc = read_format(format, file, path, &b->m, &e);
+  gt_storage *file = f->by_path ? NULL : gt_storage_map(path, &e);
+  if (!file && !f->by_path) return lg_raise(L, path, &e);
+  int rc = f->read(file, path, &b->m, &e);
   /* Reading the index touched scattered pages (zip local headers, HDF5
    * object headers); the kernel may have mapped whole large folios around
    * each. Drop them from our resident set: tensor data faults back in when
@@ -201,7 +193,7 @@ static int save_gc(lua_State *L) {
 }
 
 /* The object a torch file pickles, from the Lua tree graft.save builds
- * (arg 7 of core.write): a tensor (one of the entries, found through
+ * (opts.tree of core.write): a tensor (one of the entries, found through
  * `index`, a table tensor -> 0-based entry index), a number, string or
  * boolean, or a node {kind = "list", v1, v2, ...} / {kind = "dict", k1, v1,
  * k2, v2, ...} in the order to write. Raw access only, so no Lua code runs. */
@@ -275,11 +267,10 @@ fail:
   return NULL;
 }
 
-/* core.write(path, "torch", names, tensors, nil, progress, tree): the tree
- * (or, without one, an OrderedDict of names -> tensors) as a torch file. */
-static int write_torch(lua_State *L, const char *path, gt_save *s,
-                       save_box *b, gt_err *e) {
-  if (!lua_istable(L, 7)) return gt_torch_write(path, s, e);
+/* The tree at stack index `tree` as a value tree whose tensors index
+ * s->entries (0-based, the first entry of a tensor named twice); the
+ * tensors table of core.write is argument 4. */
+static gt_value *tree_input(lua_State *L, int tree, const gt_save *s, gt_err *e) {
   lua_createtable(L, 0, (int)s->n);
   int index = lua_gettop(L);
   for (size_t i = 0; i < s->n; i++) {
@@ -293,9 +284,55 @@ static int write_torch(lua_State *L, const char *path, gt_save *s,
       lua_pop(L, 1);
     }
   }
-  if (!(b->meta = torch_tree(L, 7, index, 0, e))) return GT_ERR;
-  s->metadata = b->meta;
-  return gt_torch_write(path, s, e);
+  gt_value *v = torch_tree(L, tree, index, 0, e);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Fill `in` from opts (stack index `opts`, a table or nil) for format f:
+ * only `progress` and f's own input are accepted. The value built is owned
+ * by b. */
+static int write_input(lua_State *L, int opts, const gt_format *f,
+                       const gt_save *s, save_box *b, gt_write_input *in,
+                       gt_err *e) {
+  const char *want = gt_input_name(f->input);
+  memset(in, 0, sizeof *in);
+  in->kind = f->input;
+  if (lua_isnil(L, opts)) return GT_OK;
+  lua_pushnil(L);
+  while (lua_next(L, opts)) {
+    lua_pop(L, 1);
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!k || (strcmp(k, "progress") != 0 && !(want && strcmp(k, want) == 0))) {
+      gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
+      lua_pop(L, 1);
+      return GT_ERR;
+    }
+  }
+  if (!want) return GT_OK;
+  int top = lua_gettop(L);
+  int t = lua_getfield(L, opts, want);
+  int rc = GT_OK;
+  if (t == LUA_TNIL) {
+    rc = GT_OK;                      /* the writer's default */
+  } else if (f->input == GT_IN_FLAG) {
+    in->u.flag = lua_toboolean(L, -1);
+  } else if (f->input == GT_IN_JSON && t == LUA_TSTRING) {
+    /* left on the stack, so it lives as long as the call */
+    in->u.json.text = lua_tolstring(L, -1, &in->u.json.len);
+    return GT_OK;
+  } else if (f->input == GT_IN_STRINGS && t == LUA_TTABLE) {
+    if (!(b->meta = metadata_from_lua(L, lua_gettop(L), e))) rc = GT_ERR;
+    in->u.strings = b->meta;
+  } else if (f->input == GT_IN_TREE && t == LUA_TTABLE) {
+    if (!(b->meta = tree_input(L, lua_gettop(L), s, e))) rc = GT_ERR;
+    in->u.tree = b->meta;
+  } else {
+    rc = gt_fail(e, "core.write: option \"%s\" of format %s: bad %s", want,
+                 f->name, lua_typename(L, t));
+  }
+  lua_settop(L, top);
+  return rc;
 }
 
 static int l_write(lua_State *L) {
@@ -303,25 +340,25 @@ static int l_write(lua_State *L) {
   const char *format = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
-  int has_meta = lua_istable(L, 5), has_prog = lua_isfunction(L, 6);
+  if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
+  lua_settop(L, 5);
+  const gt_format *f = gt_format_find(format);
+  if (!f || !f->write)
+    return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
+  if (lua_isnil(L, 5)) lua_pushnil(L);
+  else lua_getfield(L, 5, "progress");                 /* 6: progress */
+  int has_prog = lua_isfunction(L, 6);
   gt_err e;
   lua_Integer n = lg_count_names(L, 3);
   save_box *b = lg_push_box(L, sizeof *b, "graft.savebox", save_gc);
   b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &b->entries[i - 1]);
-  if (has_meta && !(b->meta = metadata_from_lua(L, 5, &e))) return lg_raise(L, path, &e);
   lg_progress pc = {L, 6};
-  gt_save s = {b->entries, (size_t)n, b->meta, has_prog ? lg_progress_cb : NULL, &pc};
-  int rc;
+  gt_save s = {b->entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_write_input in;
+  if (write_input(L, 5, f, &s, b, &in, &e) != GT_OK) return lg_raise(L, path, &e);
   if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
-  if (strcmp(format, "safetensors") == 0) rc = gt_safetensors_write(path, &s, &e);
-  else if (strcmp(format, "npy") == 0) rc = gt_npy_write(path, &s, &e);
-  else if (strcmp(format, "npz") == 0) rc = gt_npz_write(path, &s, 0, &e);
-  else if (strcmp(format, "npz_compressed") == 0) rc = gt_npz_write(path, &s, 1, &e);
-  else if (strcmp(format, "torch") == 0) rc = write_torch(L, path, &s, b, &e);
-  else if (strcmp(format, "hdf5") == 0) rc = gt_hdf5_write(path, &s, &e);
-  else return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
-  if (rc != GT_OK) return lg_raise(L, path, &e);
+  if (f->write(path, &s, &in, &e) != GT_OK) return lg_raise(L, path, &e);
   return 0;
 }
 
@@ -338,7 +375,7 @@ static int l_tfgraph_patch(lua_State *L) {
   gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &entries[i - 1]);
   lg_progress pc = {L, 5};
-  gt_save s = {entries, (size_t)n, NULL, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
   gt_storage *file = gt_storage_map(base, &e);
   if (!file) return lg_raise(L, base, &e);
   int rc = gt_tfgraph_patch(path, file, &s, &e);
@@ -444,8 +481,54 @@ static int l_json_decode(lua_State *L) {
   return 1;
 }
 
+/* core.formats(): the C registry, for the Lua one to be checked against. */
+static int l_formats(lua_State *L) {
+  lua_newtable(L);
+  const gt_format *f;
+  for (size_t i = 0; (f = gt_format_at(i)); i++) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, f->name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, f->read != NULL);
+    lua_setfield(L, -2, "read");
+    lua_pushboolean(L, f->write != NULL);
+    lua_setfield(L, -2, "write");
+    const char *in = gt_input_name(f->input);
+    if (in) lua_pushstring(L, in);
+    else lua_pushnil(L);
+    lua_setfield(L, -2, "input");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+static int zipdir_gc(lua_State *L) {
+  gt_zip_dir *d = lua_touserdata(L, 1);
+  if (d) gt_zip_dir_free(d);
+  return 0;
+}
+
+/* core.zip_names(path) -> the member names in central directory order. */
+static int l_zip_names(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  gt_err e;
+  gt_storage *file = gt_storage_map(path, &e);
+  if (!file) return lg_raise(L, path, &e);
+  gt_zip_dir *d = lg_push_box(L, sizeof *d, "graft.zipdirbox", zipdir_gc);
+  int rc = gt_zip_dir_read_file(file, d, &e);
+  gt_storage_release(file);
+  if (rc != GT_OK) return lg_raise(L, path, &e);
+  lua_createtable(L, (int)d->n, 0);
+  for (size_t i = 0; i < d->n; i++) {
+    lua_pushlstring(L, d->m[i].name, d->m[i].name_len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
+  {"formats", l_formats}, {"zip_names", l_zip_names},
   {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
 

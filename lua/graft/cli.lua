@@ -1,13 +1,15 @@
 -- graft.cli: the `graft` command.
 --   graft ls FILE [--json]
 --   graft show FILE NAME
---   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]
+--   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--OPTION VALUE ...]
 --   graft diff A B [--map RECIPE] [--atol X]
 --   graft run RECIPE.lua [ARGS...]
 --   graft verify FILE
+--   graft formats [--json]
 
 local graft = require "graft"
 local json = require "graft.json"
+local registry = require "graft.registry"
 
 local cli = {}
 
@@ -15,9 +17,11 @@ local usage = [==[
 usage: graft ls FILE [--json]
        graft show FILE NAME
        graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--max-shard-size S]
+                     [--OPTION VALUE ...]   (any save option of OUT's format, see graft formats)
        graft diff A B [--map RECIPE] [--atol X]
        graft run RECIPE.lua [ARGS...]
        graft verify FILE
+       graft formats [--json]
 exit status: 0 done (diff: same), 1 diff: different, 2 error]==]
 
 local function human(n)
@@ -131,13 +135,28 @@ local function apply_map(m, recipe)
   error("graft: " .. recipe .. ": a map recipe returns rules or a function", 0)
 end
 
+-- A --some-option VALUE of convert is the save option some_option: "true"
+-- and "false" are booleans, whole numbers integers, anything else a string.
+-- graft.save checks it against the output format's options.
+local function save_value(v)
+  if type(v) ~= "string" then return v end
+  if v == "true" then return true end
+  if v == "false" then return false end
+  if v:match("^%d+$") then return math.tointeger(tonumber(v)) end
+  return v
+end
+
+local convert_own = { map = true }
+
 function cli.convert(pos, opt)
   local src, dst = pos[1], pos[2]
   if not src or not dst then error("graft: convert needs IN OUT", 0) end
   local m = apply_map(graft.open(src), opt.map)
-  graft.save(dst, m, { dtype = opt.dtype, format = opt.format,
-    order = graft.names(m), progress = true,
-    max_shard_size = opt["max-shard-size"] })
+  local opts = { order = graft.names(m), progress = true }
+  for k, v in pairs(opt) do
+    if not convert_own[k] then opts[k:gsub("%-", "_")] = save_value(v) end
+  end
+  graft.save(dst, m, opts)
 end
 
 function cli.diff(pos, opt, out)
@@ -176,16 +195,14 @@ function cli.run(pos)
   chunk(table.unpack(args))
 end
 
--- Checks every checksum the file carries: a TF bundle's per-entry crc32c
--- (without materialising tensors); other formats by loading every tensor,
--- which runs their checks (zip CRC-32 of npz members, ...).
+-- Checks every checksum the file carries: through its format's own
+-- verify when it has one (a TF bundle's per-entry crc32c, without
+-- materialising tensors); otherwise by loading every tensor, which runs the
+-- reader's checks (zip CRC-32 of npz members, ...).
 function cli.verify(pos, _, out)
   local path = pos[1] or error("graft: verify needs a FILE", 0)
-  local kind, target = graft.tf.resolve(path)
-  local n
-  if kind == "v2" then
-    n = graft.core.tf_verify(target)
-  else
+  local n = registry.verify(path)
+  if not n then
     local m = graft.open(path)
     n = 0
     for _, name in ipairs(graft.names(m)) do
@@ -197,7 +214,38 @@ function cli.verify(pos, _, out)
   out:write(string.format("%s: %d tensor%s verified\n", path, n, n == 1 and "" or "s"))
 end
 
-local commands = { ls = true, show = true, convert = true, diff = true, run = true, verify = true }
+local function json_list(t)
+  return setmetatable(t, json.array_mt)
+end
+
+-- The registry: graft.formats(), as a table or (--json) one JSON array.
+function cli.formats(_, opt, out)
+  local list = graft.formats()
+  if opt.json then
+    for _, f in ipairs(list) do json_list(f.extensions) end
+    out:write(json.encode(json_list(list)), "\n")
+    return
+  end
+  for _, f in ipairs(list) do
+    local exts = {}
+    for i, e in ipairs(f.extensions) do exts[i] = "." .. e end
+    out:write(string.format("%-18s %-10s %s\n", f.name,
+      (f.read and "read" or "") .. (f.read and f.write and "," or "") .. (f.write and "write" or ""),
+      table.concat(exts, " ")))
+    out:write("  ", f.description, "\n")
+    for _, op in ipairs({ "open", "save" }) do
+      local keys = {}
+      for k in pairs(f[op .. "_options"]) do keys[#keys + 1] = k end
+      table.sort(keys)
+      for _, k in ipairs(keys) do
+        out:write(string.format("  %s %-24s %s\n", op, k, f[op .. "_options"][k]))
+      end
+    end
+  end
+end
+
+local commands = { ls = true, show = true, convert = true, diff = true, run = true, verify = true,
+                   formats = true }
 
 -- Returns the exit status; every error is one line on stderr, no traceback.
 function cli.main(argv, out)

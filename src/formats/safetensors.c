@@ -846,13 +846,14 @@ static int write_file(const char *path, const gt_save *s, const wentry *ws,
   return gt_out_commit(&o, err);
 }
 
-int gt_safetensors_write(const char *path, const gt_save *s, gt_err *err) {
+int gt_safetensors_write(const char *path, const gt_save *s,
+                         const gt_value *metadata, gt_err *err) {
   wentry *ws = NULL;
   kv *pairs = NULL;
   jbuf hdr = {0};
   int rc = plan(s, &ws, err);
-  if (rc == GT_OK) rc = sorted_metadata(s->metadata, &pairs, err);
-  if (rc == GT_OK) rc = build_header(ws, s->n, s->metadata, pairs, &hdr, err);
+  if (rc == GT_OK) rc = sorted_metadata(metadata, &pairs, err);
+  if (rc == GT_OK) rc = build_header(ws, s->n, metadata, pairs, &hdr, err);
   if (rc == GT_OK) rc = gt_out_check_inputs(path, s->entries, s->n, err);
   if (rc == GT_OK) rc = write_file(path, s, ws, &hdr, err);
   free(ws);

@@ -15,13 +15,14 @@
 int gt_safetensors_read(gt_storage *file, gt_model *m, gt_err *err);
 /* Writes tensors ordered as the reference writer orders them (dtype
  * alignment descending, then name bytewise), each as its presented dtype
- * (lazy casts and views are materialised while streaming). s->metadata,
+ * (lazy casts and views are materialised while streaming). `metadata`,
  * when not NULL, must be a MAP of string -> string (valid UTF-8) and
  * becomes __metadata__ (keys sorted; an empty MAP gives "__metadata__":{}).
  * Header compact JSON as serde_json writes it, padded with spaces to a
  * multiple of 8: byte-identical to safetensors' save_file for the same
  * tensors. String and complex128 tensors, invalid UTF-8 names and the
  * name "__metadata__" are refused. Crash-safe via fileout.h. */
-int gt_safetensors_write(const char *path, const gt_save *s, gt_err *err);
+int gt_safetensors_write(const char *path, const gt_save *s,
+                         const gt_value *metadata, gt_err *err);
 
 #endif

@@ -18,7 +18,7 @@ typedef struct gt_entry {
 } gt_entry;
 
 typedef struct gt_model {
-  const char *format;   /* static: "safetensors", "npy", "npz", ... */
+  const char *format;   /* static: the format name (formats/format.c) */
   gt_entry *entries;
   size_t n, cap;
   gt_value *meta;       /* a MAP, or NULL */
@@ -35,11 +35,11 @@ int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,
 typedef void (*gt_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /* What every writer takes. Tensors are written with their presented dtype
- * (lazy casts are applied while streaming). */
+ * (lazy casts are applied while streaming). A writer that needs more takes
+ * it as a typed argument of its own (see formats/format.h). */
 typedef struct gt_save {
   const gt_entry *entries;
   size_t n;
-  const gt_value *metadata;    /* format-specific, may be NULL */
   gt_progress_fn progress;     /* may be NULL */
   void *progress_ctx;
 } gt_save;

@@ -36,8 +36,8 @@ int gt_hdf5_sniff(const unsigned char *p, uint64_t len, uint64_t *base);
  * or the open file needs it). Fills m (format "hdf5") and m->meta. */
 int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err);
 
-/* Write s's entries as an HDF5 file at path. s->metadata is a MAP whose
- * "layout" key holds a JSON document:
+/* Write s's entries as an HDF5 file at path. layout_json (layout_len bytes),
+ * when not NULL, is a JSON document:
  *   {"groups":   [{"path": P, "attrs": [[name, type, value], ...]}, ...],
  *    "datasets": [{"path": P, "attrs": [...]}, ...]}
  * groups are created in list order ("/" is the root, only for its attrs);
@@ -47,6 +47,7 @@ int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err);
  * else a scalar. Without a layout every entry is written at its own name,
  * '/' making groups (deepdish style). Data is streamed through a bounded
  * buffer straight to each dataset's place in the file. */
-int gt_hdf5_write(const char *path, const gt_save *s, gt_err *err);
+int gt_hdf5_write(const char *path, const gt_save *s, const char *layout_json,
+                  size_t layout_len, gt_err *err);
 
 #endif

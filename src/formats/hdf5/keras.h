@@ -5,7 +5,7 @@
  * opened as an HDF5 file image straight from the archive's bytes: a stored
  * member is a window of the mapped zip (no copy, no temporary file), a
  * deflated one is inflated into memory first. Naming the tensors by layer
- * and variable is policy and lives in lua/graft/keras.lua. */
+ * and variable is policy and lives in lua/graft/formats/keras.lua. */
 #ifndef GT_KERAS_H
 #define GT_KERAS_H
 

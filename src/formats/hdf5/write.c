@@ -391,12 +391,12 @@ static int pwrite_sink(void *ctx, const void *bytes, size_t n, gt_err *err) {
   return GT_OK;
 }
 
-int gt_hdf5_write(const char *path, const gt_save *s, gt_err *err) {
+int gt_hdf5_write(const char *path, const gt_save *s, const char *layout_json,
+                  size_t layout_len, gt_err *err) {
   if (gt_h5_ready(err) != GT_OK) return GT_ERR;
   cJSON *layout = NULL;
-  const gt_value *lv = s->metadata ? gt_value_get(s->metadata, "layout") : NULL;
-  if (lv && lv->kind == GT_V_STR) {
-    layout = cJSON_ParseWithLength(lv->str, lv->len);
+  if (layout_json) {
+    layout = cJSON_ParseWithLength(layout_json, layout_len);
     if (!layout || !cJSON_IsObject(layout)) {
       cJSON_Delete(layout);
       return gt_fail(err, "layout: not a JSON object");

@@ -50,6 +50,7 @@ typedef struct tplan {
 
 typedef struct tw {
   const gt_save *s;
+  const gt_value *tree;        /* what to pickle; NULL: an OrderedDict */
   tplan *tp;
   rec *recs;
   size_t nrecs;
@@ -383,7 +384,7 @@ static int pickle_all(tw *w, gt_err *err) {
   gt_pe_init(&w->pe);
   w->slot_storage = w->slot_cpu = NO_SLOT;
   if (gt_pe_proto(&w->pe, err) != GT_OK) return GT_ERR;
-  int rc = w->s->metadata ? pickle_value(w, w->s->metadata, 0, err)
+  int rc = w->tree ? pickle_value(w, w->tree, 0, err)
                           : pickle_state_dict(w, err);
   if (rc != GT_OK) return GT_ERR;
   return gt_pe_stop(&w->pe, err);
@@ -485,10 +486,12 @@ static void tw_free(tw *w) {
   gt_pe_free(&w->pe);
 }
 
-int gt_torch_write(const char *path, const gt_save *s, gt_err *err) {
+int gt_torch_write(const char *path, const gt_save *s, const gt_value *tree,
+                   gt_err *err) {
   tw w;
   memset(&w, 0, sizeof w);
   w.s = s;
+  w.tree = tree;
   gt_pe_init(&w.pe);
   if (gt_out_check_inputs(path, s->entries, s->n, err) != GT_OK ||
       plan(&w, err) != GT_OK || pickle_all(&w, err) != GT_OK) {

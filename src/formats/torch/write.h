@@ -6,7 +6,7 @@
  * <folder> is the target's base name without its last extension, as torch
  * names it ("archive" when that is empty or not plain UTF-8).
  *
- * What is pickled: s->metadata when given, a value tree whose GT_V_TENSOR
+ * What is pickled: `tree` when not NULL, a value tree whose GT_V_TENSOR
  * leaves index s->entries (MAP -> dict, or collections.OrderedDict when it
  * is non-empty and holds only tensors; LIST -> list; INT, FLOAT, STR, BOOL,
  * NIL -> int, float, str, bool, None); otherwise an OrderedDict of all the
@@ -31,6 +31,7 @@
 
 #include "io/model.h"
 
-int gt_torch_write(const char *path, const gt_save *s, gt_err *err);
+int gt_torch_write(const char *path, const gt_save *s, const gt_value *tree,
+                   gt_err *err);
 
 #endif

@@ -1,4 +1,4 @@
--- graft.tfgraph: TensorFlow graphs. Frozen GraphDef `.pb` files (Const
+-- graft.formats.tfgraph: TensorFlow graphs. Frozen GraphDef `.pb` files (Const
 -- nodes as tensors), MetaGraphDef `.meta` files and SavedModel directories
 -- (variables from variables/variables.*, signatures and variable facts in
 -- graft.meta), and patching the Consts of a frozen graph.
@@ -6,10 +6,18 @@
 
 local core = require "graft.core"
 
-local M = {}
+local M = { name = "tfgraph" }
 
--- The format names graft.open / graft.save take for this module.
-M.formats = { graphdef = true, metagraph = true, savedmodel = true }
+M.formats = {
+  { name = "graphdef", description = "TensorFlow frozen GraphDef .pb (Const nodes as tensors); "
+      .. "written as a patched copy of a graph",
+    extensions = { "pb" }, read = true, write = true,
+    save_options = { base = "the frozen .pb whose Consts are replaced (required)" } },
+  { name = "metagraph", description = "TensorFlow MetaGraphDef .meta (Const nodes as tensors)",
+    read = true, write = false },
+  { name = "savedmodel", description = "TensorFlow SavedModel directory (variables as tensors; "
+      .. "signatures in graft.meta)", read = true, write = false },
+}
 
 local function readable(p)
   local f = io.open(p, "rb")
@@ -28,28 +36,23 @@ local function inner(msg)
   return (tostring(msg):gsub("^[^\n]-:%d+: graft: ", ""):gsub("^graft: ", ""))
 end
 
--- A directory holding saved_model.pb is a SavedModel. Checked before the
--- first bytes are read, since a directory has none.
-function M.detect_dir(path)
-  if readable(path .. "/saved_model.pb") then return "savedmodel" end
+-- A directory holding saved_model.pb is a SavedModel (asked before the
+-- first bytes are read, since a directory has none). Protobuf files carry
+-- no magic number: when no format's first bytes matched, the name decides.
+function M.detect(_, path, ctx)
+  if ctx.stage == "path" then
+    if readable(path .. "/saved_model.pb") then return "savedmodel" end
+  elseif ctx.stage == "late" then
+    if path:match("saved_model%.pb$") then return "savedmodel" end
+    if path:match("%.pb$") then return "graphdef" end
+    if path:match("%.meta$") then return "metagraph" end
+  end
   return nil
 end
 
--- Protobuf files carry no magic number: when no other format's first bytes
--- matched, the name decides.
-function M.detect_name(path)
-  if path:match("saved_model%.pb$") then return "savedmodel" end
-  if path:match("%.pb$") then return "graphdef" end
-  if path:match("%.meta$") then return "metagraph" end
-  return nil
-end
-
--- graft.tf reads checkpoints (with its object-graph meta) when present.
-local has_tf, tf = pcall(require, "graft.tf")
-local function read_checkpoint(prefix)
-  if has_tf then return tf.open(prefix) end
-  return core.read(prefix, "tf")
-end
+-- A SavedModel's variables are a TF checkpoint (with its object-graph meta).
+local tf = require "graft.formats.tf"
+local read_checkpoint = tf.read
 
 local function savedmodel_dir(path)
   if path:match("saved_model%.pb$") then
@@ -84,18 +87,18 @@ function M.open_savedmodel(path)
   return tensors, names, meta
 end
 
-function M.open(path, format)
-  if format == "savedmodel" then return M.open_savedmodel(path) end
-  return core.read(path, format)
+function M.open(path, _, ctx)
+  if ctx.format == "savedmodel" then return ctx.remember(M.open_savedmodel(path)) end
+  return ctx.remember(ctx.read(path, ctx.format))
 end
 
 -- graft.save(path, tensors, {format = "graphdef", base = "frozen.pb"}):
 -- base with the Consts named in tensors replaced, every other byte kept.
-function M.save(path, tensors, names, opts, progress)
+function M.save(path, tensors, names, opts, ctx)
   if type(opts.base) ~= "string" then
     fail("%s: format graphdef writes a patched copy of a graph: pass opts.base = \"frozen.pb\"", path)
   end
-  core.tfgraph_patch(path, opts.base, names, tensors, progress)
+  core.tfgraph_patch(path, opts.base, names, tensors, ctx.progress(path))
 end
 
 return M

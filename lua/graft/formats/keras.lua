@@ -1,4 +1,5 @@
--- graft.keras: Keras policy over the generic HDF5 reader and writer.
+-- graft.formats.keras: HDF5 files, and the Keras layouts over them, through
+-- the generic HDF5 reader and writer (src/formats/hdf5/).
 --
 -- Reading: a Keras 2 file (model.save or save_weights, FORMATS.md 3a/3b) is
 -- read in the order `layer_names` and each layer's `weight_names` give;
@@ -18,7 +19,31 @@
 local core = require "graft.core"
 local json = require "graft.json"
 
-local keras = {}
+local keras = { name = "keras" }
+
+keras.formats = {
+  { name = "hdf5", description = "HDF5 file (every dataset a tensor; groups and attributes in graft.meta)",
+    extensions = { "hdf5" }, read = true, write = true,
+    save_options = { plain = "true: only the datasets, without the source file's groups and attributes" } },
+  { name = "keras", description = "Keras 2 HDF5 (model.save / save_weights .h5)",
+    extensions = { "h5" }, read = true, write = true,
+    save_options = {
+      strings = "\"vlen\" or \"fixed\": how name lists are stored (default: as the source file)",
+      regroup = "true: lay out layers from the names, not from the source file",
+      layer_names = "list of layer names to list first (layers without weights too)",
+      backend = "the backend attribute (default: the source's, else \"tensorflow\")",
+      keras_version = "the keras_version attribute (default: the source's, else \"2.15.0\")",
+      top_level_model_weights = "whether to write the empty top_level_model_weights group",
+    } },
+  { name = "keras3", description = "Keras 3 .weights.h5 (layers/<name>/vars/<i>)",
+    extensions = { "weights.h5" }, read = true, write = true,
+    save_options = {
+      regroup = "true: lay out objects from the names, not from the source file",
+      model_name = "name attribute of the top-level vars group",
+    } },
+  { name = "keras_zip", description = "Keras 3 .keras zip (config.json, metadata.json, model.weights.h5)",
+    extensions = { "keras" }, read = true, write = false },
+}
 
 local function fail(fmt, ...)
   error("graft: " .. string.format(fmt, ...), 0)
@@ -556,14 +581,50 @@ function keras.layout_hdf5(path, tensors, names, opts, src)
   return { groups = array(groups), datasets = array(dsets) }, names
 end
 
--- Formats this module reads (through graft.core "hdf5" / "keras_zip").
-keras.reads = { hdf5 = true, keras = true, keras3 = true, keras_zip = true }
-keras.writes = { hdf5 = true, keras = true, keras3 = true }
+-- ------------------------------------------------------------- registry
 
--- graft.open for HDF5 and .keras files: format is what detection or the
--- caller said; auto when detected (a generic HDF5 file is then looked at
--- for a Keras layout).
-function keras.open(path, format, auto, remember)
+-- HDF5's signature sits at 0 or at a power of two from 512 on (a user
+-- block before the superblock).
+local HDF5_SIG = "\x89HDF\r\n\x1a\n"
+local function hdf5_at_userblock(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local size = f:seek("end")
+  local off, found = 512, false
+  while not found and off + 8 <= size and off <= 2^40 do
+    f:seek("set", off)
+    found = f:read(8) == HDF5_SIG
+    off = off * 2
+  end
+  f:close()
+  return found
+end
+
+-- A .keras zip holds model.weights.h5 or config.json (asked before torch
+-- and numpy look at a zip). Whether an HDF5 file is a Keras one is decided
+-- when it is opened.
+function keras.detect(head, path, ctx)
+  if ctx.stage == "bytes" then
+    if head:sub(1, 8) == HDF5_SIG then return "hdf5" end
+    if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then
+      local ok, members = pcall(ctx.zip_names, path)
+      if ok then
+        for _, m in ipairs(members) do
+          if m == "model.weights.h5" or m == "config.json" then return "keras_zip" end
+        end
+      end
+    end
+  elseif ctx.stage == "late" then
+    if #head >= 8 and hdf5_at_userblock(path) then return "hdf5" end
+  end
+  return nil
+end
+
+-- graft.open for HDF5 and .keras files: ctx.format is what detection or the
+-- caller said; ctx.auto when detected (a generic HDF5 file is then looked
+-- at for a Keras layout).
+function keras.open(path, _, ctx)
+  local format, auto, remember = ctx.format, ctx.auto, ctx.remember
   local tensors, names, h5 = core.read(path, format == "keras_zip" and "keras_zip" or "hdf5")
   local kind, root = keras.classify(h5, names)
   if format == "keras_zip" then
@@ -589,12 +650,14 @@ function keras.open(path, format, auto, remember)
   return remember(tensors, names, h5)
 end
 
--- Write through the C writer with the layout as metadata.
-function keras.write(path, format, tensors, names, opts, src, progress)
+-- Write through the C HDF5 writer with the layout it takes.
+function keras.save(path, tensors, names, opts, ctx)
+  local format = ctx.format
   local f = format == "keras" and keras.layout2 or format == "keras3" and keras.layout3
     or keras.layout_hdf5
-  local layout, order = f(path, tensors, names, opts, src)
-  core.write(path, "hdf5", order, tensors, { layout = json.encode(layout) }, progress)
+  local layout, order = f(path, tensors, names, opts, ctx.source_meta)
+  ctx.write(path, "hdf5", order, tensors,
+    { layout = json.encode(layout), progress = ctx.progress(path) })
 end
 
 return keras

@@ -1,4 +1,4 @@
--- graft.tf: TensorFlow checkpoint policy. Bytes live in graft.core (the
+-- graft.formats.tf (graft.tf): TensorFlow checkpoint policy. Bytes live in graft.core (the
 -- table, bundle and V1 readers/writers); this module turns what the user
 -- passes into a bundle prefix, reads and writes `checkpoint` state files,
 -- and gives TF2 object-based checkpoints short names.
@@ -12,8 +12,22 @@
 --   a V1 checkpoint file (a table whose header is SavedTensorSlices)
 
 local core = require "graft.core"
+local model = require "graft.model"
 
-local tf = {}
+local tf = { name = "tf" }
+
+tf.formats = {
+  { name = "tf", description = "TensorFlow checkpoint (tensor bundle: PREFIX.index + "
+      .. "PREFIX.data-*; opened from a prefix, either file, a directory or a V1 file)",
+    extensions = { "index" }, read = true, write = true,
+    save_options = {
+      num_shards = "number of .data-* files (default: the source bundle's layout, else 1)",
+      shards = "table of name -> 0-based shard index",
+      checkpoint_state = "false: leave the directory's `checkpoint` file alone (default: update it)",
+    } },
+  { name = "tf_v1", description = "TensorFlow V1 checkpoint file (SavedTensorSlices table)",
+    read = true, write = false },
+}
 
 local MAGIC = "\x57\xfb\x80\x8b\x24\x75\x47\xdb"
 
@@ -188,14 +202,16 @@ function tf.resolve(path)
 end
 
 -- "tf" when path is one of the forms above, else nil (cheap: stats and at
--- most the last 8 bytes of one file).
-function tf.detect(path)
+-- most the last 8 bytes of one file). Asked before any bytes are read.
+function tf.detect(_, path, ctx)
+  if ctx.stage ~= "path" then return nil end
   local ok, kind = pcall(tf.resolve, path)
   if ok then return kind and "tf" or nil end
   return "tf"   -- a TF form with a problem: let open report it
 end
 
-function tf.open(path)
+-- The checkpoint at one of the path forms: tensors, names, meta.
+function tf.read(path)
   local kind, target, state = tf.resolve(path)
   if not kind then
     if strip_suffix(path) then
@@ -209,6 +225,18 @@ function tf.open(path)
   meta.file = kind == "v1" and target or nil
   meta.checkpoint_state = state
   return tensors, names, meta
+end
+
+-- A V2 bundle's per-entry crc32c, checked without materialising tensors.
+function tf.verify(path)
+  local kind, target = tf.resolve(path)
+  if kind == "v2" then return core.tf_verify(target) end
+  return nil
+end
+
+function tf.open(path, _, ctx)
+  if ctx.format == "tf_v1" then return ctx.remember(ctx.read(path, "tf_v1")) end
+  return ctx.remember(tf.read(path))
 end
 
 -- ------------------------------------------------------- short names
@@ -292,9 +320,8 @@ end
 -- (key -> tensor: optimizer hyperparameters, save_counter, keras_api
 -- metrics, the object graph). Keys without a short name stay as they are.
 function tf.split(m)
-  local graft = require "graft"
-  local keys = graft.names(m)
-  local names, slots, other = tf.short_names(graft.meta(m), keys)
+  local keys = model.names(m)
+  local names, slots, other = tf.short_names(model.meta(m), keys)
   local weights, slot_t, rest = {}, {}, {}
   for _, k in ipairs(keys) do
     local s = slots[k]
@@ -379,10 +406,10 @@ local function update_state(prefix)
 end
 
 -- opts: num_shards, shards, checkpoint_state (default true), progress.
-function tf.save(path, tensors, names, opts, src_meta, progress)
+function tf.save(path, tensors, names, opts, ctx)
   local prefix = prefix_of(path)
-  local n, map = plan_shards(names, tensors, opts, src_meta)
-  core.tf_write(prefix, names, tensors, n, map, progress)
+  local n, map = plan_shards(names, tensors, opts, ctx.source_meta)
+  core.tf_write(prefix, names, tensors, n, map, ctx.progress(path))
   if opts.checkpoint_state ~= false then update_state(prefix) end
   return prefix
 end

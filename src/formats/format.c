@@ -1,0 +1,126 @@
+/* format.c: the registry rows (see format.h). Each row adapts one family's
+ * reader and writer to the common signatures; the family's own header
+ * documents what its functions take. */
+#include <string.h>
+
+#include "formats/format.h"
+#include "formats/hdf5/hdf5.h"
+#include "formats/hdf5/keras.h"
+#include "formats/npy.h"
+#include "formats/npz.h"
+#include "formats/safetensors.h"
+#include "formats/tf/bundle.h"
+#include "formats/tf/graph.h"
+#include "formats/tf/v1.h"
+#include "formats/torch/read.h"
+#include "formats/torch/write.h"
+
+/* ------------------------------------------------------------ readers */
+
+static int rd_safetensors(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_safetensors_read(f, m, e);
+}
+static int rd_npy(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_npy_read(f, m, NULL, e);
+}
+static int rd_npz(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  return gt_npz_read(f, path, m, e);
+}
+static int rd_torch(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_torch_read(f, m, e);
+}
+/* A bundle is several files found from its prefix. */
+static int rd_tf(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)f;
+  return gt_tfbundle_read(path, m, e);
+}
+static int rd_tf_v1(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_tfv1_read(f, m, e);
+}
+static int rd_graphdef(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_tfgraph_read(f, m, e);
+}
+static int rd_metagraph(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_tfmeta_read(f, m, e);
+}
+static int rd_savedmodel(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_savedmodel_read(f, m, e);
+}
+static int rd_hdf5(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_hdf5_read(f, m, e);
+}
+static int rd_keras_zip(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_keras_zip_read(f, m, e);
+}
+
+/* ------------------------------------------------------------ writers */
+
+static int wr_safetensors(const char *path, const gt_save *s,
+                          const gt_write_input *in, gt_err *e) {
+  return gt_safetensors_write(path, s, in->u.strings, e);
+}
+static int wr_npy(const char *path, const gt_save *s, const gt_write_input *in,
+                  gt_err *e) {
+  (void)in;
+  return gt_npy_write(path, s, e);
+}
+static int wr_npz(const char *path, const gt_save *s, const gt_write_input *in,
+                  gt_err *e) {
+  return gt_npz_write(path, s, in->u.flag, e);
+}
+static int wr_torch(const char *path, const gt_save *s, const gt_write_input *in,
+                    gt_err *e) {
+  return gt_torch_write(path, s, in->u.tree, e);
+}
+static int wr_hdf5(const char *path, const gt_save *s, const gt_write_input *in,
+                   gt_err *e) {
+  return gt_hdf5_write(path, s, in->u.json.text, in->u.json.len, e);
+}
+
+/* "pickle" is a plain pickle read by the torch reader; "tf_v1" a V1
+ * checkpoint file; "savedmodel_pb" the saved_model.pb of a SavedModel (its
+ * variables are a "tf" bundle, which lua/graft/formats/tfgraph.lua joins). */
+static const gt_format formats[] = {
+  {"safetensors", rd_safetensors, 0, wr_safetensors, GT_IN_STRINGS},
+  {"npy", rd_npy, 0, wr_npy, GT_IN_NONE},
+  {"npz", rd_npz, 0, wr_npz, GT_IN_FLAG},
+  {"torch", rd_torch, 0, wr_torch, GT_IN_TREE},
+  {"pickle", rd_torch, 0, NULL, GT_IN_NONE},
+  {"tf", rd_tf, 1, NULL, GT_IN_NONE},
+  {"tf_v1", rd_tf_v1, 0, NULL, GT_IN_NONE},
+  {"graphdef", rd_graphdef, 0, NULL, GT_IN_NONE},
+  {"metagraph", rd_metagraph, 0, NULL, GT_IN_NONE},
+  {"savedmodel_pb", rd_savedmodel, 0, NULL, GT_IN_NONE},
+  {"hdf5", rd_hdf5, 0, wr_hdf5, GT_IN_JSON},
+  {"keras_zip", rd_keras_zip, 0, NULL, GT_IN_NONE},
+};
+
+const gt_format *gt_format_at(size_t i) {
+  return i < sizeof formats / sizeof formats[0] ? &formats[i] : NULL;
+}
+
+const gt_format *gt_format_find(const char *name) {
+  for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+    if (strcmp(formats[i].name, name) == 0) return &formats[i];
+  return NULL;
+}
+
+const char *gt_input_name(gt_input_kind kind) {
+  switch (kind) {
+  case GT_IN_STRINGS: return "metadata";
+  case GT_IN_TREE: return "tree";
+  case GT_IN_JSON: return "layout";
+  case GT_IN_FLAG: return "compress";
+  case GT_IN_NONE: break;
+  }
+  return NULL;
+}
