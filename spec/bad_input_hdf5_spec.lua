@@ -90,6 +90,23 @@ with h5py.File(sys.argv[2], "w") as f:
     refused(p .. "2", nil, "weight_names", "not strings")
   end)
 
+  it("refuses a group hard-linked inside itself (a link cycle), but not a group linked twice", function()
+    local p = H.tmpdir() .. "/cycle.h5"
+    H.py([[
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "w") as f:
+    f.create_dataset("a/b/w", data=np.arange(3, dtype="<f4"))
+    f["a/b/up"] = f["a"]
+with h5py.File(sys.argv[2], "w") as f:
+    f.create_dataset("a/w", data=np.arange(3, dtype="<f4"))
+    f["c"] = f["a"]
+]], p, p .. "2")
+    refused(p, { format = "hdf5" }, 'group "a/b/up" contains itself (a link cycle)')
+    local m = graft.open(p .. "2", { format = "hdf5" })
+    assert.are.same({ "a/w", "c/w" }, graft.names(m))
+    assert.is_true(m["c/w"]:equal(m["a/w"]))
+  end)
+
   it("refuses a .keras zip whose weights member is not HDF5", function()
     local dir = H.tmpdir()
     H.py([[

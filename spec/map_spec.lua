@@ -142,6 +142,18 @@ describe("graft.map", function()
       "optimizer/step" }, graft.names(out))
   end)
 
+  it("order = \"rules\" orders the result by rule, source order within a rule", function()
+    local rules = {
+      { "^conv(%d+)/kernel$", "c%1.k" },
+      { "^conv(%d+)/bias$", "c%1.b" },
+      { "^optimizer/", graft.drop },
+    }
+    local out = graft.map(loaded(), rules, { order = "rules", keep_unmatched = true })
+    assert.are.same({ "c2.k", "c1.k", "c2.b", "c1.b", "dense/kernel", "dense/bias" }, graft.names(out))
+    local err = H.raises(function() graft.map(loaded(), rules, { order = "names" }) end)
+    assert.truthy(err:find('^graft: map: opts.order must be "rules"'), err)
+  end)
+
   it("two names mapping to one target is an error naming both", function()
     local err = H.raises(function()
       graft.map(loaded(), { { "^(%a+)%d*/(%a+)$", "%1.%2" }, { ".", graft.drop } })

@@ -126,12 +126,12 @@ local function load_recipe(path)
 end
 
 -- A --map RECIPE is a Lua file returning either a rules list for graft.map
--- or a function(model) -> table.
+-- (and optionally graft.map's opts) or a function(model) -> table.
 local function apply_map(m, recipe)
   if not recipe then return m end
-  local r = load_recipe(recipe)()
+  local r, opts = load_recipe(recipe)()
   if type(r) == "function" then return r(m) end
-  if type(r) == "table" then return graft.map(m, r) end
+  if type(r) == "table" then return graft.map(m, r, opts) end
   error("graft: " .. recipe .. ": a map recipe returns rules or a function", 0)
 end
 

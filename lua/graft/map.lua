@@ -51,7 +51,7 @@ local function find_rule(rules, name)
     if type(pat) ~= "string" then fail("map: rule %d: {pattern, target [, transform]} with a string pattern", i) end
     local ok, hit = pcall(string.find, name, pat)
     if not ok then fail("map: rule %d: bad pattern %q: %s", i, pat, inner(hit)) end
-    if hit then return rule end
+    if hit then return rule, i end
   end
   return nil
 end
@@ -59,14 +59,20 @@ end
 -- rules: ordered list of {pattern, target [, transform]}; the first rule
 -- whose Lua pattern matches a name decides. target: a replacement string
 -- (string.gsub syntax), a function(name, tensor) -> new name, graft.keep
--- or graft.drop. A name no rule matches is an error.
+-- or graft.drop. A name no rule matches is an error. The result keeps the
+-- source's order; opts.order = "rules" orders it by the rule that made each
+-- name (source order within a rule), for positional formats such as Keras
+-- whose layers want kernel before bias whatever order the source had.
 function M.map(m, rules, opts)
   opts = opts or {}
   if type(rules) ~= "table" then fail("map: rules must be a list of {pattern, target [, transform]}") end
-  local out, order, from = {}, {}, {}
+  if opts.order ~= nil and opts.order ~= "rules" then
+    fail("map: opts.order must be \"rules\" (got %s)", tostring(opts.order))
+  end
+  local out, order, from, rank = {}, {}, {}, {}
   for _, name in ipairs(model.names(m)) do
     local t = m[name]
-    local rule = find_rule(rules, name)
+    local rule, ri = find_rule(rules, name)
     local new, transform
     if rule then
       if rule[2] ~= M.drop then
@@ -82,7 +88,14 @@ function M.map(m, rules, opts)
       from[new] = name
       out[new] = apply_transform(name, t, transform)
       order[#order + 1] = new
+      rank[new] = { ri or #rules + 1, #order }
     end
+  end
+  if opts.order == "rules" then
+    table.sort(order, function(a, b)
+      local x, y = rank[a], rank[b]
+      return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2])
+    end)
   end
   return model.remember(out, order, { format = "map" })
 end

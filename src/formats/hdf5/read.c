@@ -245,6 +245,42 @@ static int map_type(hid_t t, gt_dtype *dt, int *swap, const char **why) {
 /* 3. Attributes                                                        */
 /* ------------------------------------------------------------------ */
 
+/* An object's identity within its file, to detect link cycles. HDF5 1.12
+ * replaced the header address of H5O_info_t by an opaque token (H5O_info2_t,
+ * H5Oget_info3, compared with H5Otoken_cmp); Debian 12 has 1.10, Debian 13
+ * has 1.14. */
+#if H5_VERSION_GE(1, 12, 0)
+typedef H5O_info2_t obj_info;
+typedef H5O_token_t obj_id;
+static herr_t obj_info_of(hid_t obj, obj_info *oi, unsigned fields) {
+  return H5Oget_info3(obj, oi, fields);
+}
+static herr_t obj_info_by_name(hid_t loc, const char *name, obj_info *oi,
+                               unsigned fields) {
+  return H5Oget_info_by_name3(loc, name, oi, fields, H5P_DEFAULT);
+}
+static obj_id obj_id_of(const obj_info *oi) { return oi->token; }
+static int same_obj(hid_t loc, const obj_id *a, const obj_id *b) {
+  int cmp = 1;
+  return H5Otoken_cmp(loc, a, b, &cmp) >= 0 && cmp == 0;
+}
+#else
+typedef H5O_info_t obj_info;
+typedef haddr_t obj_id;
+static herr_t obj_info_of(hid_t obj, obj_info *oi, unsigned fields) {
+  return H5Oget_info2(obj, oi, fields);
+}
+static herr_t obj_info_by_name(hid_t loc, const char *name, obj_info *oi,
+                               unsigned fields) {
+  return H5Oget_info_by_name2(loc, name, oi, fields, H5P_DEFAULT);
+}
+static obj_id obj_id_of(const obj_info *oi) { return oi->addr; }
+static int same_obj(hid_t loc, const obj_id *a, const obj_id *b) {
+  (void)loc;
+  return *a == *b;
+}
+#endif
+
 /* What the walk builds. */
 typedef struct walk {
   h5file *f;
@@ -252,7 +288,7 @@ typedef struct walk {
   gt_value *attrs, *types, *groups, *skipped;
   gt_err *err;
   int depth;
-  haddr_t *seen;          /* addresses of groups on the current path */
+  obj_id *seen;           /* the groups on the current path */
 } walk;
 
 
@@ -452,8 +488,8 @@ static H5_index_t attr_index(hid_t obj) {
 /* Attributes of obj (at path) into attrs[path] / attr_types[path]; objects
  * without attributes get no entry. */
 static int read_attrs(walk *w, hid_t obj, const char *path) {
-  H5O_info_t oi;
-  if (H5Oget_info2(obj, &oi, H5O_INFO_NUM_ATTRS) < 0)
+  obj_info oi;
+  if (obj_info_of(obj, &oi, H5O_INFO_NUM_ATTRS) < 0)
     return gt_h5_fail(w->err, "%.*s: cannot read its object header", GT_H5_SHOWN, path);
   if (oi.num_attrs == 0) return GT_OK;
   attr_walk a = {w, path, gt_value_new(GT_V_MAP), gt_value_new(GT_V_MAP), 0};
@@ -780,12 +816,14 @@ static herr_t link_cb(hid_t gid, const char *name, const H5L_info_t *li,
     return -1;
   }
   int rc = GT_OK;
-  H5O_info_t oi;
-  if (H5Oget_info_by_name2(gid, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+  obj_info oi;
+  obj_id id;
+  if (obj_info_by_name(gid, name, &oi, H5O_INFO_BASIC) < 0) {
     rc = gt_h5_fail(w->err, "\"%.*s\": cannot read its object header", GT_H5_SHOWN, path);
   } else if (oi.type == H5O_TYPE_GROUP) {
+    id = obj_id_of(&oi);
     for (int i = 0; i < w->depth; i++)
-      if (w->seen[i] == oi.addr) {
+      if (same_obj(gid, &w->seen[i], &id)) {
         rc = gt_fail(w->err, "group \"%.*s\" contains itself (a link cycle)",
                      GT_H5_SHOWN, path);
         break;
@@ -794,7 +832,7 @@ static herr_t link_cb(hid_t gid, const char *name, const H5L_info_t *li,
     if (rc == GT_OK && sub < 0)
       rc = gt_h5_fail(w->err, "group \"%.*s\": cannot open", GT_H5_SHOWN, path);
     if (rc == GT_OK) {
-      w->seen[w->depth] = oi.addr;
+      w->seen[w->depth] = id;
       rc = walk_group(w, sub, path);
     }
     if (sub >= 0) H5Gclose(sub);
