@@ -507,6 +507,9 @@ function graft.save(path, tensors, opts)
   if format == "graphdef" then
     return tfgraph.save(path, out, names, opts, progress_fn(opts, path))
   end
+  if format == "savedmodel" then
+    return require("graft.tfsaved").save(path, out, names, opts, graft, progress_fn(opts, path))
+  end
   if keras.writes[format] then
     return keras.write(path, format, out, names, opts, graft.meta(tensors), progress_fn(opts, path))
   end
