@@ -105,15 +105,37 @@ describe("TensorFlow-written files (TensorFlow as oracle)", function()
     assert.is_truthy(other["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"])
   end)
 
-  it("SavedModel from tf.saved_model.save", function()
-    local m = agree(oracle.sets.sm_tf2)
-    assert.are.equal("savedmodel", graft.meta(m).format)
-    assert.is_truthy(graft.meta(m).signatures.serving_default)
+  it("TF2 checkpoint sharded by MaxShardSizePolicy: 5 data files, a variable in slices", function()
+    local m = agree(oracle.sets.tf2_sharded)
+    assert.are.equal(5, graft.meta(m).num_shards)
+    assert.is_truthy(graft.meta(m).partitioned["vs/0/.ATTRIBUTES/VARIABLE_VALUE"])
   end)
 
-  it("SavedModel from tf-keras model.save", function()
+  -- graft's signatures and variables of a SavedModel are what TF's own
+  -- protobuf classes parse (variables compared as a set, by key).
+  local function same_savedmodel_meta(m, want)
+    local meta = graft.meta(m)
+    assert.same(want.signatures, meta.signatures)
+    local mine = {}
+    for _, v in ipairs(meta.variables) do
+      mine[v.key] = { name = v.name, dtype = v.dtype, shape = v.shape, trainable = v.trainable, key = v.key }
+    end
+    local theirs = {}
+    for _, v in ipairs(want.variables) do theirs[v.key] = v end
+    assert.same(theirs, mine)
+  end
+
+  it("SavedModel from tf.saved_model.save: variables, signatures", function()
+    local m = agree(oracle.sets.sm_tf2)
+    assert.are.equal("savedmodel", graft.meta(m).format)
+    same_savedmodel_meta(m, oracle.sets.sm_tf2.savedmodel)
+  end)
+
+  it("SavedModel from tf-keras model.save: variables (slots too), signatures", function()
     local m = agree(oracle.sets.sm_keras)
     assert.are.equal("savedmodel", graft.meta(m).format)
+    same_savedmodel_meta(m, oracle.sets.sm_keras.savedmodel)
+    assert.is_true(#oracle.sets.sm_keras.savedmodel.variables > 8)
   end)
 
   it("frozen graph from convert_variables_to_constants_v2", function()
