@@ -152,4 +152,21 @@ describe("TensorFlow-written files (TensorFlow as oracle)", function()
       assert.is_true(seen[d] == true, d)
     end
   end)
+
+  it(".meta variables: names, dtypes, shapes and checkpoint keys as import_meta_graph has them "
+    .. "(a partitioned variable's parts keyed by the full name)", function()
+    local m = graft.open(dir .. "/tf1.meta")
+    local mine = {}
+    for _, v in ipairs(graft.meta(m).variables) do
+      mine[v.name] = { name = v.name, dtype = v.dtype, shape = v.shape, key = v.key }
+    end
+    local theirs = {}
+    for _, v in ipairs(oracle.sets.meta.variables) do theirs[v.name] = v end
+    assert.same(theirs, mine)
+    assert.are.equal("part/emb", mine["part/emb/part_1"].key)
+    assert.are.equal("part/emb/Adam_1", mine["part/emb/part_2/Adam_1"].key)
+    -- every key is one the Saver wrote
+    local saved = oracle.sets.tf1_v2.tensors
+    for _, v in pairs(mine) do assert.is_truthy(saved[v.key], v.key) end
+  end)
 end)
