@@ -40,7 +40,7 @@ end
 
 local INT_RANGE = {
   int8 = { -128, 127 }, int16 = { -32768, 32767 }, int32 = { -2147483648, 2147483647 },
-  int64 = { math.mininteger, math.maxinteger }, uint8 = { 0, 255 }, uint16 = { 0, 65535 },
+  uint8 = { 0, 255 }, uint16 = { 0, 65535 },
   uint32 = { 0, 4294967295 }, bool = { 0, 1 },
 }
 
@@ -52,10 +52,12 @@ local function values_of(dt, shape)
     for i = 1, 2 * n do parts[i] = string.pack(fmt, rand() * 100) end
     return graft.tensor(table.concat(parts), dt, shape)
   end
-  if dt == "uint64" then
+  if dt == "uint64" or dt == "int64" then
+    -- 64-bit patterns over the whole range, extremes first
     local parts = {}
     for i = 1, n do parts[i] = string.pack("<i8", math.floor(rand() * 2^62) * 4 + i) end
-    parts[1] = string.pack("<i8", -1) -- 2^64 - 1
+    parts[1] = string.pack("<i8", dt == "uint64" and -1 or math.mininteger)
+    parts[2] = string.pack("<i8", dt == "uint64" and 0 or math.maxinteger)
     return graft.tensor(table.concat(parts), dt, shape)
   end
   local v = {}
