@@ -3,11 +3,16 @@
 # written as a TF checkpoint by graft; open + list and a full read of it;
 # and TF checkpoint -> .pt with HWIO->OIHW and dense transposes against
 # .pt -> .pt of the same job (same transposes, same writer), so the two
-# differ only in the reader.
-# GRAFT_BENCH_DIR (default /tmp/graft-bench) holds the files.
+# differ only in the reader. TensorFlow itself is the peer where a user
+# would use it (bench/tf_ref.py under the oracle environment's python,
+# GRAFT_ORACLE_PYTHON): tf.train.load_checkpoint + get_tensor of every entry,
+# and the ckpt2h5.py route (TF reader, numpy transpose, torch.save).
+# GRAFT_BENCH_DIR (default /tmp/graft-bench) holds the files (TensorFlow's
+# log lines go to tf/oracle.log there).
 set -e
 cd "$(dirname "$0")/.."
 PY=${GRAFT_PYTHON:-/usr/bin/python3}
+ORACLE=${GRAFT_ORACLE_PYTHON:-.venv-oracles/bin/python}
 DIR=${GRAFT_BENCH_DIR:-/tmp/graft-bench}
 mkdir -p "$DIR/tf"
 JOB="$DIR/job.safetensors"
@@ -34,7 +39,13 @@ echo "  graft $(ms $(get "$g" graft)) (target <= 10 ms)"
 
 g=$(lua5.4 bench/tf_steps.lua read "$CKPT")
 echo "full read of the TF checkpoint (every tensor materialised, crc32c checked):"
-echo "  graft $(ms $(get "$g" graft))"
+if [ -x "$ORACLE" ]; then
+  r=$($ORACLE bench/tf_ref.py read "$CKPT" 2>>"$DIR/tf/oracle.log")
+  echo "  graft $(ms $(get "$g" graft))  TensorFlow load_checkpoint + get_tensor $(ms $(get "$r" tf))"
+  echo "  graft vs TensorFlow: $(ratio $(get "$r" tf) $(get "$g" graft))x"
+else
+  echo "  graft $(ms $(get "$g" graft))  (no TensorFlow rows: $ORACLE missing; tools/install-deps --test)"
+fi
 
 # The .pt job (bench/torch.sh builds it) is the reference source: the issue
 # asks TF -> .pt to be at least as fast as .pt -> .pt.
@@ -63,5 +74,12 @@ if cmp -s "$DIR/tf/a/out.$EXT" "$DIR/tf/b/out.$EXT"; then
   echo "  outputs are byte-identical"
 else
   echo "  OUTPUTS DIFFER"
+fi
+if [ -x "$ORACLE" ]; then
+  r=$($ORACLE bench/tf_ref.py convert "$CKPT" "$DIR/tf/b/out.$EXT" 2>>"$DIR/tf/oracle.log")
+  echo "TF checkpoint -> .pt through TensorFlow (load_checkpoint, numpy transpose, torch.save):"
+  echo "  TensorFlow + torch $(ms $(get "$r" tf_torch)), peak RSS $(mib $(get "$r" rss))"
+  echo "  graft vs TensorFlow + torch: $(ratio $(get "$r" tf_torch) $TFT)x"
+  echo "  outputs hold $($ORACLE bench/tf_ref.py check "$DIR/tf/a/out.$EXT" "$DIR/tf/b/out.$EXT" 2>>"$DIR/tf/oracle.log") equal tensors"
 fi
 rm -f "$DIR/tf/a/out.$EXT" "$DIR/tf/b/out.$EXT"

@@ -79,7 +79,7 @@ function graft.save(path, tensors, opts)
   local ctx = { format = f.name, source_meta = model.meta(tensors), write = core.write,
                 write_file = core.write_file, names = model.names,
                 ordered_names = model.ordered_names, cast = model.cast,
-                is_tensor = core.is_tensor,
+                is_tensor = core.is_tensor, open = graft.open, meta = model.meta,
                 progress = function(p) return progress.fn(opts, p) end }
   if f.nested and type(tensors) == "table" then
     return f.family.save(path, tensors, nil, opts, ctx)

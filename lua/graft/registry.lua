@@ -30,7 +30,8 @@
 --               (names) and cast (opts.dtype) unless the format is nested;
 --               ctx.format, ctx.progress(path) (opts.progress as a function
 --               or nil), ctx.source_meta (graft.meta of what was passed),
---               ctx.write (graft.core.write), ctx.names, ctx.cast.
+--               ctx.write (graft.core.write), ctx.names, ctx.cast, ctx.open
+--               (graft.open), ctx.meta (graft.meta).
 -- Bytes live in C: each format's reader and writer is a row of
 -- src/formats/format.c, reached through graft.core.read / graft.core.write.
 --

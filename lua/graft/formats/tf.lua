@@ -247,6 +247,41 @@ local function strip_output(n)
   return (n:gsub(":%d+$", ""))
 end
 
+-- Every variable under an optimizer node, at any depth, is the optimizer's.
+-- A Keras >= 2.11 optimizer keeps its slots there too, in the list
+-- `_variables`, with no slot_variables records: such a variable named
+-- "<optimizer>/<slot>/<full name of a model variable>" (Adam/m/dense/kernel)
+-- is that variable's slot.
+function tf.optimizer_subtree(nodes, opt_nodes, key_of, full_of, slots, other)
+  local model_key = {}
+  for _, k in pairs(key_of) do
+    if full_of[k] then model_key[full_of[k]] = k end
+  end
+  local seen, stack = {}, {}
+  for id in pairs(opt_nodes) do stack[#stack + 1] = id end
+  while #stack > 0 do
+    local id = table.remove(stack)
+    if not seen[id] then
+      seen[id] = true
+      for _, c in ipairs(nodes[id + 1] and nodes[id + 1].children or {}) do
+        stack[#stack + 1] = c.node_id
+      end
+    end
+  end
+  for id in pairs(seen) do
+    local k = key_of[id]
+    if k and not slots[k] then
+      local slot, var = (full_of[k] or ""):match("^[^/]+/([^/]+)/(.+)$")
+      local vk = var and model_key[var]
+      if vk and not seen[vk] and vk ~= k then
+        slots[k] = { variable = vk, slot = slot }
+      else
+        other[k] = true
+      end
+    end
+  end
+end
+
 -- For a TF2 object-based checkpoint (meta.object_graph present):
 --   names[key]  = short name: the variable's own name (SerializedTensor
 --                 full_name, e.g. "dense/kernel") when it is unique, else the
@@ -288,12 +323,7 @@ function tf.short_names(meta, keys)
   for _, c in ipairs(root and root.children or {}) do
     if c.local_name == "optimizer" then opt_nodes[c.node_id] = true end
   end
-  for id in pairs(opt_nodes) do
-    for _, c in ipairs(nodes[id + 1] and nodes[id + 1].children or {}) do
-      local k = key_of[c.node_id]
-      if k and not slots[k] then other[k] = true end
-    end
-  end
+  tf.optimizer_subtree(nodes, opt_nodes, key_of, full_of, slots, other)
   local count = {}
   for _, k in ipairs(keys) do
     local f = full_of[k]

@@ -16,7 +16,9 @@ M.formats = {
   { name = "metagraph", description = "TensorFlow MetaGraphDef .meta (Const nodes as tensors)",
     read = true, write = false },
   { name = "savedmodel", description = "TensorFlow SavedModel directory (variables as tensors; "
-      .. "signatures in graft.meta)", read = true, write = false },
+      .. "signatures in graft.meta); written as a copy of a SavedModel with new variable values",
+    read = true, write = true,
+    save_options = { base = "the SavedModel directory copied, its variables replaced (required)" } },
 }
 
 local function readable(p)
@@ -95,6 +97,9 @@ end
 -- graft.save(path, tensors, {format = "graphdef", base = "frozen.pb"}):
 -- base with the Consts named in tensors replaced, every other byte kept.
 function M.save(path, tensors, names, opts, ctx)
+  if ctx.format == "savedmodel" then
+    return require("graft.formats.tfsaved").save(path, tensors, names, opts, ctx)
+  end
   if type(opts.base) ~= "string" then
     fail("%s: format graphdef writes a patched copy of a graph: pass opts.base = \"frozen.pb\"", path)
   end

@@ -27,6 +27,7 @@
 #include "tensor.pb-c.h"
 #include "tensor_shape.pb-c.h"
 #include "formats/tf/proto.h"
+#include "formats/tf/varkeys.h"
 
 /* ------------------------------------------------------------ data types */
 
@@ -790,7 +791,8 @@ static int read_metagraph(gt_storage *file, size_t start, size_t end, int consts
     rc = gt_tfg_walk(file->data, graph.pos, graph.pos + graph.len, on_node, &rd,
                     &producer, err);
   if (rc == GT_OK && (metagraph_meta(mg, meta) != GT_OK ||
-                      graph_meta(&rd, producer, meta) != GT_OK))
+                      graph_meta(&rd, producer, meta) != GT_OK ||
+                      gt_tf_variable_keys(mg, meta) != GT_OK))
     rc = gt_fail(err, "out of memory");
   reader_free(&rd);
   protobuf_c_message_free_unpacked(&mg->base, NULL);
