@@ -24,6 +24,14 @@ static const char *storage_class(gt_dtype dt) {
   return t ? t->storage : NULL;
 }
 
+/* Types torch >= 2.1 saves as torch.save does: an UntypedStorage whose
+ * persistent id counts bytes, rebuilt by _rebuild_tensor_v3 with the dtype
+ * as its last argument (torch.<dtype> global). torch 1.13 cannot load them. */
+static const gt_torch_type *untyped_type(gt_dtype dt) {
+  const gt_torch_type *t = gt_torch_type_of(dt);
+  return t && !t->storage && t->gt >= 0 ? t : NULL;
+}
+
 /* Deeper value trees than this are refused (the pickle would be legal, but
  * no weights file nests so deep and the writer recurses). */
 #define MAX_DEPTH 200
@@ -151,11 +159,10 @@ static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
 static int check_dtypes(const gt_save *s, gt_err *err) {
   for (size_t i = 0; i < s->n; i++) {
     gt_dtype dt = s->entries[i].t.dtype;
-    if (!storage_class(dt))
+    if (!storage_class(dt) && !untyped_type(dt))
       return gt_fail(err, "tensor \"%.200s\": dtype %s cannot be written to a "
-                          "torch file (torch 1.13 has no storage for it; "
-                          "cast it first)", s->entries[i].name,
-                     gt_dtype_name(dt));
+                          "torch file (torch has no such type; cast it first)",
+                     s->entries[i].name, gt_dtype_name(dt));
   }
   return GT_OK;
 }
@@ -196,7 +203,8 @@ fail:
 
 static int pickle_value(tw *w, const gt_value *v, int depth, gt_err *err);
 
-/* ('storage', torch.<X>Storage, key, 'cpu', numel) then BINPERSID. */
+/* ('storage', torch.<X>Storage, key, 'cpu', numel) then BINPERSID; for the
+ * v3 types ('storage', torch.storage.UntypedStorage, key, 'cpu', nbytes). */
 static int pickle_storage(tw *w, rec *r, gt_err *err) {
   gt_pe *pe = &w->pe;
   if (gt_pe_op(pe, GT_PE_MARK, err) != GT_OK) return GT_ERR;
@@ -207,7 +215,9 @@ static int pickle_storage(tw *w, rec *r, gt_err *err) {
   } else {
     w->slot_storage = pe->memo - 1;
   }
-  if (gt_pe_global(pe, "torch", storage_class(r->dt), err) != GT_OK)
+  int v3 = untyped_type(r->dt) != NULL;
+  if ((v3 ? gt_pe_global(pe, "torch.storage", "UntypedStorage", err)
+          : gt_pe_global(pe, "torch", storage_class(r->dt), err)) != GT_OK)
     return GT_ERR;
   if (r->key >= 0) {
     if (gt_pe_get(pe, r->key_slot, err) != GT_OK) return GT_ERR;
@@ -226,7 +236,7 @@ static int pickle_storage(tw *w, rec *r, gt_err *err) {
   } else {
     w->slot_cpu = pe->memo - 1;
   }
-  if (gt_pe_int(pe, r->numel, err) != GT_OK ||
+  if (gt_pe_int(pe, v3 ? (int64_t)r->nbytes : r->numel, err) != GT_OK ||
       gt_pe_op(pe, GT_PE_TUPLE, err) != GT_OK ||
       gt_pe_put(pe, NULL, err) != GT_OK)
     return GT_ERR;
@@ -248,13 +258,16 @@ static int pickle_tensor(tw *w, size_t i, gt_err *err) {
   tplan *p = &w->tp[i];
   if (p->slot != NO_SLOT) return gt_pe_get(pe, p->slot, err);
   const gt_tensor *t = &w->s->entries[i].t;
-  if (gt_pe_global(pe, "torch._utils", "_rebuild_tensor_v2", err) != GT_OK ||
+  const gt_torch_type *v3 = untyped_type(w->recs[p->rec].dt);
+  if (gt_pe_global(pe, "torch._utils", v3 ? "_rebuild_tensor_v3"
+                                          : "_rebuild_tensor_v2", err) != GT_OK ||
       gt_pe_op(pe, GT_PE_MARK, err) != GT_OK ||
       pickle_storage(w, &w->recs[p->rec], err) != GT_OK ||
       gt_pe_int(pe, p->offset, err) != GT_OK ||
       gt_pe_int_tuple(pe, t->shape, t->ndim, err) != GT_OK ||
       gt_pe_int_tuple(pe, p->stride, t->ndim, err) != GT_OK ||
       gt_pe_bool(pe, 0, err) != GT_OK || pickle_odict(pe, err) != GT_OK ||
+      (v3 && gt_pe_global(pe, "torch", v3->dtype, err) != GT_OK) ||
       gt_pe_op(pe, GT_PE_TUPLE, err) != GT_OK ||
       gt_pe_put(pe, NULL, err) != GT_OK ||
       gt_pe_op(pe, GT_PE_REDUCE, err) != GT_OK)
