@@ -54,6 +54,8 @@ typedef struct tplan {
   int64_t offset;        /* storage offset, elements */
   int64_t stride[GT_MAXDIM];
   uint32_t slot;         /* memo slot of the rebuilt tensor, once pickled */
+  size_t alias;          /* the entry pickled for this one (itself, or an
+                            earlier one with the same record and view) */
 } tplan;
 
 typedef struct tw {
@@ -124,6 +126,23 @@ static int add_contiguous(tw *w, size_t i, gt_err *err) {
   return GT_OK;
 }
 
+/* An earlier entry of idx[0, k) with the view of idx[k] (offset, shape,
+ * strides; they share a record and dtype), else idx[k]. torch pickles one
+ * tensor object under two names once and then refers to it (tied weights),
+ * so such entries are pickled once too. */
+static size_t same_view(const tw *w, const size_t *idx, size_t k) {
+  const gt_entry *en = w->s->entries;
+  const gt_tensor *t = &en[idx[k]].t;
+  for (size_t j = 0; j < k; j++) {
+    const gt_tensor *u = &en[idx[j]].t;
+    if (u->offset == t->offset && u->ndim == t->ndim &&
+        memcmp(u->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0 &&
+        memcmp(u->strides, t->strides, sizeof(int64_t) * (size_t)t->ndim) == 0)
+      return w->tp[idx[j]].alias;
+  }
+  return idx[k];
+}
+
 /* Entries idx[0, n) view one storage alike: one record over their bytes. */
 static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
   const gt_entry *en = w->s->entries;
@@ -151,6 +170,7 @@ static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
     p->rec = w->nrecs;
     p->offset = (t->offset - lo) / isz;
     memcpy(p->stride, t->strides, sizeof p->stride);
+    p->alias = same_view(w, idx, k);
   }
   w->nrecs++;
   return GT_OK;
@@ -181,6 +201,7 @@ static int plan(tw *w, gt_err *err) {
   }
   for (size_t i = 0; i < n; i++) {
     w->tp[i].slot = NO_SLOT;
+    w->tp[i].alias = i;
     if (shareable(&s->entries[i].t)) idx[m++] = i;
     else if (add_contiguous(w, i, err) != GT_OK) goto fail;
   }
@@ -255,6 +276,7 @@ static int pickle_odict(gt_pe *pe, gt_err *err) {
 
 static int pickle_tensor(tw *w, size_t i, gt_err *err) {
   gt_pe *pe = &w->pe;
+  i = w->tp[i].alias;
   tplan *p = &w->tp[i];
   if (p->slot != NO_SLOT) return gt_pe_get(pe, p->slot, err);
   const gt_tensor *t = &w->s->entries[i].t;
