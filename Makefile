@@ -72,7 +72,7 @@ asan:
 	  status=$$?; $(MAKE) clean; exit $$status
 
 bench: $(MODULE)
-	@sh bench/run
+	@GRAFT_ORACLE_PYTHON="$${GRAFT_ORACLE_PYTHON:-$(ORACLE_PYTHON)}" sh bench/run
 
 install: $(MODULE)
 	mkdir -p $(INST_LIBDIR)/graft $(INST_LUADIR)/graft $(INST_BINDIR)
