@@ -76,6 +76,42 @@ describe("torch 2.x oracle", function()
     assert.are.same({}, pm.skipped)
   end)
 
+  it("a damaged .pt2 payload config is an error naming the file and tensor", function()
+    -- torch's m.pt2 with one entry of its weights config changed (zipfile
+    -- rewrites the archive; the records stay stored)
+    local edit = [[
+import json, sys, zipfile
+src, dst, case = sys.argv[1:4]
+zi = zipfile.ZipFile(src)
+zo = zipfile.ZipFile(dst, "w")
+for i in zi.infolist():
+    b = zi.read(i)
+    if i.filename.endswith("data/weights/model_weights_config.json"):
+        c = json.loads(b)
+        e = c["config"]["conv.weight"]
+        if case == "offset": e["tensor_meta"]["storage_offset"] = {"as_int": 10**6}
+        if case == "dtype": e["tensor_meta"]["dtype"] = 99
+        if case == "record": e["path_name"] = "weight_999"
+        if case == "sizes": e["tensor_meta"]["sizes"] = [{"as_int": -1}]
+        b = b"{not json" if case == "json" else json.dumps(c).encode()
+    zo.writestr(i, b)
+zo.close()
+]]
+    local cases = {
+      offset = 'tensor "conv.weight"', dtype = 'tensor "conv.weight": unknown dtype code',
+      record = 'tensor "conv.weight": record m/data/weights/weight_999 is missing',
+      sizes = 'tensor "conv.weight": sizes holds a value that is not a non-negative integer',
+      json = 'not a JSON object with a "config" object',
+    }
+    for case, want in pairs(cases) do
+      local p = dir .. "/bad_" .. case .. ".pt2"
+      H.py(edit, dir .. "/m.pt2", p, case)
+      local err = H.raises(function() graft.open(p) end)
+      assert.truthy(err:find(p, 1, true), err)
+      assert.truthy(err:find(want, 1, true), case .. ": " .. err)
+    end
+  end)
+
   describe("what graft writes", function()
     local res
     setup(function()
