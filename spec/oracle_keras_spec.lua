@@ -86,6 +86,19 @@ describe("Keras oracles", function()
         graft.save(out .. "/k3/" .. m .. ".weights.h5", graft.open(dir .. "/k3/" .. m .. ".keras"),
           { format = "keras3" })
       end
+      -- layer names holding '/' (tf-keras allows them): a hand-built table
+      -- grouped by opts.layer_names (in model order, which positional
+      -- loading follows), the longest matching name winning
+      local sl = graft.open(dir .. "/k2/slash.w.h5")
+      local hand, horder = {}, {}
+      for _, n in ipairs(graft.names(sl)) do
+        hand[n] = sl[n]
+        horder[#horder + 1] = n
+      end
+      for _, kind in ipairs({ "pos", "byname" }) do
+        graft.save(out .. "/k2/slash." .. kind .. ".h5", hand,
+          { format = "keras", order = horder, layer_names = { "blk/a", "blk" } })
+      end
       -- skip_mismatch: the head layer's weights with shapes the model refuses
       local t = graft.open(dir .. "/k2/conv.w.h5")
       t["head/kernel"] = graft.zeros({ 5, 2 })
@@ -105,6 +118,21 @@ describe("Keras oracles", function()
         assert.is_true(res.k3[m].load_weights)
       end)
     end
+
+    it("tf-keras loads graft's file of layers named with '/' (opts.layer_names), both ways", function()
+      assert.is_true(res.k2.slash.positional)
+      assert.is_true(res.k2.slash.by_name)
+    end)
+
+    it("graft reads tf-keras layers named with '/' by their weight names", function()
+      local t = graft.open(dir .. "/k2/slash.w.h5")
+      local names = graft.names(t)
+      assert.are.equal(#ref.k2.slash, #names)
+      for i, w in ipairs(ref.k2.slash) do
+        assert.are.equal(w[1], names[i])
+        assert.are.same({ w[2], w[3], w[4] }, triple(t[names[i]]), w[1])
+      end
+    end)
 
     it("tf-keras skip_mismatch skips only the mismatched layer of graft's file", function()
       local skip = res.k2.conv.skip
