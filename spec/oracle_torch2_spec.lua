@@ -46,7 +46,7 @@ describe("torch 2.x oracle", function()
   end)
   teardown(H.cleanup)
 
-  for _, f in ipairs({ "sd.pt", "ckpt.pt", "script.pt", "m.pt2" }) do
+  for _, f in ipairs({ "sd.pt", "ckpt.pt", "module.pt", "script.pt", "m.pt2" }) do
     it("graft reads " .. f .. " bit-exactly as torch 2.x does", function()
       local m = graft.open(dir .. "/" .. f)
       local want = ref[f].tensors
