@@ -1,10 +1,13 @@
 #!/bin/sh
 # Keras .h5 benchmark (called by bench/run): a 1 GiB Keras 2 weights file
 # written by graft from the bench job, then open + list and a full read with
-# graft and with h5py on the same file, and .h5 -> transposed weights.
+# graft and with h5py on the same file, tf-keras model.load_weights against
+# graft opening it and reading every weight, and .h5 -> transposed weights.
 set -e
 cd "$(dirname "$0")/.."
 PY=${GRAFT_PYTHON:-/usr/bin/python3}
+OPY=${GRAFT_ORACLE_PYTHON:-.venv-oracles/bin/python}
+[ -x "$OPY" ] || { echo "bench/keras.sh: the oracle python $OPY is missing (tools/install-deps --test)" >&2; exit 1; }
 DIR=${GRAFT_BENCH_DIR:-/tmp/graft-bench}
 JOB="$DIR/job.safetensors"
 H5="$DIR/keras_job.h5"
@@ -28,6 +31,12 @@ g=$(lua5.4 bench/keras_steps.lua read "$H5"); r=$($PY bench/keras_ref.py read "$
 G=$(get "$g" graft); R=$(get "$r" h5py)
 echo "full read of the 1 GiB Keras .h5 into memory:"
 echo "  graft $(ms $G)  h5py $(ms $R)  graft vs h5py: $(ratio $R $G)x (target >= 1)"
+
+g=$(lua5.4 bench/keras_steps.lua load "$H5"); r=$($OPY bench/keras_load_ref.py "$H5")
+G=$(get "$g" graft); K=$(get "$r" keras); KR=$(get "$r" rss)
+echo "load the 1 GiB Keras .h5 (every weight in memory):"
+echo "  graft open + read $(ms $G)  tf-keras model.load_weights $(ms $K) (peak RSS $(mib $KR), weights $(get "$r" check) to h5py's)"
+echo "  graft vs tf-keras: $(ratio $K $G)x"
 
 mkdir -p "$DIR/graft" "$DIR/torch"
 rm -f "$DIR/graft/keras_out.pt" "$DIR/torch/keras_out.pt"

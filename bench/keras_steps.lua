@@ -1,7 +1,7 @@
 -- Keras .h5 benchmark steps with graft, printing "name value" lines for
 -- bench/keras.sh.
 -- usage: lua5.4 bench/keras_steps.lua make JOB.safetensors OUT.h5
---        lua5.4 bench/keras_steps.lua open|read FILE.h5
+--        lua5.4 bench/keras_steps.lua open|read|load FILE.h5
 --        lua5.4 bench/keras_steps.lua convert FILE.h5 OUT.safetensors
 package.path = "bench/?.lua;" .. package.path
 local common = require "common"
@@ -36,6 +36,14 @@ elseif step == "read" then
     for _, n in ipairs(graft.names(m)) do
       local r <close> = m[n]:clone()
     end
+  end, 3))
+elseif step == "load" then
+  -- What Keras's load_weights does, with graft: open the file and hold
+  -- every weight in memory (best of 3).
+  print("graft", best(function()
+    local m = graft.open(path)
+    local held = {}
+    for _, n in ipairs(graft.names(m)) do held[#held + 1] = m[n]:clone() end
   end, 3))
 elseif step == "convert" then
   os.remove(out)

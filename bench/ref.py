@@ -1,7 +1,9 @@
 # The same benchmark steps with torch and numpy (Debian python3-torch,
-# python3-numpy), printing "name seconds" lines for bench/run.
+# python3-numpy), printing "name seconds" lines for bench/run; st_open and
+# st_convert use the safetensors package (Rust; the oracle environment's
+# python, GRAFT_ORACLE_PYTHON).
 # usage: python3 ref.py JOB.safetensors STEP
-#   STEP: layout | cast | open | convert OUT
+#   STEP: layout | cast | open | convert OUT | st_open | st_convert OUT
 import json, resource, struct, sys, time
 import numpy as np
 import torch
@@ -67,6 +69,30 @@ def convert(src, dst):
         for k in names:
             f.write(outs[k].numpy().tobytes())
 
+def st_open(path):
+    """safe_open, every name and shape (get_slice reads no data); the mean
+    of 50, as graft_steps.lua's open step measures."""
+    from safetensors import safe_open
+    n = 50
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with safe_open(path, framework="pt") as f:
+            for k in f.keys():
+                f.get_slice(k).get_shape()
+    return (time.perf_counter() - t0) / n
+
+def st_convert(src, dst):
+    """safe_open -> get_tensor -> permute/half -> safetensors.torch.save_file."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    outs = {}
+    with safe_open(src, framework="pt") as f:
+        for k in f.keys():
+            t = f.get_tensor(k)
+            outs[k] = (t.permute(3, 2, 0, 1) if t.dim() == 4 else t.t()).contiguous().half()
+            del t
+    save_file(outs, dst)
+
 if __name__ == "__main__":
     path, step = sys.argv[1], sys.argv[2]
     torch.set_num_threads(2)
@@ -76,6 +102,12 @@ if __name__ == "__main__":
         fn = layout if step == "layout" else cast
         print("torch", fn(tarrs, "torch"))
         print("numpy", fn(arrs, "numpy"))
+    elif step == "st_open":
+        print("safetensors", st_open(path))
+    elif step == "st_convert":
+        t0 = time.perf_counter(); st_convert(path, sys.argv[3]); dt = time.perf_counter() - t0
+        print("safetensors", dt)
+        print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     elif step == "convert":
         t0 = time.perf_counter(); convert(path, sys.argv[3]); dt = time.perf_counter() - t0
         print("torch", dt)

@@ -1,7 +1,10 @@
-# torch's side of bench/torch.sh (Debian python3-torch), printing
-# "name value" lines.
+# torch's side of bench/torch.sh, printing "name value" lines; run with
+# Debian's python3 (torch 1.13) and with the oracle environment's python
+# (torch 2.x): the same steps for both.
 # usage: python3 torch_ref.py JOB.pt STEP [OUT]
 #   open           torch.load the whole file (best of 3), peak RSS
+#   open_mmap      torch.load(mmap=True) (torch >= 2.1): the file mapped,
+#                  names and shapes listed (best of 3), peak RSS
 #   convert OUT    torch.load, permute (conv HWIO -> OIHW, dense transpose),
 #                  contiguous, half, torch.save; time and peak RSS
 #   check OTHER    whether JOB.pt and OTHER hold equal tensors (names,
@@ -17,6 +20,19 @@ def step_open(path):
     for _ in range(3):
         t0 = time.perf_counter()
         sd = torch.load(path, map_location="cpu")
+        names = list(sd.keys())
+        shapes = [tuple(sd[k].shape) for k in names]
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        del sd, names, shapes
+    print("torch", best)
+    print("rss", rss())
+
+def step_open_mmap(path):
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         names = list(sd.keys())
         shapes = [tuple(sd[k].shape) for k in names]
         dt = time.perf_counter() - t0
@@ -49,6 +65,8 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     if step == "open":
         step_open(path)
+    elif step == "open_mmap":
+        step_open_mmap(path)
     elif step == "convert":
         step_convert(path, sys.argv[3])
     elif step == "check":

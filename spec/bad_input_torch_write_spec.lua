@@ -14,13 +14,13 @@ end
 describe("torch writer refuses", function()
   after_each(H.cleanup)
 
-  it("dtypes torch 1.13 has no storage for, naming the tensor", function()
+  it("string tensors (torch has no string type), naming the tensor", function()
     local dir = H.tmpdir()
-    for _, dt in ipairs({ "float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64" }) do
-      local t = { ok = graft.zeros({ 2 }), bad = graft.zeros({ 2 }):cast(dt) }
-      local err = H.raises(function() graft.save(dir .. "/x.pt", t) end)
-      assert.truthy(err:find('tensor "bad": dtype ' .. dt .. " cannot be written to a torch file", 1, true), err)
-    end
+    H.py("import numpy as np, sys; np.save(sys.argv[1], np.array(['ab', 'c']))", dir .. "/s.npy")
+    local t = { ok = graft.zeros({ 2 }), bad = graft.open(dir .. "/s.npy").s }
+    os.remove(dir .. "/s.npy")
+    local err = H.raises(function() graft.save(dir .. "/x.pt", t) end)
+    assert.truthy(err:find('tensor "bad": dtype string cannot be written to a torch file', 1, true), err)
     no_trace(dir, {})
   end)
 

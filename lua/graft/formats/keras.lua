@@ -418,6 +418,20 @@ local function append_all(dst, src)
   for _, v in ipairs(src) do dst[#dst + 1] = v end
 end
 
+-- The Keras 2 layer (HDF5 group) of a tensor named without one: the longest
+-- of `listed` (opts.layer_names) that prefixes the name as "<layer>/", else
+-- the first segment. tf-keras names a layer's variables under the layer's
+-- scope, so the group is the first segment also for RNN cells
+-- (lstm/lstm_cell/kernel), Bidirectional (bi/forward_lstm/lstm_cell/kernel)
+-- and a nested model's layers (encoder/dense/kernel), as graft reads them.
+local function layer_of(n, listed)
+  local best
+  for _, l in ipairs(listed or {}) do
+    if n:sub(1, #l + 1) == l .. "/" and #n > #l + 1 and (not best or #l > #best) then best = l end
+  end
+  return best or n:match("^([^/]+)/.")
+end
+
 -- Keras 2 weights file (save_weights layout) for `names` of `tensors`.
 -- src: graft.meta of the table (its layers are reused when it is a Keras 2
 -- table). Returns the layout and the names in writing order.
@@ -454,13 +468,13 @@ function keras.layout2(path, tensors, names, opts, src)
   for _, lname in ipairs(opts.layer_names or {}) do layer(lname, true) end
   for _, n in ipairs(names) do
     if not placed[n] then
-      local lname, w = n:match("^(.*)/([^/]+)$")
+      local lname = layer_of(n, opts.layer_names)
       if not lname then
         fail("%s: tensor %q has no layer: name it \"<layer>/<weight>\"", path, n)
       end
       local l = layer(lname, true)
       l.weights[#l.weights + 1] = n
-      l.weight_names[#l.weight_names + 1] = w:find(":%d+$") and n or (n .. ":0")
+      l.weight_names[#l.weight_names + 1] = n:find(":%d+$") and n or (n .. ":0")
     end
   end
   local layer_names = {}

@@ -31,7 +31,7 @@ M.formats = {
 -- do not decide (a zip whose first member is not torch-like, or a pickle of
 -- protocol 0 or 1, which has no PROTO opcode).
 local torch_exts = { pt = true, pth = true, bin = true, pkl = true, ckpt = true,
-                     pickle = true }
+                     pt2 = true, pickle = true }
 
 local function has_torch_ext(path)
   local ext = path:match("%.([%w_]+)$")
@@ -48,7 +48,10 @@ end
 -- Members torch.save and torch.jit.save put first, all inside one folder.
 local torch_members = { "^[^/]+/data%.pkl$", "^[^/]+/data/%d+$", "^[^/]+/constants%.pkl$",
                         "^[^/]+/version$", "^[^/]+/byteorder$", "^[^/]+/%.data/",
-                        "^[^/]+/code/", "^[^/]+/%.format_version$" }
+                        "^[^/]+/code/", "^[^/]+/%.format_version$",
+                        -- torch.export.save (.pt2) archives
+                        "^[^/]+/data/weights/", "^[^/]+/data/constants/",
+                        "^[^/]+/archive_format$", "^[^/]+/models/" }
 
 -- Whether a zip (head: its first 512 bytes or all of it) is a torch
 -- archive: its first member is one torch writes, or the extension is a

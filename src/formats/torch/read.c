@@ -22,6 +22,8 @@
 #include "io/zipmap.h"
 #include "io/zipmember.h"
 
+#include <cjson/cJSON.h>
+
 /* ------------------------------------------------------------ state */
 
 typedef struct tstore {
@@ -857,6 +859,148 @@ static int zip_pickle(reader *r, zipread *z, const char *rel, gt_value **tree, g
   return rc == GT_OK ? GT_OK : gt_wrap(err, "%s%s", z->prefix, rel);
 }
 
+/* ------------------------------------------------------------ pt2 */
+
+/* torch.export.save archives (archive_format "pt2"): no data.pkl; each of
+ * data/weights/model_weights_config.json and
+ * data/constants/model_constants_config.json maps a tensor's name to
+ * {path_name, use_pickle, tensor_meta {dtype, sizes, strides,
+ * storage_offset}}, dtype a torch._export.serde.schema.ScalarType number.
+ * Record <dir><path_name> holds the raw bytes of the tensor's untyped
+ * storage, shared by every name in one storage group; the tensor is
+ * as_strided over it (offset and strides in elements). use_pickle records
+ * (tensor subclasses, a torch.save inside) are listed in meta.skipped. */
+static const gt_torch_type *pt2_type(int code) {
+  static const struct { int code; const char *dtype; } map[] = {
+    {1, "uint8"}, {2, "int8"}, {3, "int16"}, {4, "int32"}, {5, "int64"},
+    {6, "float16"}, {7, "float32"}, {8, "float64"}, {9, "complex32"},
+    {10, "complex64"}, {11, "complex128"}, {12, "bool"}, {13, "bfloat16"},
+    {28, "uint16"}, {29, "float8_e4m3fn"}, {30, "float8_e5m2"},
+    {31, "float8_e4m3fnuz"}, {32, "float8_e5m2fnuz"}, {33, "float8_e8m0fnu"},
+    {34, "uint32"}, {35, "uint64"}};
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    if (map[i].code == code) return gt_torch_type_by_dtype(map[i].dtype);
+  return NULL;
+}
+
+/* A {"as_int": n} (SymInt/SymExpr serialised as int); 0 when it is not. */
+static int pt2_int(const cJSON *v, int64_t *out) {
+  const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, "as_int");
+  if (!cJSON_IsNumber(n) || n->valuedouble != (double)(int64_t)n->valuedouble) return 0;
+  *out = (int64_t)n->valuedouble;
+  return 1;
+}
+
+static int pt2_dims(const cJSON *a, int64_t *out, int *n, const char *what,
+                    const char *name, gt_err *err) {
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > GT_MAXDIM)
+    return gt_fail(err, "tensor \"%.200s\": %s is not a list of at most %d "
+                        "integers", name, what, GT_MAXDIM);
+  *n = 0;
+  const cJSON *e;
+  cJSON_ArrayForEach(e, a) {
+    if (!pt2_int(e, &out[*n]) || out[*n] < 0)
+      return gt_fail(err, "tensor \"%.200s\": %s holds a value that is not a "
+                          "non-negative integer", name, what);
+    (*n)++;
+  }
+  return GT_OK;
+}
+
+/* One config entry: its record as a storage, a view of it as a record of r,
+ * name -> tensor in tree. */
+static int pt2_entry(reader *r, zipread *z, const char *dir, const cJSON *e,
+                     gt_value *tree, gt_value *skipped, gt_err *err) {
+  const char *name = e->string;
+  const cJSON *path = cJSON_GetObjectItemCaseSensitive(e, "path_name");
+  const cJSON *meta = cJSON_GetObjectItemCaseSensitive(e, "tensor_meta");
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "use_pickle")))
+    return gt_value_push(skipped, gt_value_str(name, strlen(name)))
+               ? gt_fail(err, "out of memory") : GT_OK;
+  if (!cJSON_IsString(path) || !cJSON_IsObject(meta) || strchr(path->valuestring, '/'))
+    return gt_fail(err, "tensor \"%.200s\": no path_name or tensor_meta", name);
+  const cJSON *dt = cJSON_GetObjectItemCaseSensitive(meta, "dtype");
+  const gt_torch_type *t = cJSON_IsNumber(dt) ? pt2_type(dt->valueint) : NULL;
+  if (!t) return gt_fail(err, "tensor \"%.200s\": unknown dtype code", name);
+  int64_t shape[GT_MAXDIM], strides[GT_MAXDIM], off;
+  int nd, ns;
+  if (pt2_dims(cJSON_GetObjectItemCaseSensitive(meta, "sizes"), shape, &nd, "sizes", name, err) ||
+      pt2_dims(cJSON_GetObjectItemCaseSensitive(meta, "strides"), strides, &ns, "strides", name, err))
+    return GT_ERR;
+  if (nd != ns) return gt_fail(err, "tensor \"%.200s\": sizes and strides differ in length", name);
+  if (!pt2_int(cJSON_GetObjectItemCaseSensitive(meta, "storage_offset"), &off) || off < 0)
+    return gt_fail(err, "tensor \"%.200s\": storage_offset is not a non-negative integer", name);
+  char rel[1100];
+  snprintf(rel, sizeof rel, "%s%s", dir, path->valuestring);
+  size_t st, k;
+  int isnew;
+  if (storage_for(r, rel, &st, &isnew, err)) return GT_ERR;
+  if (isnew) {
+    const gt_zip_member *mm = member(z, rel);
+    if (!mm) return gt_fail(err, "tensor \"%.200s\": record %s%s is missing", name, z->prefix, rel);
+    r->st[st].type = gt_torch_untyped();
+    r->st[st].numel = mm->size;
+    if (!(r->st[st].s = record_storage(z, mm, err))) return gt_wrap(err, "tensor \"%.200s\"", name);
+  }
+  if (add_record(r, st, t, off, nd, shape, strides, -1, &k, err)) return GT_ERR;
+  gt_value *v = gt_value_new(GT_V_TENSOR);
+  if (!v || gt_value_setk(tree, name, v)) {
+    gt_value_free(v);
+    return gt_fail(err, "out of memory");
+  }
+  v->i = (int64_t)k;
+  return GT_OK;
+}
+
+/* One payload config into a MAP name -> tensor record. */
+static int pt2_config(reader *r, zipread *z, const char *rel, const char *dir,
+                      gt_value **tree, gt_value *skipped, gt_err *err) {
+  *tree = NULL;
+  const gt_zip_member *mm = member(z, rel);
+  if (!mm) return GT_OK;
+  gt_storage *s = record_bytes(z, mm, err);
+  if (!s) return GT_ERR;
+  cJSON *doc = cJSON_ParseWithLength((const char *)s->data, s->size);
+  gt_storage_release(s);
+  const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(doc, "config");
+  if (!cJSON_IsObject(cfg)) {
+    cJSON_Delete(doc);
+    return gt_fail(err, "%s%s: not a JSON object with a \"config\" object", z->prefix, rel);
+  }
+  int rc = (*tree = gt_value_new(GT_V_MAP)) ? GT_OK : gt_fail(err, "out of memory");
+  const cJSON *e;
+  cJSON_ArrayForEach(e, cfg) {
+    if (rc == GT_OK) rc = pt2_entry(r, z, dir, e, *tree, skipped, err);
+  }
+  cJSON_Delete(doc);
+  return rc == GT_OK ? GT_OK : gt_wrap(err, "%s%s", z->prefix, rel);
+}
+
+static int read_pt2(reader *r, zipread *z, gt_value *meta, gt_err *err) {
+  gt_value *tree = NULL, *consts = NULL, *skipped = gt_value_new(GT_V_LIST);
+  int rc = skipped ? GT_OK : gt_fail(err, "out of memory");
+  if (rc == GT_OK)
+    rc = pt2_config(r, z, "data/weights/model_weights_config.json", "data/weights/",
+                    &tree, skipped, err);
+  if (rc == GT_OK)
+    rc = pt2_config(r, z, "data/constants/model_constants_config.json", "data/constants/",
+                    &consts, skipped, err);
+  if (rc == GT_OK && !tree && !(tree = gt_value_new(GT_V_MAP))) rc = gt_fail(err, "out of memory");
+  if (rc == GT_OK) rc = finish(r, tree, "tree", meta, err);
+  if (rc == GT_OK && consts) {
+    size_t mark;
+    rc = path_push(r, "constants", 9, &mark, err);
+    if (rc == GT_OK) rc = finish(r, consts, "constants", meta, err);
+    path_pop(r, mark);
+  }
+  if (rc == GT_OK && gt_value_setk(meta, "skipped", skipped)) rc = gt_fail(err, "out of memory");
+  else if (rc == GT_OK) skipped = NULL;
+  gt_value_free(skipped);
+  gt_value_free(tree);
+  gt_value_free(consts);
+  return rc;
+}
+
 static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   zipread z;
   memset(&z, 0, sizeof z);
@@ -864,12 +1008,18 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   gt_value *tree = NULL, *consts = NULL;
   char buf[64];
   int rc = zip_index(&z, err);
-  if (rc == GT_OK && !member(&z, "data.pkl"))
-    rc = gt_fail(err, "no %sdata.pkl in the archive (not a torch file)", z.prefix);
+  int pt2 = 0;
+  if (rc == GT_OK && !member(&z, "data.pkl")) {
+    rc = small_text(&z, "archive_format", meta, "archive_format", buf, sizeof buf, err);
+    pt2 = rc == GT_OK && strcmp(buf, "pt2") == 0;
+    if (rc == GT_OK && !pt2)
+      rc = gt_fail(err, "no %sdata.pkl in the archive (not a torch file)", z.prefix);
+  }
   if (rc == GT_OK) {
     int script = member(&z, "constants.pkl") != NULL;
+    const char *kind = pt2 ? "pt2" : script ? "torchscript" : "zip";
     z.prefix[z.plen - 1] = 0;
-    rc = set_text(meta, "kind", script ? "torchscript" : "zip", script ? 11 : 3, err);
+    rc = set_text(meta, "kind", kind, strlen(kind), err);
     if (rc == GT_OK) rc = set_text(meta, "archive", z.prefix, z.plen - 1, err);
     z.prefix[z.plen - 1] = '/';
   }
@@ -879,6 +1029,10 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
   r->swap = rc == GT_OK && strcmp(buf, "big") == 0;
   if (rc == GT_OK) rc = small_text(&z, "version", meta, "version", buf, sizeof buf, err);
   if (rc == GT_OK && !buf[0]) rc = small_text(&z, ".data/version", meta, "version", buf, sizeof buf, err);
+  if (rc == GT_OK && pt2) {
+    rc = read_pt2(r, &z, meta, err);
+    goto done;
+  }
   if (rc == GT_OK) rc = zip_pickle(r, &z, "data.pkl", &tree, err);
   if (rc == GT_OK) rc = zip_storages(r, &z, "data/", 0, err);
   size_t before = r->nst;
@@ -891,6 +1045,7 @@ static int read_zip(reader *r, gt_value *meta, gt_err *err) {
     if (rc == GT_OK) rc = finish(r, consts, "constants", meta, err);
     path_pop(r, mark);
   }
+done:
   gt_value_free(tree);
   gt_value_free(consts);
   gt_zip_dir_free(&z.d);

@@ -40,6 +40,20 @@ static const gt_torch_type types[] = {
   {"bits4x2", NULL, 1, -1},
 };
 
+/* TorchScript (torch.jit.save) names every storage "<ScalarType>Storage",
+ * also for the types torch.save writes untyped: the class names it uses for
+ * them, by canonical dtype. */
+static const struct { const char *storage, *dtype; } script_names[] = {
+  {"Float8_e4m3fnStorage", "float8_e4m3fn"},
+  {"Float8_e5m2Storage", "float8_e5m2"},
+  {"Float8_e4m3fnuzStorage", "float8_e4m3fnuz"},
+  {"Float8_e5m2fnuzStorage", "float8_e5m2fnuz"},
+  {"UInt16Storage", "uint16"},
+  {"UInt32Storage", "uint32"},
+  {"UInt64Storage", "uint64"},
+  {"ComplexHalfStorage", "complex32"},
+};
+
 static const gt_torch_type untyped = {"uint8", "UntypedStorage", 1, -1};
 
 enum { NTYPES = sizeof types / sizeof types[0] };
@@ -48,6 +62,9 @@ const gt_torch_type *gt_torch_type_by_storage(const char *storage) {
   if (strcmp(storage, untyped.storage) == 0) return &untyped;
   for (int i = 0; i < NTYPES; i++)
     if (types[i].storage && strcmp(types[i].storage, storage) == 0) return &types[i];
+  for (size_t i = 0; i < sizeof script_names / sizeof script_names[0]; i++)
+    if (strcmp(script_names[i].storage, storage) == 0)
+      return gt_torch_type_by_dtype(script_names[i].dtype);
   return NULL;
 }
 

@@ -24,6 +24,14 @@ static const char *storage_class(gt_dtype dt) {
   return t ? t->storage : NULL;
 }
 
+/* Types torch >= 2.1 saves as torch.save does: an UntypedStorage whose
+ * persistent id counts bytes, rebuilt by _rebuild_tensor_v3 with the dtype
+ * as its last argument (torch.<dtype> global). torch 1.13 cannot load them. */
+static const gt_torch_type *untyped_type(gt_dtype dt) {
+  const gt_torch_type *t = gt_torch_type_of(dt);
+  return t && !t->storage && t->gt >= 0 ? t : NULL;
+}
+
 /* Deeper value trees than this are refused (the pickle would be legal, but
  * no weights file nests so deep and the writer recurses). */
 #define MAX_DEPTH 200
@@ -46,6 +54,8 @@ typedef struct tplan {
   int64_t offset;        /* storage offset, elements */
   int64_t stride[GT_MAXDIM];
   uint32_t slot;         /* memo slot of the rebuilt tensor, once pickled */
+  size_t alias;          /* the entry pickled for this one (itself, or an
+                            earlier one with the same record and view) */
 } tplan;
 
 typedef struct tw {
@@ -117,6 +127,23 @@ static int add_contiguous(tw *w, size_t i, gt_err *err) {
   return GT_OK;
 }
 
+/* An earlier entry of idx[0, k) with the view of idx[k] (offset, shape,
+ * strides; they share a record and dtype), else idx[k]. torch pickles one
+ * tensor object under two names once and then refers to it (tied weights),
+ * so such entries are pickled once too. */
+static size_t same_view(const tw *w, const size_t *idx, size_t k) {
+  const gt_entry *en = w->s->entries;
+  const gt_tensor *t = &en[idx[k]].t;
+  for (size_t j = 0; j < k; j++) {
+    const gt_tensor *u = &en[idx[j]].t;
+    if (u->offset == t->offset && u->ndim == t->ndim &&
+        memcmp(u->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0 &&
+        memcmp(u->strides, t->strides, sizeof(int64_t) * (size_t)t->ndim) == 0)
+      return w->tp[idx[j]].alias;
+  }
+  return idx[k];
+}
+
 /* Entries idx[0, n) view one storage alike: one record over their bytes. */
 static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
   const gt_entry *en = w->s->entries;
@@ -144,6 +171,7 @@ static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
     p->rec = w->nrecs;
     p->offset = (t->offset - lo) / isz;
     memcpy(p->stride, t->strides, sizeof p->stride);
+    p->alias = same_view(w, idx, k);
   }
   w->nrecs++;
   return GT_OK;
@@ -152,11 +180,10 @@ static int add_shared(tw *w, const size_t *idx, size_t n, gt_err *err) {
 static int check_dtypes(const gt_save *s, gt_err *err) {
   for (size_t i = 0; i < s->n; i++) {
     gt_dtype dt = s->entries[i].t.dtype;
-    if (!storage_class(dt))
+    if (!storage_class(dt) && !untyped_type(dt))
       return gt_fail(err, "tensor \"%.200s\": dtype %s cannot be written to a "
-                          "torch file (torch 1.13 has no storage for it; "
-                          "cast it first)", s->entries[i].name,
-                     gt_dtype_name(dt));
+                          "torch file (torch has no such type; cast it first)",
+                     s->entries[i].name, gt_dtype_name(dt));
   }
   return GT_OK;
 }
@@ -175,6 +202,7 @@ static int plan(tw *w, gt_err *err) {
   }
   for (size_t i = 0; i < n; i++) {
     w->tp[i].slot = NO_SLOT;
+    w->tp[i].alias = i;
     if (shareable(&s->entries[i].t)) idx[m++] = i;
     else if (add_contiguous(w, i, err) != GT_OK) goto fail;
   }
@@ -197,7 +225,8 @@ fail:
 
 static int pickle_value(tw *w, const gt_value *v, int depth, gt_err *err);
 
-/* ('storage', torch.<X>Storage, key, 'cpu', numel) then BINPERSID. */
+/* ('storage', torch.<X>Storage, key, 'cpu', numel) then BINPERSID; for the
+ * v3 types ('storage', torch.storage.UntypedStorage, key, 'cpu', nbytes). */
 static int pickle_storage(tw *w, rec *r, gt_err *err) {
   gt_pe *pe = &w->pe;
   if (gt_pe_op(pe, GT_PE_MARK, err) != GT_OK) return GT_ERR;
@@ -208,7 +237,9 @@ static int pickle_storage(tw *w, rec *r, gt_err *err) {
   } else {
     w->slot_storage = pe->memo - 1;
   }
-  if (gt_pe_global(pe, "torch", storage_class(r->dt), err) != GT_OK)
+  int v3 = untyped_type(r->dt) != NULL;
+  if ((v3 ? gt_pe_global(pe, "torch.storage", "UntypedStorage", err)
+          : gt_pe_global(pe, "torch", storage_class(r->dt), err)) != GT_OK)
     return GT_ERR;
   if (r->key >= 0) {
     if (gt_pe_get(pe, r->key_slot, err) != GT_OK) return GT_ERR;
@@ -227,7 +258,7 @@ static int pickle_storage(tw *w, rec *r, gt_err *err) {
   } else {
     w->slot_cpu = pe->memo - 1;
   }
-  if (gt_pe_int(pe, r->numel, err) != GT_OK ||
+  if (gt_pe_int(pe, v3 ? (int64_t)r->nbytes : r->numel, err) != GT_OK ||
       gt_pe_op(pe, GT_PE_TUPLE, err) != GT_OK ||
       gt_pe_put(pe, NULL, err) != GT_OK)
     return GT_ERR;
@@ -246,16 +277,20 @@ static int pickle_odict(gt_pe *pe, gt_err *err) {
 
 static int pickle_tensor(tw *w, size_t i, gt_err *err) {
   gt_pe *pe = &w->pe;
+  i = w->tp[i].alias;
   tplan *p = &w->tp[i];
   if (p->slot != NO_SLOT) return gt_pe_get(pe, p->slot, err);
   const gt_tensor *t = &w->s->entries[i].t;
-  if (gt_pe_global(pe, "torch._utils", "_rebuild_tensor_v2", err) != GT_OK ||
+  const gt_torch_type *v3 = untyped_type(w->recs[p->rec].dt);
+  if (gt_pe_global(pe, "torch._utils", v3 ? "_rebuild_tensor_v3"
+                                          : "_rebuild_tensor_v2", err) != GT_OK ||
       gt_pe_op(pe, GT_PE_MARK, err) != GT_OK ||
       pickle_storage(w, &w->recs[p->rec], err) != GT_OK ||
       gt_pe_int(pe, p->offset, err) != GT_OK ||
       gt_pe_int_tuple(pe, t->shape, t->ndim, err) != GT_OK ||
       gt_pe_int_tuple(pe, p->stride, t->ndim, err) != GT_OK ||
       gt_pe_bool(pe, 0, err) != GT_OK || pickle_odict(pe, err) != GT_OK ||
+      (v3 && gt_pe_global(pe, "torch", v3->dtype, err) != GT_OK) ||
       gt_pe_op(pe, GT_PE_TUPLE, err) != GT_OK ||
       gt_pe_put(pe, NULL, err) != GT_OK ||
       gt_pe_op(pe, GT_PE_REDUCE, err) != GT_OK)
