@@ -69,5 +69,6 @@ void lg_push_value(lua_State *L, const gt_value *v, int tensors);
 void lg_tensor_init(lua_State *L);  /* adds tensor functions to module */
 void lg_io_init(lua_State *L);      /* adds read/write functions */
 void lg_tf_init(lua_State *L);      /* adds TensorFlow helpers (lgraft_tf.c) */
+void lg_gguf_init(lua_State *L);    /* adds the GGUF writer (lgraft_gguf.c) */
 
 #endif

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "io/fileout.h"
+#include "formats/gguf.h"
 #include "formats/hdf5/hdf5.h"
 #include "formats/hdf5/keras.h"
 #include "formats/npy.h"
@@ -107,6 +108,7 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
   if (strcmp(format, "hdf5") == 0) return gt_hdf5_read(file, m, e);
   if (strcmp(format, "keras_zip") == 0) return gt_keras_zip_read(file, m, e);
+  if (strcmp(format, "gguf") == 0) return gt_gguf_read(file, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 

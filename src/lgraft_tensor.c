@@ -450,7 +450,8 @@ static int t_totable(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1);
   gt_err e;
   /* Small floats become float64 first: Lua numbers are doubles. */
-  gt_dtype dt = gt_dtype_is_float(t->dtype) ? GT_F64 : t->dtype;
+  gt_dtype dt = gt_dtype_is_float(t->dtype) || gt_dtype_block(t->dtype) > 1
+                   ? GT_F64 : t->dtype;
   size_t esz = gt_dtype_size(dt), n = (size_t)gt_tensor_numel(t);
   if (n > (1u << 28)) return luaL_error(L, "graft: totable: tensor too large");
   unsigned char *buf = lua_newuserdatauv(L, n * esz + 1, 0);

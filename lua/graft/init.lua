@@ -9,6 +9,7 @@ local torch = require "graft.torch"
 local tf = require "graft.tf"
 local tfgraph = require "graft.tfgraph"
 local keras = require "graft.keras"
+local gguf = require "graft.formats.gguf"
 
 local graft = {}
 
@@ -116,6 +117,7 @@ function graft.detect(path)
   local head = file_head(path, 512)
   if head:sub(1, 6) == "\x93NUMPY" then return "npy" end
   if head:sub(1, 8) == HDF5_SIG then return "hdf5" end
+  if gguf.detect(head) then return "gguf" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then
     local names = zip_names(path)
     if names and (names["model.weights.h5"] or names["config.json"]) then return "keras_zip" end
@@ -224,6 +226,7 @@ function graft.open(path, opts)
   if format == "tf" then return remember(tf.open(path)) end
   if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
   if keras.reads[format] then return keras.open(path, format, opts.format == nil, remember) end
+  if format == "gguf" then return remember(gguf.open(path, opts)) end
   local tensors, names, meta = core.read(path, format, opts)
   if format == "torch" or format == "pickle" then
     tensors, names, meta = torch.shape(path, tensors, names, meta, opts)
@@ -266,7 +269,7 @@ end
 local ext_formats = {
   safetensors = "safetensors", npy = "npy", npz = "npz", index = "tf",
   pt = "torch", pth = "torch", bin = "torch",
-  h5 = "keras", hdf5 = "hdf5", keras = "keras_zip",
+  h5 = "keras", hdf5 = "hdf5", keras = "keras_zip", gguf = "gguf",
 }
 
 ext_formats.pb = "graphdef"
@@ -509,6 +512,9 @@ function graft.save(path, tensors, opts)
   end
   if keras.writes[format] then
     return keras.write(path, format, out, names, opts, graft.meta(tensors), progress_fn(opts, path))
+  end
+  if format == "gguf" then
+    return gguf.save(path, out, names, opts, { meta = graft.meta(tensors), progress = progress_fn(opts, path) })
   end
   core.write(path, format, names, out, opts.metadata, progress_fn(opts, path))
 end

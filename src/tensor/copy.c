@@ -20,6 +20,7 @@
 
 #include "tensor/cast.h"
 #include "tensor/cast_x86.h"
+#include "tensor/quant.h"
 
 #ifndef TILE_B
 #define TILE_B 16 /* tile extent along the unit-stride source dim */
@@ -491,6 +492,7 @@ void gt_parallel_for(int k, void (*fn)(void *ctx, int index), void *ctx) {
 }
 
 int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
+  if (gt_dtype_is_quant(t->sdtype)) return gt_quant_copy_into(t, ddt, dst, err);
   if (!gt_dtype_castable(t->sdtype, ddt))
     return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
                    gt_dtype_name(ddt));
@@ -648,6 +650,8 @@ static int stream_view(const gt_tensor *t, gt_dtype ddt, unsigned char *buf,
 int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
               gt_sink_fn sink, void *ctx, int release, gt_err *err) {
   size_t dsz = gt_dtype_size(ddt);
+  if (gt_dtype_is_quant(t->sdtype))
+    return gt_quant_stream(t, ddt, buf, bufsize, sink, ctx, err);
   if (!gt_dtype_castable(t->sdtype, ddt))
     return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
                    gt_dtype_name(ddt));
