@@ -555,12 +555,32 @@ static int write_value(gt_out *o, uint32_t type, const gt_value *v,
   }
 }
 
+static const gt_value *kv_key(const gt_value *e) {
+  const gt_value *k = e->kind == GT_V_MAP ? gt_value_get(e, "key") : NULL;
+  return k && k->kind == GT_V_STR ? k : NULL;
+}
+
+/* gguf-py and llama.cpp refuse a file holding a key twice. Metadata lists
+ * are short (tens of keys), so pairs are compared directly. */
+static int check_unique(const gt_value *kv, gt_err *err) {
+  for (size_t i = 0; kv && i < kv->n; i++) {
+    const gt_value *a = kv_key(kv->items[i]);
+    for (size_t j = 0; a && j < i; j++) {
+      const gt_value *b = kv_key(kv->items[j]);
+      if (b && a->len == b->len && memcmp(a->str, b->str, a->len) == 0)
+        return gt_fail(err, "metadata key \"%.*s\" appears twice",
+                       a->len > SHOWN ? SHOWN : (int)a->len, a->str);
+    }
+  }
+  return GT_OK;
+}
+
 static int write_kvs(gt_out *o, const gt_value *kv, gt_err *err) {
   for (size_t i = 0; kv && i < kv->n; i++) {
     const gt_value *e = kv->items[i];
-    const gt_value *key = e->kind == GT_V_MAP ? gt_value_get(e, "key") : NULL;
+    const gt_value *key = kv_key(e);
     uint32_t type;
-    if (!key || key->kind != GT_V_STR)
+    if (!key)
       return gt_fail(err, "metadata entry %zu has no string key", i + 1);
     int shown = key->len > SHOWN ? SHOWN : (int)key->len;
     if (vtype_parse(gt_value_get(e, "type"), &type) != GT_OK)
@@ -727,6 +747,7 @@ int gt_gguf_write(const char *path, const gt_save *s, const gt_dtype *types,
   const gt_value *kv = s->metadata;
   if (kv && kv->kind != GT_V_LIST && !(kv->kind == GT_V_MAP && kv->n == 0))
     return gt_fail(err, "metadata must be a list of {key, type, value}");
+  if (check_unique(kv, err) != GT_OK) return GT_ERR;
   for (size_t i = 0; i < s->n; i++)
     if (check_entry(&s->entries[i], types[i], err) != GT_OK) return GT_ERR;
   gt_out o;

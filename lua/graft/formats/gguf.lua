@@ -61,8 +61,12 @@ local function kv_list(path, opts, src)
     end
     return md
   end
-  local kv = {}
-  for _, e in ipairs(src and src.format == "gguf" and src.kv or {}) do kv[#kv + 1] = e end
+  -- A source's repeated keys are dropped after the first (the value
+  -- meta.metadata shows): gguf-py and llama.cpp refuse a key twice.
+  local kv, seen = {}, {}
+  for _, e in ipairs(src and src.format == "gguf" and src.kv or {}) do
+    if not seen[e.key] then kv[#kv + 1] = e; seen[e.key] = true end
+  end
   if md ~= nil then
     if type(md) ~= "table" then fail("%s: opts.metadata must be a table", path) end
     local keys = {}
