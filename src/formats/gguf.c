@@ -163,7 +163,9 @@ static int read_array(cur *c, int depth, gt_value **out, uint32_t *item_type,
         gt_value_push(list, item) != GT_OK) {
       if (!item) {
         gt_value_free(list);
-        return gt_wrap(err, "array item %llu", (unsigned long long)i);
+        /* Only the outermost index: deep nests would repeat it per level. */
+        return depth == 0 ? gt_wrap(err, "array item %llu", (unsigned long long)i + 1)
+                          : GT_ERR;
       }
       gt_value_free(list);
       return oom(err);
@@ -340,6 +342,30 @@ static int read_tinfo(cur *c, uint64_t index, tinfo *t, gt_err *err) {
   return GT_OK;
 }
 
+static int cmp_tinfo(const void *a, const void *b) {
+  const tinfo *x = *(const tinfo *const *)a, *y = *(const tinfo *const *)b;
+  uint64_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+  int c = memcmp(x->name, y->name, (size_t)n);
+  if (c) return c;
+  return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+/* ggml refuses a tensor name used twice; so does graft (names are keys). */
+static int check_names(tinfo *ts, uint64_t nt, gt_err *err) {
+  if (nt < 2) return GT_OK;
+  tinfo **p = malloc((size_t)nt * sizeof *p);
+  if (!p) return oom(err);
+  for (uint64_t i = 0; i < nt; i++) p[i] = &ts[i];
+  qsort(p, (size_t)nt, sizeof *p, cmp_tinfo);
+  int rc = GT_OK;
+  for (uint64_t i = 1; i < nt && rc == GT_OK; i++)
+    if (cmp_tinfo(&p[i - 1], &p[i]) == 0)
+      rc = gt_fail(err, "tensor \"%.*s\" appears twice",
+                   p[i]->name_len > SHOWN ? SHOWN : (int)p[i]->name_len, p[i]->name);
+  free(p);
+  return rc;
+}
+
 static int push_int(gt_value *map, const char *k, int64_t v) {
   return gt_value_setk(map, k, gt_value_int(v));
 }
@@ -389,6 +415,7 @@ static int read_all(gt_storage *file, gt_model *m, gt_err *err) {
   if (!ts) return oom(err);
   int rc = GT_OK;
   for (uint64_t i = 0; i < nt && rc == GT_OK; i++) rc = read_tinfo(&c, i, &ts[i], err);
+  if (rc == GT_OK) rc = check_names(ts, nt, err);
   /* The data section starts at the next multiple of the alignment; a file
    * without tensor data may end before it. */
   uint64_t data = c.pos + (align - c.pos % align) % align;
