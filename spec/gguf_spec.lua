@@ -327,3 +327,63 @@ describe("gguf: files graft writes, read by gguf-py", function()
     assert.is_nil(io.open(dir .. "/x.gguf"))
   end)
 end)
+
+describe("gguf: the graft command", function()
+  teardown(H.cleanup)
+  local ROOT = (function()
+    local p = io.popen("pwd")
+    local d = p:read("l")
+    p:close()
+    return d
+  end)()
+  local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
+    .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
+  local function run(...)
+    local dir = H.tmpdir()
+    local args = {}
+    for i, a in ipairs({ ... }) do args[i] = H.q(a) end
+    local cmd = string.format("cd %s && %s lua5.4 bin/graft %s >%s/out 2>%s/err </dev/null",
+      H.q(ROOT), ENV, table.concat(args, " "), dir, dir)
+    local _, _, code = os.execute(cmd)
+    return H.read(dir .. "/out"), H.read(dir .. "/err"), code
+  end
+
+  it("ls, show, convert (dequantising for other formats), diff and verify", function()
+    local dir = H.tmpdir()
+    local src = H.real("gguf/ollama-pr2177-llama-2-tiny-random/llama-2-tiny-random.gguf")
+    local out, _, code = run("ls", src, "--json")
+    assert.are.equal(0, code)
+    local j = json.decode(out)
+    assert.are.equal("gguf", j.format)
+    assert.are.equal(12, j.count)
+    out, _, code = run("show", src, "output_norm.weight")
+    assert.are.equal(0, code)
+    assert.matches("Tensor%(float32, {8}%)", out)
+    -- a quantised file to safetensors and back
+    local q = dir .. "/q.gguf"
+    local m = graft.open(src)
+    graft.save(q, m, { quantize = "q8_0", order = graft.names(m) })
+    out, _, code = run("show", q, "token_embd.weight")
+    assert.are.equal(0, code)
+    assert.matches("Tensor%(float16, {32000,8}%)", out)   -- rows of 8: not quantised
+    graft.save(q, { w = m["token_embd.weight"]:reshape(1000, 256) }, { quantize = "q8_0" })
+    out, _, code = run("ls", q)
+    assert.are.equal(0, code)
+    assert.matches("w%s+q8_0%s+{1000,256}%s+265%.6 KiB", out)
+    local _, err
+    _, err, code = run("convert", q, dir .. "/q.safetensors")
+    assert.are.equal(0, code, err)
+    local st = graft.open(dir .. "/q.safetensors")
+    assert.are.equal("float32", st.w.dtype)
+    assert.are.equal(graft.open(q).w:float():bytes(), st.w:bytes())
+    out, _, code = run("diff", q, dir .. "/q.safetensors")
+    assert.are.equal(0, code)
+    assert.matches("same", out)
+    _, _, code = run("convert", src, dir .. "/copy.gguf")
+    assert.are.equal(0, code)
+    assert.is_true(H.read(src) == H.read(dir .. "/copy.gguf"))
+    out, _, code = run("verify", q)
+    assert.are.equal(0, code)
+    assert.matches("1 tensor verified", out)
+  end)
+end)

@@ -327,12 +327,20 @@ local float_dtypes = { float64 = true, float32 = true, float16 = true, bfloat16 
 
 -- opts.dtype casts floating-point tensors only: integer buffers such as
 -- position ids or step counters keep their type.
-local function apply_dtype(path, tensors, names, dtype)
-  if not dtype then return tensors end
+-- Block-quantised GGUF tensors are dequantised (to opts.dtype, else
+-- float32) for every format but GGUF, which stores their blocks as they are.
+local function apply_dtype(path, tensors, names, dtype, format)
+  local quantised = false
+  if format ~= "gguf" then
+    for _, n in ipairs(names) do quantised = quantised or gguf.quant_dtypes[tensors[n].dtype] end
+  end
+  if not dtype and not quantised then return tensors end
   local out = {}
   for _, n in ipairs(names) do
     local t = tensors[n]
-    if float_dtypes[t.dtype] and t.dtype ~= dtype then
+    if gguf.quant_dtypes[t.dtype] and format ~= "gguf" then
+      t = t:cast(dtype or "float32")
+    elseif dtype and float_dtypes[t.dtype] and t.dtype ~= dtype then
       local ok, c = pcall(t.cast, t, dtype)
       if not ok then fail("%s: opts.dtype: %s", path, inner(c)) end
       t = c
@@ -498,7 +506,7 @@ function graft.save(path, tensors, opts)
   check_table(tensors)
   local format = format_for(path, opts)
   local names = ordered_names(tensors, opts)
-  local out = apply_dtype(path, tensors, names, opts.dtype)
+  local out = apply_dtype(path, tensors, names, opts.dtype, format)
   if opts.max_shard_size then
     if format ~= "safetensors" then fail("save: max_shard_size is for safetensors") end
     return save_sharded(path, out, names, opts, format)

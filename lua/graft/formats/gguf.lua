@@ -14,6 +14,12 @@ local function fail(fmt, ...)
   error("graft: " .. string.format(fmt, ...), 0)
 end
 
+-- graft dtypes of ggml's block-quantised types (tensor/quant.h).
+M.quant_dtypes = {
+  q4_0 = true, q4_1 = true, q5_0 = true, q5_1 = true, q8_0 = true,
+  q2_k = true, q3_k = true, q4_k = true, q5_k = true, q6_k = true, q8_k = true,
+}
+
 function M.detect(head)
   if head:sub(1, 4) == "GGUF" then return "gguf" end
   return nil
