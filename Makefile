@@ -75,9 +75,10 @@ bench: $(MODULE)
 	@sh bench/run
 
 install: $(MODULE)
-	mkdir -p $(INST_LIBDIR)/graft $(INST_LUADIR)/graft $(INST_BINDIR)
+	mkdir -p $(INST_LIBDIR)/graft $(INST_LUADIR)/graft/formats $(INST_BINDIR)
 	cp $(MODULE) $(INST_LIBDIR)/graft/core.so
 	cp lua/graft/*.lua $(INST_LUADIR)/graft/
+	cp lua/graft/formats/*.lua $(INST_LUADIR)/graft/formats/
 	cp bin/graft $(INST_BINDIR)/graft
 	chmod 755 $(INST_BINDIR)/graft
 
