@@ -714,7 +714,7 @@ static int g_tensor(lua_State *L) {
     int n;
     if (lua_isnoneornil(L, 3)) {
       if (len % esz) return luaL_error(L, "graft: tensor: %d bytes is not a whole number of %s", (int)len, gt_dtype_name(dt));
-      shape[0] = (int64_t)(len / esz);
+      shape[0] = (int64_t)(len / esz * gt_dtype_block(dt));  /* quantised: blocks */
       n = 1;
     } else {
       n = lg_shape(L, 3, shape);

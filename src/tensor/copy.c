@@ -528,7 +528,9 @@ static gt_tensor outer_slice(const gt_tensor *t, int dim, int64_t o) {
   for (int d = dim - 1; d >= 0; d--) {
     int64_t i = o % t->shape[d];
     o /= t->shape[d];
-    s.offset += i * t->strides[d] * (int64_t)gt_dtype_size(t->sdtype);
+    /* dims before the last: whole blocks for block-quantised types */
+    s.offset += i * t->strides[d] / (int64_t)gt_dtype_block(t->sdtype) *
+                (int64_t)gt_dtype_size(t->sdtype);
   }
   s.ndim = t->ndim - dim;
   memmove(s.shape, t->shape + dim, (size_t)s.ndim * sizeof s.shape[0]);
@@ -542,6 +544,9 @@ int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
   if (dim < 0 || dim >= f->ndim)
     return gt_fail(err, "cat: dimension %d out of range for a %d-d tensor",
                    dim + 1, f->ndim);
+  if (gt_dtype_is_quant(f->dtype))
+    return gt_fail(err, "cat: %s tensors cannot be joined block-wise; "
+                   "dequantise first with :float()", gt_dtype_name(f->dtype));
   int64_t shape[GT_MAXDIM];
   memcpy(shape, f->shape, sizeof shape);
   shape[dim] = 0;
