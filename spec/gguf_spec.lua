@@ -226,6 +226,16 @@ describe("gguf: files gguf-py writes", function()
     assert.are.equal(18, #meta.kv)
   end)
 
+  it("other formats get quantised tensors dequantised (float32, or opts.dtype)", function()
+    local pt = dir .. "/deq.pt"
+    graft.save(pt, { a = m.q5_k, b = m.q8_0 })
+    local back = graft.open(pt)
+    assert.are.equal("float32", back.a.dtype)
+    assert.is_true(back.a:bytes() == m.q5_k:float():bytes())
+    graft.save(dir .. "/deq.safetensors", { a = m.q5_k }, { dtype = "float16" })
+    assert.is_true(graft.open(dir .. "/deq.safetensors").a:bytes() == m.q5_k:half():bytes())
+  end)
+
   it("graft writes the same file back byte for byte", function()
     graft.save(dir .. "/again.gguf", m)
     assert.is_true(H.read(dir .. "/py.gguf") == H.read(dir .. "/again.gguf"))

@@ -453,7 +453,9 @@ local function save_torch(path, tensors, opts)
   local function leaf(t, name)
     if casts[t] then return casts[t] end
     local c = t
-    if opts.dtype and float_dtypes[t.dtype] and t.dtype ~= opts.dtype then
+    if gguf.quant_dtypes[t.dtype] then
+      c = t:cast(opts.dtype or "float32")   -- GGUF blocks: dequantised
+    elseif opts.dtype and float_dtypes[t.dtype] and t.dtype ~= opts.dtype then
       local ok, r = pcall(t.cast, t, opts.dtype)
       if not ok then fail("%s: opts.dtype: %s", path, inner(r)) end
       c = r
