@@ -202,6 +202,20 @@ describe("gguf: files gguf-py writes", function()
     assert.are.equal(0, z:float():stats().max)
   end)
 
+  it("big quantised tensors decode the same on one thread and on several", function()
+    -- 4 MiB of float32 output: above the size where rows are shared out
+    local raw = m.q8_0:bytes()
+    local big = graft.tensor(raw:rep(32768 * 34 // #raw + 1):sub(1, 32768 * 34), "q8_0", { 1024, 1024 })
+    local before = graft.core.threads()
+    graft.core.threads(1)
+    local one = big:float():bytes()
+    graft.core.threads(4)
+    local four = big:float():bytes()
+    graft.core.threads(before)
+    assert.is_true(one == four)
+    assert.is_true(one:sub(1, 4 * 96) == m.q8_0:float():bytes():sub(1, 4 * 96))
+  end)
+
   it("metadata: every value type, arrays and nested arrays, in file order", function()
     local meta = graft.meta(m)
     local want = {

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "tensor/cast.h"
+#include "tensor/copy.h"
 
 int gt_dtype_is_quant(gt_dtype dt) { return gt_dtype_block(dt) > 1; }
 
@@ -287,14 +288,25 @@ int gt_quant_view_check(const gt_tensor *t, gt_err *err) {
 typedef int (*row_fn)(void *ctx, const unsigned char *row, size_t nblocks,
                       gt_err *err);
 
-static int each_row(const gt_tensor *t, row_fn fn, void *ctx, gt_err *err) {
+static int64_t row_count(const gt_tensor *t) {
+  int64_t rows = 1;
+  for (int d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
+  return rows;
+}
+
+/* Rows [r0, r1) of t. */
+static int each_row(const gt_tensor *t, int64_t r0, int64_t r1, row_fn fn,
+                    void *ctx, gt_err *err) {
   int last = t->ndim - 1;
   int64_t be = (int64_t)gt_dtype_block(t->sdtype),
           bs = (int64_t)gt_dtype_size(t->sdtype);
-  int64_t idx[GT_MAXDIM] = {0}, rows = 1;
-  for (int d = 0; d < last; d++) rows *= t->shape[d];
+  int64_t idx[GT_MAXDIM] = {0};
+  for (int64_t d = last - 1, r = r0; d >= 0; d--) {
+    idx[d] = r % t->shape[d];
+    r /= t->shape[d];
+  }
   size_t nb = (size_t)(t->shape[last] / be);
-  for (int64_t r = 0; r < rows; r++) {
+  for (int64_t r = r0; r < r1; r++) {
     int64_t el = 0;
     for (int d = 0; d < last; d++) el += idx[d] * t->strides[d];
     const unsigned char *p = t->storage->data + t->offset + el / be * bs;
@@ -373,18 +385,59 @@ static int emit_init(emit *e, const gt_tensor *t, gt_dtype ddt, gt_err *err) {
   return GT_OK;
 }
 
+/* One worker's share of a parallel copy: rows [r0, r1). */
+typedef struct share {
+  const gt_tensor *t;
+  gt_dtype ddt;
+  unsigned char *dst;
+  int64_t r0, r1;
+  int rc;
+  gt_err err;
+} share;
+
+static void run_share(void *ctx, int i) {
+  share *s = (share *)ctx + i;
+  emit e;
+  s->rc = emit_init(&e, s->t, s->ddt, &s->err);
+  if (s->rc != GT_OK) return;
+  e.out = s->dst;
+  e.done = (size_t)(s->r0 * s->t->shape[s->t->ndim - 1]);
+  s->rc = each_row(s->t, s->r0, s->r1, copy_row, &e, &s->err);
+  free(e.tmp);
+}
+
+/* Output bytes below which one thread decodes everything. */
+#define PARALLEL_OUT ((int64_t)1 << 20)
+
 int gt_quant_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst,
                        gt_err *err) {
   emit e;
   if (emit_init(&e, t, ddt, err) != GT_OK) return GT_ERR;
-  int rc = GT_OK;
-  if (gt_tensor_numel(t) > 0) {
-    rc = gt_storage_ready(t->storage, err);
-    e.out = dst;
-    if (rc == GT_OK) rc = each_row(t, copy_row, &e, err);
-  }
   free(e.tmp);
-  return rc;
+  if (gt_tensor_numel(t) == 0) return GT_OK;
+  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  int64_t rows = row_count(t);
+  int64_t row_out = (int64_t)out_bytes(&e, (size_t)(t->shape[t->ndim - 1] /
+                                        (int64_t)gt_dtype_block(t->sdtype)));
+  int k = gt_get_threads();
+  if (k > 64) k = 64;
+  if (rows * row_out < PARALLEL_OUT || k < 2) k = 1;
+  if (k > rows) k = (int)rows;
+  share sh[64];
+  int64_t r = 0;
+  for (int i = 0; i < k; i++) {
+    int64_t n = rows / k + (i < rows % k);
+    sh[i] = (share){t, ddt, (unsigned char *)dst + r * row_out, r, r + n, GT_OK, {{0}}};
+    r += n;
+  }
+  if (k == 1) run_share(sh, 0);
+  else gt_parallel_for(k, run_share, sh);
+  for (int i = 0; i < k; i++)
+    if (sh[i].rc != GT_OK) {
+      if (err) *err = sh[i].err;
+      return GT_ERR;
+    }
+  return GT_OK;
 }
 
 static int stream_row(void *ctx, const unsigned char *p, size_t nb,
@@ -422,7 +475,7 @@ int gt_quant_stream(const gt_tensor *t, gt_dtype ddt, void *buf,
   if (bufsize < out_bytes(&e, 1)) rc = gt_fail(err, "stream buffer too small");
   if (rc == GT_OK && gt_tensor_numel(t) > 0) {
     rc = gt_storage_ready(t->storage, err);
-    if (rc == GT_OK) rc = each_row(t, stream_row, &e, err);
+    if (rc == GT_OK) rc = each_row(t, 0, row_count(t), stream_row, &e, err);
     if (rc == GT_OK && e.fill > 0) rc = sink(ctx, buf, e.fill, err);
   }
   free(e.tmp);
