@@ -342,7 +342,10 @@ describe("gguf: files graft writes, read by gguf-py", function()
     local src = graft.open(H.real("gguf/ollama-pr2177-llama-2-tiny-random/llama-2-tiny-random.gguf"))
     local t = { w = graft.zeros({ 4, 64 }), b = graft.zeros({ 64 }), odd = graft.zeros({ 4, 8 }),
                 e = src["token_embd.weight"] }
-    graft.save(dir .. "/q.gguf", t, { quantize = "q4_0" })
+    local last, total
+    graft.save(dir .. "/q.gguf", t, { quantize = "q4_0", progress = function(d, n) last, total = d, n end })
+    assert.are.equal(total, last)
+    assert.are.equal(4 * 64 * 4 + 64 * 4 + 4 * 8 * 4 + 32000 * 8 * 2, total)
     local m = graft.meta(graft.open(dir .. "/q.gguf"))
     assert.are.same({ w = "Q4_0", b = "F32", odd = "F32", e = "F16" }, m.ggml_types)
   end)

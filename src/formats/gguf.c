@@ -193,11 +193,14 @@ static int read_value(cur *c, uint32_t type, int depth, gt_value **out,
     gt_value *list, *map;
     uint32_t it;
     if (read_array(c, depth, &list, &it, err) != GT_OK) return GT_ERR;
-    if (!(map = gt_value_new(GT_V_MAP)) ||
+    /* setk takes its value over even when it fails: list is freed once. */
+    if (!(map = gt_value_new(GT_V_MAP))) {
+      gt_value_free(list);
+      return oom(err);
+    }
+    if (gt_value_setk(map, "value", list) != GT_OK ||
         gt_value_setk(map, "type", vstr("array")) != GT_OK ||
-        gt_value_setk(map, "item_type", vstr(vnames[it])) != GT_OK ||
-        gt_value_setk(map, "value", list) != GT_OK) {
-      if (!map) gt_value_free(list);
+        gt_value_setk(map, "item_type", vstr(vnames[it])) != GT_OK) {
       gt_value_free(map);
       return oom(err);
     }
@@ -705,6 +708,9 @@ static int q_sink(void *ctx, const void *bytes, size_t n, gt_err *err) {
   qsink *q = ctx;
   const unsigned char *p = bytes;
   size_t nf = n / 4;
+  /* Progress counts the float32 source bytes, as fileout's total does. */
+  q->o->done += n;
+  if (q->o->progress) q->o->progress(q->o->progress_ctx, q->o->done, q->o->total);
   while (nf > 0) {
     if (q->ncarry > 0 || nf < 32) {
       size_t k = 32 - q->ncarry < nf ? 32 - q->ncarry : nf;
