@@ -79,7 +79,7 @@ describe("options", function()
     err = H.raises(function() graft.save(dir .. "/x.npz", t, { metadata = { a = "b" } }) end)
     assert.are.equal("graft: save " .. dir .. '/x.npz: option "metadata" is not accepted by '
       .. "format npz (accepted: compress, dtype, format, order, progress); formats that take it: "
-      .. "safetensors", err)
+      .. "safetensors, gguf", err)
     graft.save(dir .. "/x.safetensors", t)
     err = H.raises(function() graft.open(dir .. "/x.safetensors", { select = "model" }) end)
     assert.are.equal("graft: open " .. dir .. '/x.safetensors: option "select" is not accepted by '

@@ -8,7 +8,7 @@ local H = require "helper"
 
 local ALL = { "npy", "npz", "graphdef", "metagraph", "savedmodel", "tf", "tf_v1", "hdf5",
               "keras", "keras3", "keras_zip", "safetensors", "safetensors_index", "torch",
-              "pickle" }
+              "pickle", "gguf" }
 
 local function by_name()
   local out = {}

@@ -118,6 +118,9 @@ static int t_index(lua_State *L) {
   else if (strcmp(k, "ndim") == 0) lua_pushinteger(L, t->ndim);
   else if (strcmp(k, "numel") == 0) lua_pushinteger(L, gt_tensor_numel(t));
   else if (strcmp(k, "nbytes") == 0) lua_pushinteger(L, gt_tensor_nbytes(t));
+  /* Elements per stored block: 1 for plain dtypes, 32 or 256 for ggml's
+   * block-quantised ones (which only a format that keeps blocks stores). */
+  else if (strcmp(k, "block") == 0) lua_pushinteger(L, gt_dtype_block(t->dtype));
   else {
     lua_getfield(L, lua_upvalueindex(1), k); /* methods */
   }
@@ -459,7 +462,8 @@ static int t_totable(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1);
   gt_err e;
   /* Small floats become float64 first: Lua numbers are doubles. */
-  gt_dtype dt = gt_dtype_is_float(t->dtype) ? GT_F64 : t->dtype;
+  gt_dtype dt = gt_dtype_is_float(t->dtype) || gt_dtype_block(t->dtype) > 1
+                   ? GT_F64 : t->dtype;
   size_t esz = gt_dtype_size(dt), n = (size_t)gt_tensor_numel(t);
   if (n > (1u << 28)) return luaL_error(L, "graft: totable: tensor too large");
   unsigned char *buf = lua_newuserdatauv(L, n * esz + 1, 0);
@@ -577,7 +581,7 @@ static int g_tensor(lua_State *L) {
     int n;
     if (lua_isnoneornil(L, 3)) {
       if (len % esz) return luaL_error(L, "graft: tensor: %d bytes is not a whole number of %s", (int)len, gt_dtype_name(dt));
-      shape[0] = (int64_t)(len / esz);
+      shape[0] = (int64_t)(len / esz * gt_dtype_block(dt));  /* quantised: blocks */
       n = 1;
     } else {
       n = lg_shape(L, 3, shape);

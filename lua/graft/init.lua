@@ -86,7 +86,7 @@ function graft.save(path, tensors, opts)
   end
   model.check_table(tensors)
   local names = model.ordered_names(tensors, opts)
-  local out = model.apply_dtype(path, tensors, names, opts.dtype)
+  local out = model.apply_dtype(path, tensors, names, opts.dtype, f.keeps_blocks)
   return f.family.save(path, out, names, opts, ctx)
 end
 

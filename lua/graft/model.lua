@@ -108,18 +108,24 @@ local float_dtypes = { float64 = true, float32 = true, float16 = true, bfloat16 
                        float8_e4m3fn = true, float8_e5m2 = true }
 
 -- opts.dtype casts floating-point tensors only: integer buffers such as
--- position ids or step counters keep their type.
-function M.cast(path, t, dtype)
+-- position ids or step counters keep their type. Block-quantised tensors
+-- (t.block > 1, GGUF's q4_0 ...) are dequantised, to opts.dtype or else
+-- float32, for every format that does not keep blocks (keep_blocks).
+function M.cast(path, t, dtype, keep_blocks)
+  if t.block > 1 and not keep_blocks then
+    local ok, c = pcall(t.cast, t, dtype or "float32")
+    if not ok then fail("%s: dequantising: %s", path, inner(c)) end
+    return c
+  end
   if not dtype or not float_dtypes[t.dtype] or t.dtype == dtype then return t end
   local ok, c = pcall(t.cast, t, dtype)
   if not ok then fail("%s: opts.dtype: %s", path, inner(c)) end
   return c
 end
 
-function M.apply_dtype(path, tensors, names, dtype)
-  if not dtype then return tensors end
+function M.apply_dtype(path, tensors, names, dtype, keep_blocks)
   local out = {}
-  for _, n in ipairs(names) do out[n] = M.cast(path, tensors[n], dtype) end
+  for _, n in ipairs(names) do out[n] = M.cast(path, tensors[n], dtype, keep_blocks) end
   return out
 end
 

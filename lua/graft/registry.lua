@@ -9,6 +9,10 @@
 --                   nested = true,                 -- (optional) save takes
 --                                                  -- nested tables, not only
 --                                                  -- name -> tensor
+--                   keeps_blocks = true,           -- (optional) save stores
+--                                                  -- block-quantised tensors
+--                                                  -- as they are (others get
+--                                                  -- them dequantised)
 --                   open_options = { select = "one line", ... },
 --                   save_options = { ... } }
 --               (options every format takes are in lua/graft/options.lua).
@@ -51,6 +55,7 @@ local families = {
   (require "graft.formats.keras"),
   (require "graft.formats.safetensors"),
   (require "graft.formats.torch"),
+  (require "graft.formats.gguf"),
 }
 
 M.families = families

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "formats/format.h"
+#include "formats/gguf.h"
 #include "formats/hdf5/hdf5.h"
 #include "formats/hdf5/keras.h"
 #include "formats/npy.h"
@@ -52,6 +53,10 @@ static int rd_metagraph(gt_storage *f, const char *path, gt_model *m, gt_err *e)
 static int rd_savedmodel(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
   return gt_savedmodel_read(f, m, e);
+}
+static int rd_gguf(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_gguf_read(f, m, e);
 }
 static int rd_hdf5(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
@@ -102,6 +107,9 @@ static const gt_format formats[] = {
   {"savedmodel_pb", rd_savedmodel, 0, NULL, GT_IN_NONE},
   {"hdf5", rd_hdf5, 0, wr_hdf5, GT_IN_JSON},
   {"keras_zip", rd_keras_zip, 0, NULL, GT_IN_NONE},
+  /* GGUF's writer takes a typed key/value list: core.gguf_write
+   * (lgraft_gguf.c). */
+  {"gguf", rd_gguf, 0, NULL, GT_IN_NONE},
 };
 
 const gt_format *gt_format_at(size_t i) {

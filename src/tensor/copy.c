@@ -20,6 +20,7 @@
 
 #include "tensor/cast.h"
 #include "tensor/cast_x86.h"
+#include "tensor/quant.h"
 
 #ifndef TILE_B
 #define TILE_B 16 /* tile extent along the unit-stride source dim */
@@ -491,6 +492,7 @@ void gt_parallel_for(int k, void (*fn)(void *ctx, int index), void *ctx) {
 }
 
 int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
+  if (gt_dtype_is_quant(t->sdtype)) return gt_quant_copy_into(t, ddt, dst, err);
   if (!gt_dtype_castable(t->sdtype, ddt))
     return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
                    gt_dtype_name(ddt));
@@ -526,7 +528,9 @@ static gt_tensor outer_slice(const gt_tensor *t, int dim, int64_t o) {
   for (int d = dim - 1; d >= 0; d--) {
     int64_t i = o % t->shape[d];
     o /= t->shape[d];
-    s.offset += i * t->strides[d] * (int64_t)gt_dtype_size(t->sdtype);
+    /* dims before the last: whole blocks for block-quantised types */
+    s.offset += i * t->strides[d] / (int64_t)gt_dtype_block(t->sdtype) *
+                (int64_t)gt_dtype_size(t->sdtype);
   }
   s.ndim = t->ndim - dim;
   memmove(s.shape, t->shape + dim, (size_t)s.ndim * sizeof s.shape[0]);
@@ -540,6 +544,9 @@ int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
   if (dim < 0 || dim >= f->ndim)
     return gt_fail(err, "cat: dimension %d out of range for a %d-d tensor",
                    dim + 1, f->ndim);
+  if (gt_dtype_is_quant(f->dtype))
+    return gt_fail(err, "cat: %s tensors cannot be joined block-wise; "
+                   "dequantise first with :float()", gt_dtype_name(f->dtype));
   int64_t shape[GT_MAXDIM];
   memcpy(shape, f->shape, sizeof shape);
   shape[dim] = 0;
@@ -648,6 +655,8 @@ static int stream_view(const gt_tensor *t, gt_dtype ddt, unsigned char *buf,
 int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
               gt_sink_fn sink, void *ctx, int release, gt_err *err) {
   size_t dsz = gt_dtype_size(ddt);
+  if (gt_dtype_is_quant(t->sdtype))
+    return gt_quant_stream(t, ddt, buf, bufsize, sink, ctx, err);
   if (!gt_dtype_castable(t->sdtype, ddt))
     return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
                    gt_dtype_name(ddt));

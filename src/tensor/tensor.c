@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "tensor/quant.h"
+
 int gt_numel(int ndim, const int64_t *shape, int64_t *numel, gt_err *err) {
   int64_t n = 1;
   if (ndim < 0 || ndim > GT_MAXDIM)
@@ -22,14 +24,48 @@ int64_t gt_tensor_numel(const gt_tensor *t) {
   return n;
 }
 
+/* Bytes of n elements of dt from the start of a row; for block-quantised
+ * types n is a whole number of blocks wherever a valid view asks. */
+static int64_t span_bytes(gt_dtype dt, int64_t n) {
+  return n / (int64_t)gt_dtype_block(dt) * (int64_t)gt_dtype_size(dt);
+}
+
 int64_t gt_tensor_nbytes(const gt_tensor *t) {
-  return gt_tensor_numel(t) * (int64_t)gt_dtype_size(t->dtype);
+  return span_bytes(t->dtype, gt_tensor_numel(t));
+}
+
+/* A view is done: quantised views must keep whole blocks. */
+static int finish(const gt_tensor *t, gt_tensor *out, gt_err *err) {
+  if (gt_quant_view_check(t, err) != GT_OK) return GT_ERR;
+  gt_tensor_ref(out, t);
+  return GT_OK;
 }
 
 /* Lowest and highest byte touched by the view, relative to storage data. */
 static int byte_extent(const gt_tensor *t, int64_t *lo, int64_t *hi,
                        gt_err *err) {
   int64_t esz = (int64_t)gt_dtype_size(t->sdtype), a = 0, b = 0;
+  int64_t be = (int64_t)gt_dtype_block(t->sdtype);
+  if (be > 1) {
+    /* Counted in blocks: the last dimension's run of whole blocks is one
+     * "element" of the byte layout below. */
+    if (gt_quant_view_check(t, err) != GT_OK) return GT_ERR;
+    gt_tensor b = *t;
+    b.sdtype = GT_U8;
+    for (int i = 0; i < t->ndim; i++) {
+      if (t->shape[i] == 0) {
+        *lo = *hi = t->offset;
+        return GT_OK;
+      }
+      b.strides[i] = t->strides[i] / be * esz;
+    }
+    int64_t last = t->shape[t->ndim - 1] / be * esz;
+    b.shape[t->ndim - 1] = 1;
+    if (byte_extent(&b, lo, hi, err) != GT_OK) return GT_ERR;
+    if (__builtin_add_overflow(*hi, last - 1, hi))
+      return gt_fail(err, "offset overflow");
+    return GT_OK;
+  }
   for (int i = 0; i < t->ndim; i++) {
     int64_t span;
     if (t->shape[i] == 0) {
@@ -64,6 +100,7 @@ int gt_tensor_check(const gt_tensor *t, gt_err *err) {
   int64_t bytes;
   if (__builtin_mul_overflow(n, (int64_t)gt_dtype_size(t->dtype), &bytes))
     return gt_fail(err, "shape has too many bytes");
+  if (gt_quant_view_check(t, err) != GT_OK) return GT_ERR;
   if (byte_extent(t, &lo, &hi, err) != GT_OK) return GT_ERR;
   if (n > 0 && (lo < 0 || (uint64_t)hi > t->storage->size))
     return gt_fail(err, "view reaches bytes [%lld, %lld) outside its %zu-byte storage",
@@ -109,6 +146,7 @@ int gt_tensor_alloc(gt_tensor *out, gt_dtype dtype, int ndim,
   if (gt_numel(ndim, shape, &n, err) != GT_OK) return GT_ERR;
   if (__builtin_mul_overflow(n, (int64_t)gt_dtype_size(dtype), &bytes))
     return gt_fail(err, "shape has too many bytes");
+  bytes = span_bytes(dtype, n);
   gt_storage *s = gt_storage_new((size_t)bytes, zero, err);
   if (!s) return GT_ERR;
   int rc = gt_tensor_make(out, s, dtype, ndim, shape, 0, err);
@@ -161,8 +199,7 @@ int gt_permute(const gt_tensor *src, const int *perm, gt_tensor *out,
     t.shape[i] = src->shape[perm[i]];
     t.strides[i] = src->strides[perm[i]];
   }
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 int gt_transpose(const gt_tensor *src, int d0, int d1, gt_tensor *out,
@@ -186,9 +223,14 @@ int gt_narrow(const gt_tensor *src, int dim, int64_t start, int64_t len,
   gt_tensor t = *src;
   t.shape[dim] = len;
   if (len > 0)
-    t.offset += start * src->strides[dim] * (int64_t)gt_dtype_size(src->sdtype);
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+    t.offset += span_bytes(src->sdtype, start * src->strides[dim]);
+  int64_t be = (int64_t)gt_dtype_block(src->sdtype);
+  if (be > 1 && dim == src->ndim - 1 && (start % be != 0 || len % be != 0))
+    return gt_fail(err, "narrow: [%lld, +%lld) of the last dimension would cut "
+                   "the %lld-element blocks of a %s tensor; dequantise first "
+                   "with :float()", (long long)start + 1, (long long)len,
+                   (long long)be, gt_dtype_name(src->sdtype));
+  return finish(&t, out, err);
 }
 
 int gt_select(const gt_tensor *src, int dim, int64_t index, gt_tensor *out,
@@ -198,14 +240,13 @@ int gt_select(const gt_tensor *src, int dim, int64_t index, gt_tensor *out,
     return gt_fail(err, "select: index %lld out of range for dimension %d of size %lld",
                    (long long)index + 1, dim + 1, (long long)src->shape[dim]);
   gt_tensor t = *src;
-  t.offset += index * src->strides[dim] * (int64_t)gt_dtype_size(src->sdtype);
+  t.offset += span_bytes(src->sdtype, index * src->strides[dim]);
   for (int i = dim; i + 1 < src->ndim; i++) {
     t.shape[i] = src->shape[i + 1];
     t.strides[i] = src->strides[i + 1];
   }
   t.ndim--;
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 int gt_squeeze(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
@@ -221,8 +262,7 @@ int gt_squeeze(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
     }
   }
   t.ndim = k;
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 int gt_unsqueeze(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
@@ -238,20 +278,17 @@ int gt_unsqueeze(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
   t.shape[dim] = 1;
   t.strides[dim] = dim < src->ndim ? src->strides[dim] * src->shape[dim] : 1;
   t.ndim++;
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 int gt_flip(const gt_tensor *src, int dim, gt_tensor *out, gt_err *err) {
   if (check_dim(src, dim, err) != GT_OK) return GT_ERR;
   gt_tensor t = *src;
   if (src->shape[dim] > 1) {
-    t.offset += (src->shape[dim] - 1) * src->strides[dim] *
-                (int64_t)gt_dtype_size(src->sdtype);
+    t.offset += span_bytes(src->sdtype, (src->shape[dim] - 1) * src->strides[dim]);
     t.strides[dim] = -src->strides[dim];
   }
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 /* torch's computeStride: can `shape` be expressed over src's strides?
@@ -307,8 +344,7 @@ int gt_view_as(const gt_tensor *src, int ndim, const int64_t *shape,
   }
   t.ndim = ndim;
   memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
 
 /* Whether every value of `a` is exactly a value of `b`. */
@@ -352,6 +388,5 @@ int gt_cast(const gt_tensor *src, gt_dtype to, gt_tensor *out, int *needs_copy,
   }
   gt_tensor t = *src;
   t.dtype = to;
-  gt_tensor_ref(out, &t);
-  return GT_OK;
+  return finish(&t, out, err);
 }
