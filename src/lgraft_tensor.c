@@ -677,6 +677,12 @@ static int g_is_tensor(lua_State *L) {
   return 1;
 }
 
+/* A tensor handle that was released (closed). */
+static int g_is_released(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, LG_TENSOR) != NULL && lg_released(L, 1));
+  return 1;
+}
+
 /* Same storage bytes? (used to keep tied weights tied when writing) */
 static int t_storage_id(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1);
@@ -721,7 +727,7 @@ static const luaL_Reg methods[] = {
 
 static const luaL_Reg funcs[] = {
   {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
-  {"stack", g_stack}, {"is_tensor", g_is_tensor},
+  {"stack", g_stack}, {"is_tensor", g_is_tensor}, {"is_released", g_is_released},
   {"threads", g_threads},
   {NULL, NULL}};
 

@@ -85,6 +85,7 @@ function M.check_table(tensors)
   for k, v in pairs(tensors) do
     if type(k) ~= "string" then fail("save: tensor names must be strings (got %s)", type(k)) end
     if not core.is_tensor(v) then fail("save: %q is not a tensor (it is a %s)", k, type(v)) end
+    if core.is_released(v) then fail("save: %q is a released tensor", k) end
   end
 end
 
