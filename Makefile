@@ -78,6 +78,8 @@ install: $(MODULE)
 	mkdir -p $(INST_LIBDIR)/graft $(INST_LUADIR)/graft $(INST_BINDIR)
 	cp $(MODULE) $(INST_LIBDIR)/graft/core.so
 	cp lua/graft/*.lua $(INST_LUADIR)/graft/
+	mkdir -p $(INST_LUADIR)/graft/formats
+	cp lua/graft/formats/*.lua $(INST_LUADIR)/graft/formats/
 	cp bin/graft $(INST_BINDIR)/graft
 	chmod 755 $(INST_BINDIR)/graft
 

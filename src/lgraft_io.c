@@ -15,6 +15,7 @@
 #include "formats/hdf5/hdf5.h"
 #include "formats/hdf5/keras.h"
 #include "formats/npy.h"
+#include "formats/onnx.h"
 #include "formats/safetensors.h"
 #include "formats/torch/read.h"
 #include "formats/torch/write.h"
@@ -107,6 +108,8 @@ static int read_format(const char *format, gt_storage *file, const char *path,
   if (strcmp(format, "savedmodel_pb") == 0) return gt_savedmodel_read(file, m, e);
   if (strcmp(format, "hdf5") == 0) return gt_hdf5_read(file, m, e);
   if (strcmp(format, "keras_zip") == 0) return gt_keras_zip_read(file, m, e);
+  if (strcmp(format, "onnx") == 0) return gt_onnx_read(file, path, m, e);
+  if (strcmp(format, "onnx_tensor") == 0) return gt_onnx_tensor_read(file, path, m, e);
   return gt_fail(e, "unknown format '%s'", format);
 }
 
@@ -319,6 +322,7 @@ static int l_write(lua_State *L) {
   else if (strcmp(format, "npz_compressed") == 0) rc = gt_npz_write(path, &s, 1, &e);
   else if (strcmp(format, "torch") == 0) rc = write_torch(L, path, &s, b, &e);
   else if (strcmp(format, "hdf5") == 0) rc = gt_hdf5_write(path, &s, &e);
+  else if (strcmp(format, "onnx") == 0) rc = gt_onnx_write(path, &s, &e);
   else return luaL_error(L, "graft: %s: cannot write format '%s'", path, format);
   if (rc != GT_OK) return lg_raise(L, path, &e);
   return 0;

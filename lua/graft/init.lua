@@ -9,6 +9,7 @@ local torch = require "graft.torch"
 local tf = require "graft.tf"
 local tfgraph = require "graft.tfgraph"
 local keras = require "graft.keras"
+local onnx = require "graft.formats.onnx"
 
 local graft = {}
 
@@ -122,6 +123,7 @@ function graft.detect(path)
   end
   if head:sub(1, 4) == "PK\3\4" and torch.is_zip(path, head) then return "torch" end
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then return "npz" end
+  if onnx.detect(head, path, { stage = "bytes" }) then return "onnx" end
   -- JSON text (an index) has no control bytes; a safetensors header length
   -- always does (it is below 2^56, so its high byte is 0).
   if head:find("^%s*{") and not head:find("[%z\1-\8\14-\31]") then
@@ -130,7 +132,7 @@ function graft.detect(path)
   if #head >= 9 and head:sub(9, 9) == "{" then return "safetensors" end
   if torch.is_pickle(path, head) then return "torch" end
   if #head == 0 then fail("%s: empty file", path) end
-  local pbformat = tfgraph.detect_name(path)
+  local pbformat = onnx.detect(head, path, { stage = "late" }) or tfgraph.detect_name(path)
   if pbformat then return pbformat end
   if #head >= 8 and hdf5_at_userblock(path) then return "hdf5" end
   local shown = head:sub(1, 8):gsub("[^\32-\126]", function(c)
@@ -224,6 +226,9 @@ function graft.open(path, opts)
   if format == "tf" then return remember(tf.open(path)) end
   if tfgraph.formats[format] then return remember(tfgraph.open(path, format)) end
   if keras.reads[format] then return keras.open(path, format, opts.format == nil, remember) end
+  if format == "onnx" or format == "onnx_tensor" then
+    return onnx.open(path, opts, { format = format, read = core.read, remember = remember })
+  end
   local tensors, names, meta = core.read(path, format, opts)
   if format == "torch" or format == "pickle" then
     tensors, names, meta = torch.shape(path, tensors, names, meta, opts)
@@ -270,6 +275,7 @@ local ext_formats = {
 }
 
 ext_formats.pb = "graphdef"
+ext_formats.onnx = "onnx"
 
 local function format_for(path, opts)
   local f = opts.format
@@ -506,6 +512,11 @@ function graft.save(path, tensors, opts)
   end
   if format == "graphdef" then
     return tfgraph.save(path, out, names, opts, progress_fn(opts, path))
+  end
+  if format == "onnx" then
+    return onnx.save(path, out, names, opts, { format = format, open = graft.open, meta = graft.meta,
+      names = graft.names, progress = function(p) return progress_fn(opts, p) end,
+      write = function(p, f, n, t, input) core.write(p, f, n, t, input.metadata, input.progress) end })
   end
   if keras.writes[format] then
     return keras.write(path, format, out, names, opts, graft.meta(tensors), progress_fn(opts, path))
