@@ -134,6 +134,12 @@ describe("ONNX real fixtures", function()
     local x = graft.open(H.real(CONV .. "test_data_set_0/input_0.pb"))
     assert.equal("2x3x7x5", shape(x.tensor))
     assert.equal("2x4x5x4", shape(graft.open(H.real(CONV .. "test_data_set_0/output_0.pb")).tensor))
+    -- a TensorFlow GraphDef .pb still opens as one
+    for _, g in ipairs({ "tf_graphdef/tf2onnx-regression/frozen.pb", "tf_graphdef/tf2onnx-lstm/frozen.pb" }) do
+      assert.equal("graphdef", graft.detect(H.real(g)))
+    end
+    assert.equal("onnx_tensor", graft.detect(H.real(CONV .. "test_data_set_0/input_0.pb")))
+    assert.equal("onnx", graft.detect(H.real(CONV .. "model.onnx")))
   end)
 
   it("reads the node tests' TensorProtos: bfloat16, float16, float8, int4, bool, string", function()

@@ -344,7 +344,6 @@ typedef struct otensor {
   int64_t shape[GT_MAXDIM];
   uint64_t numel, nbytes;  /* nbytes: raw or external bytes */
   int external;
-  int first_value;      /* field number of the first value record, 0 none */
 } otensor;
 
 static void otensor_free(otensor *t) {
@@ -367,7 +366,6 @@ static int read_tensor(const uint8_t *buf, size_t pos, size_t end, otensor *t,
   memset(t, 0, sizeof *t);
   pb_reader_init(&r, buf, pos, end);
   while ((k = pb_next(&r, &f, err)) == 1) {
-    if (is_value_field(f.num) && !t->first_value) t->first_value = (int)f.num;
     if (f.num != 9) continue;
     if (f.wt != PB_LEN) return gt_fail(err, "raw_data is not length-delimited");
     t->raw = f;
@@ -1423,7 +1421,11 @@ static int cmp_site(const void *a, const void *b) {
 
 static int cmp_patch(const void *a, const void *b) {
   const patch *x = a, *y = b;
-  if (!x->st || !y->st) return (x->st == NULL) - (y->st == NULL);
+  /* new initializers last, in the entries' order */
+  if (!x->st || !y->st) {
+    if (x->st || y->st) return (x->st == NULL) - (y->st == NULL);
+    return (x->e > y->e) - (x->e < y->e);
+  }
   return (x->st->chain[0].start > y->st->chain[0].start) -
          (x->st->chain[0].start < y->st->chain[0].start);
 }
