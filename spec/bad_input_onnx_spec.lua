@@ -168,6 +168,16 @@ describe("bad ONNX input", function()
     fails(p, 'initializer "w"', "without a location")
   end)
 
+  it("names holding a NUL byte (found by fuzz/onnx.c)", function()
+    local dir = H.tmpdir()
+    local p = dir .. "/nul.onnx"
+    H.write(p, model({ tensor("a\0b", FLOAT, { 1 }, lfield(9, f32(1))) }))
+    fails(p, 'initializer "a', "the name contains a NUL byte")
+    local pb = dir .. "/nul.pb"
+    H.write(pb, tensor("a\0b", FLOAT, { 1 }, lfield(9, f32(1))))
+    fails(pb, "the tensor's name contains a NUL byte")
+  end)
+
   it("random byte changes of a model with every data type: errors, never crashes", function()
     local dir = H.tmpdir()
     local inits = {}

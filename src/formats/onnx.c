@@ -921,6 +921,10 @@ static int graph_meta(const uint8_t *buf, const pb_rec *g, gt_value *meta,
 static int add_site_tensor(reader *rd, gt_model *m, const site *st, gt_value *types,
                            gt_value *notes, gt_value *skipped, gt_err *err) {
   const pb_rec *tr = &st->chain[st->depth - 1];
+  if (memchr(st->name, '\0', st->name_len))
+    return gt_fail(err, "%s \"%.*s\": the name contains a NUL byte",
+                   st->depth == 1 ? "initializer" : "Constant", shown(st->name_len),
+                   (const char *)st->name);
   char *name = strndup((const char *)st->name, st->name_len);
   otensor t;
   gt_tensor out;
@@ -1016,6 +1020,18 @@ int gt_onnx_tensor_read(gt_storage *file, const char *path, gt_model *m,
   if (rc != GT_OK) {
     if (meta) otensor_free(&t);
     return finish(&rd, m, meta, rc, err);
+  }
+  /* protobuf-c ends the name at a NUL byte: refuse one instead */
+  pb_reader pr;
+  pb_rec whole = {0};
+  site st;
+  memset(&st, 0, sizeof st);
+  whole.len = file->size;
+  pb_reader_init(&pr, file->data, 0, file->size);
+  if (tensor_name(&pr, &whole, &st, err) != GT_OK || memchr(st.name ? st.name : (const uint8_t *)"", '\0', st.name_len)) {
+    otensor_free(&t);
+    if (st.name) gt_fail(err, "the tensor's name contains a NUL byte");
+    return finish(&rd, m, meta, GT_ERR, err);
   }
   const char *name = t.tp->name && *t.tp->name ? t.tp->name : "tensor";
   char *nm = strdup(name);
