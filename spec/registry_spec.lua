@@ -6,7 +6,7 @@ local core = require "graft.core"
 local options = require "graft.options"
 local H = require "helper"
 
-local ALL = { "npy", "npz", "graphdef", "metagraph", "savedmodel", "tf", "tf_v1", "hdf5",
+local ALL = { "npy", "npz", "onnx", "onnx_tensor", "graphdef", "metagraph", "savedmodel", "tf", "tf_v1", "hdf5",
               "keras", "keras3", "keras_zip", "safetensors", "safetensors_index", "torch",
               "pickle", "gguf" }
 

@@ -50,6 +50,9 @@ local M = {}
 -- Detection order: within each stage, earlier families claim first.
 local families = {
   (require "graft.formats.numpy"),
+  -- before tfgraph: a lone TensorProto .pb is told from a GraphDef .pb by
+  -- its first fields, and tfgraph claims every other .pb by name
+  (require "graft.formats.onnx"),
   (require "graft.formats.tfgraph"),
   (require "graft.formats.tf"),
   (require "graft.formats.keras"),

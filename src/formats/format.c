@@ -9,6 +9,7 @@
 #include "formats/hdf5/keras.h"
 #include "formats/npy.h"
 #include "formats/npz.h"
+#include "formats/onnx.h"
 #include "formats/safetensors.h"
 #include "formats/tf/bundle.h"
 #include "formats/tf/graph.h"
@@ -57,6 +58,18 @@ static int rd_savedmodel(gt_storage *f, const char *path, gt_model *m, gt_err *e
 static int rd_gguf(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
   return gt_gguf_read(f, m, e);
+}
+static int rd_onnx(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  return gt_onnx_read(f, path, m, e);
+}
+static int rd_onnx_tensor(gt_storage *f, const char *path, gt_model *m,
+                          gt_err *e) {
+  return gt_onnx_tensor_read(f, path, m, e);
+}
+/* The patch options (base, external_data, external_threshold) as strings. */
+static int wr_onnx(const char *path, const gt_save *s, const gt_write_input *in,
+                   gt_err *e) {
+  return gt_onnx_write(path, s, in->u.strings, e);
 }
 static int rd_hdf5(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
@@ -110,6 +123,8 @@ static const gt_format formats[] = {
   /* GGUF's writer takes a typed key/value list: core.gguf_write
    * (lgraft_gguf.c). */
   {"gguf", rd_gguf, 0, NULL, GT_IN_NONE},
+  {"onnx", rd_onnx, 0, wr_onnx, GT_IN_STRINGS},
+  {"onnx_tensor", rd_onnx_tensor, 0, NULL, GT_IN_NONE},
 };
 
 const gt_format *gt_format_at(size_t i) {
