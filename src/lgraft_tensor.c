@@ -12,6 +12,7 @@
 #include "tensor/cast.h"
 #include "tensor/compare.h"
 #include "tensor/copy.h"
+#include "tensor/expr.h"
 #include "tensor/stats.h"
 
 /* ---- userdata plumbing ------------------------------------------------ */
@@ -509,6 +510,87 @@ static int t_stats(lua_State *L) {
   return 1;
 }
 
+/* ---- arithmetic (lazy: tensor/expr.c) -------------------------------- */
+
+/* A tensor or a Lua number at idx as an operand of op. */
+static void check_operand(lua_State *L, int idx, const char *op, gt_operand *o) {
+  memset(o, 0, sizeof *o);
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    o->is_int = lua_isinteger(L, idx);
+    if (o->is_int) o->i = lua_tointeger(L, idx);
+    else o->f = lua_tonumber(L, idx);
+    return;
+  }
+  if (lg_released(L, idx)) luaL_error(L, "graft: %s: " LG_RELEASED, op);
+  o->t = lg_test_tensor(L, idx);
+  if (!o->t)
+    luaL_error(L, "graft: %s: a tensor or a number expected, got %s", op,
+               luaL_typename(L, idx));
+}
+
+static int binary(lua_State *L, gt_op op, const char *name) {
+  gt_operand a, b;
+  gt_tensor out;
+  gt_err e;
+  check_operand(L, 1, name, &a);
+  check_operand(L, 2, name, &b);
+  if (!a.t && !b.t) return luaL_error(L, "graft: %s: no tensor operand", name);
+  return push_result(L, gt_expr_binary(op, &a, &b, &out, &e), &out, &e);
+}
+
+static int t_add(lua_State *L) { return binary(L, GT_OP_ADD, "add"); }
+static int t_sub(lua_State *L) { return binary(L, GT_OP_SUB, "sub"); }
+static int t_mul(lua_State *L) { return binary(L, GT_OP_MUL, "mul"); }
+static int t_div(lua_State *L) { return binary(L, GT_OP_DIV, "div"); }
+
+static int unary(lua_State *L, gt_op op) {
+  gt_tensor *t = lg_check_tensor(L, 1), out;
+  gt_err e;
+  return push_result(L, gt_expr_unary(op, t, &out, &e), &out, &e);
+}
+
+static int t_neg(lua_State *L) { return unary(L, GT_OP_NEG); }
+static int t_sqrt(lua_State *L) { return unary(L, GT_OP_SQRT); }
+static int t_rsqrt(lua_State *L) { return unary(L, GT_OP_RSQRT); }
+
+/* sum([dim [, keepdim]]) / mean(...): no dim reduces every element to a
+ * 0-d tensor (a 1-element tensor of the input's rank with keepdim). */
+static int reduce(lua_State *L, int mean) {
+  gt_tensor *t = lg_check_tensor(L, 1), flat, out;
+  gt_err e;
+  int keepdim = lua_toboolean(L, 3);
+  if (!lua_isnoneornil(L, 2)) {
+    int d = lg_dim(L, 2, t->ndim);
+    return push_result(L, gt_reduce(t, d, mean, keepdim, &out, &e), &out, &e);
+  }
+  int64_t n = gt_tensor_numel(t), ones[GT_MAXDIM];
+  int needs_copy, rc;
+  if (gt_view_as(t, 1, &n, &flat, &needs_copy, &e) == GT_OK) {
+    rc = gt_reduce(&flat, 0, mean, 0, &out, &e);
+    gt_tensor_free(&flat);
+  } else if (needs_copy && gt_contiguous(t, &flat, &e) == GT_OK) {
+    gt_tensor view;
+    rc = gt_view_as(&flat, 1, &n, &view, &needs_copy, &e);
+    gt_tensor_free(&flat);
+    if (rc == GT_OK) {
+      rc = gt_reduce(&view, 0, mean, 0, &out, &e);
+      gt_tensor_free(&view);
+    }
+  } else {
+    return lg_raise(L, NULL, &e);
+  }
+  if (rc == GT_OK && keepdim) {
+    for (int i = 0; i < t->ndim; i++) ones[i] = 1;
+    out.ndim = t->ndim;
+    memcpy(out.shape, ones, (size_t)t->ndim * sizeof ones[0]);
+    memcpy(out.strides, ones, (size_t)t->ndim * sizeof ones[0]);
+  }
+  return push_result(L, rc, &out, &e);
+}
+
+static int t_sum(lua_State *L) { return reduce(L, 0); }
+static int t_mean(lua_State *L) { return reduce(L, 1); }
+
 /* ---- constructors ----------------------------------------------------- */
 
 static int is_intlike(gt_dtype d) { return gt_dtype_is_int(d) || d == GT_BOOL; }
@@ -636,6 +718,37 @@ static int g_zeros(lua_State *L) {
   return 1;
 }
 
+/* full(shape, value, dtype="float32"): one stored element, stride 0. */
+static int full_impl(lua_State *L, int vidx, int didx, const char *name) {
+  gt_err e;
+  gt_tensor out;
+  gt_operand v = {0};
+  int64_t shape[GT_MAXDIM];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = lg_shape(L, 1, shape);
+  gt_dtype dt = lg_dtype(L, didx, GT_F32);
+  if (vidx) {
+    if (lua_isboolean(L, vidx)) {
+      v.is_int = 1;
+      v.i = lua_toboolean(L, vidx);
+    } else {
+      luaL_checknumber(L, vidx);
+      v.is_int = lua_isinteger(L, vidx);
+      if (v.is_int) v.i = lua_tointeger(L, vidx);
+      else v.f = lua_tonumber(L, vidx);
+    }
+  } else {
+    v.is_int = 1;
+    v.i = 1;
+  }
+  if (gt_full(dt, n, shape, &v, &out, &e) != GT_OK) return lg_raise(L, name, &e);
+  lg_push_tensor(L, &out);
+  return 1;
+}
+
+static int g_ones(lua_State *L) { return full_impl(L, 0, 2, "ones"); }
+static int g_full(lua_State *L) { return full_impl(L, 2, 3, "full"); }
+
 static int cat_or_stack(lua_State *L, int stack) {
   gt_err e;
   gt_tensor out;
@@ -713,10 +826,14 @@ static const luaL_Reg methods[] = {
   {"equal", t_equal}, {"allclose", t_allclose},
   {"max_abs_diff", t_max_abs_diff}, {"stats", t_stats},
   {"storage_id", t_storage_id},
+  {"add", t_add}, {"sub", t_sub}, {"mul", t_mul}, {"div", t_div},
+  {"neg", t_neg}, {"sqrt", t_sqrt}, {"rsqrt", t_rsqrt},
+  {"sum", t_sum}, {"mean", t_mean},
   {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-  {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
+  {"tensor", g_tensor}, {"zeros", g_zeros}, {"ones", g_ones},
+  {"full", g_full}, {"cat", g_cat},
   {"stack", g_stack}, {"is_tensor", g_is_tensor},
   {"threads", g_threads},
   {NULL, NULL}};
@@ -742,6 +859,10 @@ void lg_tensor_init(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, t_tostring);
   lua_setfield(L, -2, "__tostring");
+  static const luaL_Reg arith[] = {
+    {"__add", t_add}, {"__sub", t_sub}, {"__mul", t_mul}, {"__div", t_div},
+    {"__unm", t_neg}, {NULL, NULL}};
+  luaL_setfuncs(L, arith, 0);
   lua_pushliteral(L, "graft.tensor");
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
