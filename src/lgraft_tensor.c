@@ -838,7 +838,13 @@ static const luaL_Reg funcs[] = {
   {"threads", g_threads},
   {NULL, NULL}};
 
+static int g_expr_loads(lua_State *L) {
+  lua_pushinteger(L, gt_expr_loads());
+  return 1;
+}
+
 static const luaL_Reg testing[] = {
+  {"expr_loads", g_expr_loads},
   {"cast_force_scalar", g_cast_force_scalar}, {"cast_paths", g_cast_paths},
   {"copy_force_scalar", g_copy_force_scalar},
   {NULL, NULL}};

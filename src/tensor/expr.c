@@ -233,6 +233,17 @@ int gt_promote(gt_op op, const gt_operand *a, const gt_operand *b,
   return GT_OK;
 }
 
+/* Round float values to a narrower float dtype and back, through tmp
+ * (n bytes at least; NULL for a single value). Float-to-float conversions
+ * cannot fail. */
+static void round_narrow(float *x, int64_t n, gt_dtype dt, unsigned char *tmp) {
+  unsigned char one[2];
+  if (dt == GT_F32) return;
+  if (!tmp) tmp = one;
+  gt_convert(dt, tmp, GT_F32, x, (size_t)n, 0, NULL);
+  gt_convert(GT_F32, x, dt, tmp, (size_t)n, 0, NULL);
+}
+
 /* ---- trees ------------------------------------------------------------ */
 
 static void free_tree(node *n) {
@@ -324,18 +335,24 @@ static int64_t wrap_int(int64_t v, gt_dtype dt) {
 /* The child of a node of dtype pdt for operand o, over grid g. A whole
  * pending expression operand is inlined when its tree has at most `budget`
  * nodes; otherwise it stays a leaf, evaluated through its own storage. */
-static node *make_child(const gt_operand *o, gt_dtype pdt, const grid *g,
-                        int budget, gt_err *err) {
+static node *make_child(gt_op op, const gt_operand *o, gt_dtype pdt,
+                        const grid *g, int budget, gt_err *err) {
   int pk = kind_of(pdt);
   if (!o->t) {
     node *n = new_node(OP_SCALAR, pdt, err);
     if (!n) return NULL;
     n->kind = pk;
-    /* torch rounds a scalar to the op's dtype, or for the reduced floats
-     * to float32 (its opmath type). */
-    if (pk == K_F32) n->f = o->is_int ? (float)o->i : (float)o->f;
-    else if (pk == K_F64) n->f = o->is_int ? (double)o->i : o->f;
-    else n->i = wrap_int(o->i, pdt);
+    /* torch (2.x, CPU) rounds a scalar to the op's dtype, except that the
+     * reduced floats multiply and divide by it as float32 (opmath). */
+    if (pk == K_F32) {
+      float v = o->is_int ? (float)o->i : (float)o->f;
+      if (op == GT_OP_ADD || op == GT_OP_SUB) round_narrow(&v, 1, pdt, NULL);
+      n->f = v;
+    } else if (pk == K_F64) {
+      n->f = o->is_int ? (double)o->i : o->f;
+    } else {
+      n->i = wrap_int(o->i, pdt);
+    }
     return n;
   }
   const expr *e = whole_expr(o->t);
@@ -395,8 +412,8 @@ int gt_expr_binary(gt_op op, const gt_operand *a, const gt_operand *b,
   node *n = new_node((int)op, dt, err);
   if (!n) return GT_ERR;
   int half = (GT_EXPR_MAX_NODES - 1) / 2;
-  if (!(n->a = make_child(a, dt, &g, half, err)) ||
-      !(n->b = make_child(b, dt, &g, half, err))) {
+  if (!(n->a = make_child(op, a, dt, &g, half, err)) ||
+      !(n->b = make_child(op, b, dt, &g, half, err))) {
     free_tree(n);
     return GT_ERR;
   }
@@ -411,7 +428,7 @@ int gt_expr_unary(gt_op op, const gt_tensor *a, gt_tensor *out, gt_err *err) {
   grid_init(&g, a->ndim, a->shape);
   node *n = new_node((int)op, dt, err);
   if (!n) return GT_ERR;
-  if (!(n->a = make_child(&o, dt, &g, GT_EXPR_MAX_NODES - 1, err))) {
+  if (!(n->a = make_child(op, &o, dt, &g, GT_EXPR_MAX_NODES - 1, err))) {
     free_tree(n);
     return GT_ERR;
   }
@@ -465,15 +482,6 @@ static void convert_kind(unsigned char *p, int64_t n, int from, int to,
   }
 }
 
-/* Round float values to a narrower float dtype and back (exact otherwise). */
-static int round_narrow(float *x, int64_t n, gt_dtype dt, unsigned char *tmp,
-                        gt_err *err) {
-  if (dt == GT_F32) return GT_OK;
-  if (gt_convert(dt, tmp, GT_F32, x, (size_t)n, 0, err) ||
-      gt_convert(GT_F32, x, dt, tmp, (size_t)n, 0, err))
-    return GT_ERR;
-  return GT_OK;
-}
 
 static void apply_f32(int op, float *x, const float *y, int64_t n) {
   switch (op) {
@@ -533,6 +541,22 @@ static void fill_scalar(const node *n, unsigned char *out, int64_t cnt) {
   }
 }
 
+static int eval(evalctx *c, const node *n, const box *b, int level, int want,
+                gt_err *err);
+
+/* Operand a of node n into level buffer `level` in n's kind. torch casts
+ * the operands of a float16/bfloat16/float8 op to that dtype before
+ * computing in float32: integers are rounded to it here (float operands
+ * of such a node are already exact in it). */
+static int operand(evalctx *c, const node *n, const node *a, const box *b,
+                   int level, gt_err *err) {
+  if (eval(c, a, b, level, n->kind, err)) return GT_ERR;
+  if (n->kind == K_F32 && a->op != OP_SCALAR && is_intlike(a->dtype))
+    round_narrow((float *)(void *)(c->s.lv + (size_t)level * BUF), b->n,
+                 n->dtype, c->s.narrow);
+  return GT_OK;
+}
+
 /* Values of n over box b into level buffer `level`, as kind `want`. A
  * binary node evaluates its left operand at its own level and its right
  * one level up. */
@@ -547,16 +571,15 @@ static int eval(evalctx *c, const node *n, const box *b, int level, int want,
     fill_scalar(n, out, b->n);
     return GT_OK;
   }
-  if (eval(c, n->a, b, level, n->kind, err)) return GT_ERR;
+  if (operand(c, n, n->a, b, level, err)) return GT_ERR;
   unsigned char *y = NULL;
   if (n->b) {
-    if (eval(c, n->b, b, level + 1, n->kind, err)) return GT_ERR;
+    if (operand(c, n, n->b, b, level + 1, err)) return GT_ERR;
     y = c->s.lv + (size_t)(level + 1) * BUF;
   }
   if (n->kind == K_F32) {
     apply_f32(n->op, (float *)(void *)out, (const float *)(void *)y, b->n);
-    if (round_narrow((float *)(void *)out, b->n, n->dtype, c->s.narrow, err))
-      return GT_ERR;
+    round_narrow((float *)(void *)out, b->n, n->dtype, c->s.narrow);
   } else if (n->kind == K_F64) {
     apply_f64(n->op, (double *)(void *)out, (const double *)(void *)y, b->n);
   } else {
@@ -673,6 +696,10 @@ int gt_tensor_ready(const gt_tensor *t, gt_err *err) {
   return gt_storage_ready(t->storage, err);
 }
 
+static long loads;
+
+long gt_expr_loads(void) { return __atomic_load_n(&loads, __ATOMIC_RELAXED); }
+
 /* The loader: the whole expression into the storage's own bytes; then the
  * tree (and with it the operands' references) is dropped. */
 static int expr_load(gt_storage *s, gt_err *err) {
@@ -680,6 +707,7 @@ static int expr_load(gt_storage *s, gt_err *err) {
   int64_t numel = 1;
   for (int i = 0; i < e->g.nd; i++) numel *= e->g.shape[i];
   if (ready_tree(e->root, err) || gt_storage_alloc_data(s, err)) return GT_ERR;
+  __atomic_add_fetch(&loads, 1, __ATOMIC_RELAXED);
   gt_dtype r = e->root->dtype;
   if (numel > 0 && run_split(e, 0, numel, r, r, s->data, err)) return GT_ERR;
   expr_free(e);

@@ -89,6 +89,10 @@ int gt_expr_copy(const gt_tensor *t, gt_dtype ddt, void *dst, int *done,
  * an expression read will not be needed again soon. */
 void gt_expr_done_with(const gt_storage *s);
 
+/* How many expressions have been evaluated in full (loaded) so far: for
+ * tests proving that streaming does not materialise. */
+long gt_expr_loads(void);
+
 /* Makes what t reads available: the storage's bytes, or for a pending
  * expression its operands' (recursively), without evaluating it. */
 int gt_tensor_ready(const gt_tensor *t, gt_err *err);
