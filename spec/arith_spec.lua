@@ -235,6 +235,24 @@ describe("lazy evaluation", function()
     assert.equal("float64", y.dtype)
   end)
 
+  it("takes views of expressions as operands, on the threaded path too", function()
+    -- 2 MiB results: evaluation is split over the worker pool
+    local v = core.tensor({ 1, 2, 3, 4 }, "float32")
+    local m = core.full({ 1 << 17, 4 }, 0.5, "float32")
+    local row = (v + 1):reshape(1, 4)      -- a reshaped expression: a leaf
+    local x = (m + row):sum(1)             -- broadcast over 2^17 rows
+    assert.same({ 2.5 * (1 << 17), 3.5 * (1 << 17), 4.5 * (1 << 17), 5.5 * (1 << 17) },
+      x:totable())
+    local big = m * core.tensor({ 1, 2, 3, 4 }, "float32")
+    local y = big:t() + 1                  -- a permuted expression: loaded once
+    local want = { 1.5, 2, 2.5, 3 }
+    local got = y:narrow(2, 1 << 16, 1):reshape(4):totable()
+    assert.same(want, got)
+    assert.same({ 4, 1 << 17 }, y.shape)
+    local z = (y * 2):sum(2)
+    assert.same({ 3 * (1 << 17), 4 * (1 << 17), 5 * (1 << 17), 6 * (1 << 17) }, z:totable())
+  end)
+
   it("streams a 1 GiB-equivalent (a + b):half() into graft.save in bounded memory", function()
     local n = 1 << 28 -- float32 elements: a and b are 1 GiB each as float32
     local a = core.full({ n >> 12, 1 << 12 }, 1.5, "float32")

@@ -680,11 +680,20 @@ static int run_split(const expr *e, int64_t lo, int64_t hi, gt_dtype D,
   return GT_OK;
 }
 
-/* Loads every leaf's storage (recursively through pending expressions):
- * loaders are not run from worker threads. */
+/* Loads every leaf's storage before evaluation may be split over threads
+ * (loaders run on the caller's thread). A leaf on a pending expression is
+ * read box by box: a contiguous leaf's boxes are contiguous runs, computed
+ * streamed (its own leaves readied); any other is loaded now, as its boxes
+ * would load it. */
 static int ready_tree(const node *n, gt_err *err) {
   if (!n) return GT_OK;
-  if (n->op == OP_LEAF && gt_tensor_ready(&n->leaf, err)) return GT_ERR;
+  if (n->op == OP_LEAF) {
+    const gt_tensor *t = &n->leaf;
+    int rc = gt_expr_pending(t->storage) && !gt_tensor_is_contiguous(t)
+                 ? gt_storage_ready(t->storage, err)
+                 : gt_tensor_ready(t, err);
+    if (rc != GT_OK) return GT_ERR;
+  }
   return ready_tree(n->a, err) || ready_tree(n->b, err) ? GT_ERR : GT_OK;
 }
 
