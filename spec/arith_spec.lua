@@ -253,6 +253,20 @@ describe("lazy evaluation", function()
     assert.same({ 3 * (1 << 17), 4 * (1 << 17), 5 * (1 << 17), 6 * (1 << 17) }, z:totable())
   end)
 
+  it("writes one expression saved under two names (a shared torch storage)", function()
+    local dir = H.tmpdir()
+    local a = core.tensor({ { 1, 2, 3 }, { 4, 5, 6 } }, "float32")
+    local s = a * 2 + 1
+    graft.save(dir .. "/tied.pt", { x = s, y = s, z = s:narrow(1, 2, 1) })
+    local out = H.py([[
+import sys, torch
+d = torch.load(sys.argv[1])
+print(d["x"].tolist(), d["y"].tolist(), d["z"].tolist())
+]], dir .. "/tied.pt")
+    assert.equal("[[3.0, 5.0, 7.0], [9.0, 11.0, 13.0]] [[3.0, 5.0, 7.0], [9.0, 11.0, 13.0]] [[9.0, 11.0, 13.0]]",
+      out:match("^(.-)%s*$"))
+  end)
+
   it("streams a 1 GiB-equivalent (a + b):half() into graft.save in bounded memory", function()
     local n = 1 << 28 -- float32 elements: a and b are 1 GiB each as float32
     local a = core.full({ n >> 12, 1 << 12 }, 1.5, "float32")

@@ -662,7 +662,7 @@ int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
   if (numel == 0) return GT_OK;
   /* A pending expression is not loaded here: its pieces are computed by
    * gt_copy_into as they are cut. */
-  int expr = gt_expr_pending(t->storage) && gt_tensor_is_contiguous(t);
+  int expr = gt_expr_streams(t);
   if (!expr && gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
   int rc;
   if (gt_tensor_is_plain(t) && ddt == t->dtype && t->dtype != GT_STRING) {

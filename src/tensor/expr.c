@@ -310,8 +310,7 @@ int gt_expr_pending(const gt_storage *s) { return s->load == expr_load; }
 
 /* The tree of t when t is its whole, uncast, unevaluated expression. */
 static const expr *whole_expr(const gt_tensor *t) {
-  if (!gt_expr_pending(t->storage) || t->dtype != t->sdtype || t->offset != 0 ||
-      !gt_tensor_is_contiguous(t))
+  if (!gt_expr_streams(t) || t->dtype != t->sdtype || t->offset != 0)
     return NULL;
   const expr *e = t->storage->ctx;
   if (e->g.nd != t->ndim ||
@@ -689,7 +688,7 @@ static int ready_tree(const node *n, gt_err *err) {
   if (!n) return GT_OK;
   if (n->op == OP_LEAF) {
     const gt_tensor *t = &n->leaf;
-    int rc = gt_expr_pending(t->storage) && !gt_tensor_is_contiguous(t)
+    int rc = gt_expr_pending(t->storage) && !gt_expr_streams(t)
                  ? gt_storage_ready(t->storage, err)
                  : gt_tensor_ready(t, err);
     if (rc != GT_OK) return GT_ERR;
@@ -724,10 +723,18 @@ static int expr_load(gt_storage *s, gt_err *err) {
   return GT_OK;
 }
 
+int gt_expr_streams(const gt_tensor *t) {
+  if (!gt_expr_pending(t->storage)) return 0;
+  const expr *e = t->storage->ctx;
+  /* A view that reinterprets the storage's bytes (another sdtype, as the
+   * torch writer's byte view of a shared storage) needs them made. */
+  return t->sdtype == e->root->dtype && !t->swap && gt_tensor_is_contiguous(t);
+}
+
 int gt_expr_copy(const gt_tensor *t, gt_dtype ddt, void *dst, int *done,
                  gt_err *err) {
   *done = 0;
-  if (!gt_expr_pending(t->storage) || !gt_tensor_is_contiguous(t)) return GT_OK;
+  if (!gt_expr_streams(t)) return GT_OK;
   const expr *e = t->storage->ctx;
   int64_t lo = t->offset / (int64_t)gt_dtype_size(t->sdtype);
   int64_t n = gt_tensor_numel(t);

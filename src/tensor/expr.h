@@ -81,6 +81,9 @@ int gt_expr_unary(gt_op op, const gt_tensor *a, gt_tensor *out, gt_err *err);
 
 /* Whether s is an expression storage not yet evaluated. */
 int gt_expr_pending(const gt_storage *s);
+/* Whether t is a contiguous run of a pending expression's elements (as
+ * the expression's dtype): what gt_expr_copy computes without loading. */
+int gt_expr_streams(const gt_tensor *t);
 /* For copy.c: when t is a contiguous run of a pending expression, writes
  * it to dst as ddt and sets *done; otherwise leaves *done at 0. */
 int gt_expr_copy(const gt_tensor *t, gt_dtype ddt, void *dst, int *done,
