@@ -159,6 +159,25 @@ static int push_result(lua_State *L, int rc, gt_tensor *out, gt_err *e) {
   return 1;
 }
 
+/* Views go through gt_apply_view so that a view of an unevaluated
+ * expression is applied to its operands and stays lazy (tensor/expr.h). */
+static int transpose(const gt_tensor *t, int a, int b, gt_tensor *out,
+                     gt_err *e) {
+  gt_viewop op = {.kind = GT_VIEW_PERMUTE};
+  if (a < 0 || a >= t->ndim || b < 0 || b >= t->ndim)
+    return gt_transpose(t, a, b, out, e); /* its range error */
+  for (int i = 0; i < t->ndim; i++) op.perm[i] = i;
+  op.perm[a] = b;
+  op.perm[b] = a;
+  return gt_apply_view(t, &op, out, e);
+}
+
+static int narrow(const gt_tensor *t, int d, int64_t start, int64_t len,
+                  gt_tensor *out, gt_err *e) {
+  gt_viewop op = {.kind = GT_VIEW_NARROW, .dim = d, .start = start, .len = len};
+  return gt_apply_view(t, &op, out, e);
+}
+
 static int t_permute(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
@@ -176,7 +195,9 @@ static int t_permute(lua_State *L) {
     if (n != t->ndim) goto count;
     for (int i = 0; i < n; i++) perm[i] = lg_dim(L, i + 2, t->ndim);
   }
-  return push_result(L, gt_permute(t, perm, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_PERMUTE};
+  memcpy(op.perm, perm, sizeof perm);
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 count:
   return luaL_error(L, "graft: permute needs %d dimensions, got %d", t->ndim, n);
 }
@@ -185,7 +206,7 @@ static int t_transpose(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int a = lg_dim(L, 2, t->ndim), b = lg_dim(L, 3, t->ndim);
-  return push_result(L, gt_transpose(t, a, b, &out, &e), &out, &e);
+  return push_result(L, transpose(t, a, b, &out, &e), &out, &e);
 }
 
 static int t_t(lua_State *L) {
@@ -198,7 +219,7 @@ static int t_t(lua_State *L) {
     lg_push_tensor(L, &out);
     return 1;
   }
-  return push_result(L, gt_transpose(t, 0, 1, &out, &e), &out, &e);
+  return push_result(L, transpose(t, 0, 1, &out, &e), &out, &e);
 }
 
 static int t_narrow(lua_State *L) {
@@ -207,7 +228,7 @@ static int t_narrow(lua_State *L) {
   int d = lg_dim(L, 2, t->ndim);
   lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
   if (start < 0) start += t->shape[d] + 1;
-  return push_result(L, gt_narrow(t, d, start - 1, len, &out, &e), &out, &e);
+  return push_result(L, narrow(t, d, start - 1, len, &out, &e), &out, &e);
 }
 
 static int t_select(lua_State *L) {
@@ -216,21 +237,24 @@ static int t_select(lua_State *L) {
   int d = lg_dim(L, 2, t->ndim);
   lua_Integer i = luaL_checkinteger(L, 3);
   if (i < 0) i += t->shape[d] + 1;
-  return push_result(L, gt_select(t, d, i - 1, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_SELECT, .dim = d, .start = i - 1};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_squeeze(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int d = lua_isnoneornil(L, 2) ? -1 : lg_dim(L, 2, t->ndim);
-  return push_result(L, gt_squeeze(t, d, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_SQUEEZE, .dim = d};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_unsqueeze(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int d = lg_dim(L, 2, t->ndim + 1);
-  return push_result(L, gt_unsqueeze(t, d, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_UNSQUEEZE, .dim = d};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_flip(lua_State *L) {
@@ -241,7 +265,8 @@ static int t_flip(lua_State *L) {
   for (int i = 2; i <= n || (n == 1 && i == 2); i++) {
     int d = n == 1 ? 0 : lg_dim(L, i, t->ndim);
     if (n == 1 && t->ndim == 0) break;
-    if (gt_flip(&cur, d, &nxt, &e) != GT_OK) {
+    gt_viewop op = {.kind = GT_VIEW_FLIP, .dim = d};
+    if (gt_apply_view(&cur, &op, &nxt, &e) != GT_OK) {
       gt_tensor_free(&cur);
       return lg_raise(L, NULL, &e);
     }
@@ -311,7 +336,7 @@ static int t_split(lua_State *L) {
       lua_geti(L, 2, i);
       lua_Integer len = luaL_checkinteger(L, -1);
       lua_pop(L, 1);
-      if (gt_narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
+      if (narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
       lg_push_tensor(L, &out);
       lua_rawseti(L, -2, ++k);
       start += len;
@@ -325,7 +350,7 @@ static int t_split(lua_State *L) {
   if (size <= 0) return luaL_error(L, "graft: split size must be positive");
   do {
     int64_t len = total - start < size ? total - start : size;
-    if (gt_narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
+    if (narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
     lg_push_tensor(L, &out);
     lua_rawseti(L, -2, ++k);
     start += len;

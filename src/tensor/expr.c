@@ -434,6 +434,58 @@ int gt_expr_unary(gt_op op, const gt_tensor *a, gt_tensor *out, gt_err *err) {
   return make_expr_tensor(n, &g, out, err);
 }
 
+/* ---- views of expressions ---------------------------------------------- */
+
+static int plain_view(const gt_tensor *t, const gt_viewop *op, gt_tensor *out,
+                      gt_err *err) {
+  switch (op->kind) {
+  case GT_VIEW_PERMUTE: return gt_permute(t, op->perm, out, err);
+  case GT_VIEW_NARROW: return gt_narrow(t, op->dim, op->start, op->len, out, err);
+  case GT_VIEW_SELECT: return gt_select(t, op->dim, op->start, out, err);
+  case GT_VIEW_FLIP: return gt_flip(t, op->dim, out, err);
+  case GT_VIEW_SQUEEZE: return gt_squeeze(t, op->dim, out, err);
+  case GT_VIEW_UNSQUEEZE: return gt_unsqueeze(t, op->dim, out, err);
+  }
+  return gt_fail(err, "unknown view");
+}
+
+/* Copy of tree n with op applied to every leaf. Leaves have the
+ * expression's full shape, so the op's dimensions mean the same for each. */
+static node *view_tree(const node *n, const gt_viewop *op, gt_err *err) {
+  node *c = new_node(n->op, n->dtype, err);
+  if (!c) return NULL;
+  *c = *n;
+  c->a = c->b = NULL;
+  if (n->op == OP_LEAF && plain_view(&n->leaf, op, &c->leaf, err) != GT_OK) {
+    c->op = OP_SCALAR; /* holds no reference */
+    free_tree(c);
+    return NULL;
+  }
+  if ((n->a && !(c->a = view_tree(n->a, op, err))) ||
+      (n->b && !(c->b = view_tree(n->b, op, err)))) {
+    free_tree(c);
+    return NULL;
+  }
+  return c;
+}
+
+int gt_apply_view(const gt_tensor *src, const gt_viewop *op, gt_tensor *out,
+                  gt_err *err) {
+  const expr *e = whole_expr(src);
+  gt_tensor shape;
+  if (plain_view(src, op, &shape, err) != GT_OK) return GT_ERR;
+  if (!e) {
+    *out = shape;
+    return GT_OK;
+  }
+  grid g;
+  grid_init(&g, shape.ndim, shape.shape);
+  gt_tensor_free(&shape);
+  node *root = view_tree(e->root, op, err);
+  if (!root) return GT_ERR;
+  return make_expr_tensor(root, &g, out, err);
+}
+
 /* ---- evaluation ------------------------------------------------------- */
 
 /* Per-evaluation scratch: `levels` buffers of BUF bytes for node values,

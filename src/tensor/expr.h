@@ -13,10 +13,14 @@
  *     straight into the caller's buffer, a few thousand elements at a time:
  *     operands are read through their own views (broadcast, strided, lazily
  *     cast) with gt_copy_into, so nothing of whole-tensor size is allocated.
- *   - Any other view (permute, transpose, flip, a narrow of an inner
- *     dimension) or a reader that needs the bytes (gt_storage_ready) makes
- *     the storage load: the expression is computed once, in full, into a
- *     heap buffer, and the tree (with its operand references) is dropped.
+ *   - permute, transpose, narrow, select, flip, squeeze and unsqueeze of a
+ *     whole expression (gt_apply_view) are applied to its operands: the
+ *     result is a new expression, as lazy as the first.
+ *   - Any other view (those of a cast of an expression, a narrow of a
+ *     reshaped one) or a reader that needs the bytes (gt_storage_ready)
+ *     makes the storage load: the expression is computed once, in full,
+ *     into a heap buffer, and the tree (with its operand references) is
+ *     dropped.
  *
  * The tree: every node has the expression's full shape; a leaf is an
  * operand view broadcast to it (stride 0 on broadcast dimensions) or a
@@ -78,6 +82,26 @@ int gt_expr_binary(gt_op op, const gt_operand *a, const gt_operand *b,
                    gt_tensor *out, gt_err *err);
 /* out = op(a) for GT_OP_NEG, GT_OP_SQRT, GT_OP_RSQRT. */
 int gt_expr_unary(gt_op op, const gt_tensor *a, gt_tensor *out, gt_err *err);
+
+/* A view operation (tensor.h), as data so that it can be applied to every
+ * operand of an expression. Dimensions 0-based. */
+typedef enum gt_viewkind {
+  GT_VIEW_PERMUTE, GT_VIEW_NARROW, GT_VIEW_SELECT, GT_VIEW_FLIP,
+  GT_VIEW_SQUEEZE, GT_VIEW_UNSQUEEZE
+} gt_viewkind;
+
+typedef struct gt_viewop {
+  gt_viewkind kind;
+  int perm[GT_MAXDIM]; /* PERMUTE */
+  int dim;             /* the others (SQUEEZE: -1 for all size-1 dims) */
+  int64_t start, len;  /* NARROW: start, len; SELECT: start is the index */
+} gt_viewop;
+
+/* out = the view op of src. On a whole unevaluated expression (not a cast
+ * or view of one) the op is applied to each operand instead, giving a new
+ * expression that stays lazy and streamed; otherwise it is the plain view. */
+int gt_apply_view(const gt_tensor *src, const gt_viewop *op, gt_tensor *out,
+                  gt_err *err);
 
 /* Whether s is an expression storage not yet evaluated. */
 int gt_expr_pending(const gt_storage *s);
