@@ -13,6 +13,7 @@
 #include "tensor/compare.h"
 #include "tensor/copy.h"
 #include "tensor/expr.h"
+#include "tensor/reduce.h"
 #include "tensor/stats.h"
 
 /* ---- userdata plumbing ------------------------------------------------ */

@@ -1,9 +1,7 @@
-/* expr.c: lazy elementwise arithmetic (expr.h), full and reductions.
+/* expr.c: lazy elementwise arithmetic (expr.h).
  *
- * Evaluation walks the wanted run of the result in *boxes*: at most BLOCK
- * elements that are, for some dimension d, a fixed index in dims [0, d), a
- * range of dim d and all of dims (d, ndim). A box of an operand view is
- * again a strided view, so operands are read (broadcast, permuted, cast,
+ * Evaluation walks the wanted run of the result in boxes (grid.h). A box
+ * of an operand view is again a strided view, so operands are read (broadcast, permuted, cast,
  * byte-swapped) by gt_copy_into into small per-level buffers, the tree is
  * applied buffer-wise, and the root is converted into the caller's
  * destination. */
@@ -16,9 +14,9 @@
 
 #include "tensor/cast.h"
 #include "tensor/copy.h"
+#include "tensor/grid.h"
 
-#define BLOCK 4096                /* elements per box */
-#define BUF (BLOCK * 8)           /* bytes per level buffer (8-byte kinds) */
+#define BUF (GT_BOX_MAX * 8)      /* bytes per level buffer (8-byte kinds) */
 #define PARALLEL_BYTES (1 << 20)  /* below this one thread is faster */
 
 /* How a node's values are held while evaluating. */
@@ -35,27 +33,12 @@ typedef struct node {
   struct node *a, *b;
 } node;
 
-/* A row-major index space: shape and the element count of one index of
- * each dimension. */
-typedef struct grid {
-  int nd;
-  int64_t shape[GT_MAXDIM];
-  int64_t inner[GT_MAXDIM];
-} grid;
-
 typedef struct expr {
-  grid g;
+  gt_grid g;
   node *root;
   int nodes;  /* in the tree */
   int levels; /* level buffers evaluation needs */
 } expr;
-
-typedef struct box {
-  int d;                    /* dims before d fixed at idx, d ranged */
-  int64_t idx[GT_MAXDIM];
-  int64_t len;              /* along d */
-  int64_t n;                /* elements */
-} box;
 
 static int kind_of(gt_dtype dt) {
   if (dt == GT_F64) return K_F64;
@@ -66,58 +49,7 @@ static gt_dtype kind_dtype(int k) {
   return k == K_F64 ? GT_F64 : k == K_F32 ? GT_F32 : GT_I64;
 }
 
-/* ---- shapes and boxes ------------------------------------------------- */
-
-static void grid_init(grid *g, int nd, const int64_t *shape) {
-  g->nd = nd;
-  int64_t in = 1;
-  for (int i = nd - 1; i >= 0; i--) {
-    g->shape[i] = shape[i];
-    g->inner[i] = in;
-    in *= shape[i] ? shape[i] : 1;
-  }
-}
-
-/* The box starting at element pos (< hi) of a grid with numel > 0: the
- * outermost dimension whose whole slices fit both BLOCK and [pos, hi). */
-static void make_box(const grid *g, int64_t pos, int64_t hi, box *b) {
-  b->d = 0;
-  b->len = b->n = 1;
-  if (g->nd == 0) return;
-  int64_t rest = pos;
-  for (int i = g->nd - 1; i >= 0; i--) {
-    b->idx[i] = rest % g->shape[i];
-    rest /= g->shape[i];
-  }
-  int d = g->nd - 1;
-  for (int i = 0; i < g->nd; i++)
-    if (pos % g->inner[i] == 0 && g->inner[i] <= BLOCK &&
-        hi - pos >= g->inner[i]) {
-      d = i;
-      break;
-    }
-  int64_t len = g->shape[d] - b->idx[d], in = g->inner[d];
-  if ((hi - pos) / in < len) len = (hi - pos) / in;
-  if (BLOCK / in < len) len = BLOCK / in;
-  b->d = d;
-  b->len = len;
-  b->n = len * in;
-}
-
-/* The part of view t (of the grid's shape) that box b covers. Borrowed:
- * no reference is taken. */
-static gt_tensor box_view(const gt_tensor *t, const grid *g, const box *b) {
-  gt_tensor v = *t;
-  if (g->nd == 0) return v;
-  int64_t esz = (int64_t)gt_dtype_size(t->sdtype);
-  for (int j = 0; j <= b->d; j++) v.offset += b->idx[j] * t->strides[j] * esz;
-  v.ndim = g->nd - b->d;
-  for (int k = 0; k < v.ndim; k++) {
-    v.shape[k] = k ? g->shape[b->d + k] : b->len;
-    v.strides[k] = t->strides[b->d + k];
-  }
-  return v;
-}
+/* ---- shapes ------------------------------------------------------------ */
 
 /* numpy broadcasting of two shapes into out (aligned at the right). */
 static int broadcast(const gt_tensor *a, const gt_tensor *b, int *nd,
@@ -135,7 +67,7 @@ static int broadcast(const gt_tensor *a, const gt_tensor *b, int *nd,
 
 /* A view of t (whose shape broadcasts to g) with g's shape: stride 0 on
  * new leading dimensions and on stretched size-1 ones. */
-static void broadcast_view(gt_tensor *t, const grid *g) {
+static void broadcast_view(gt_tensor *t, const gt_grid *g) {
   int k = t->ndim;
   int64_t st[GT_MAXDIM];
   for (int i = 0; i < g->nd; i++) {
@@ -287,7 +219,7 @@ static node *new_node(int op, gt_dtype dt, gt_err *err) {
 }
 
 /* Copy of tree n with its leaves re-broadcast to g. */
-static node *copy_tree(const node *n, const grid *g, gt_err *err) {
+static node *copy_tree(const node *n, const gt_grid *g, gt_err *err) {
   node *c = new_node(n->op, n->dtype, err);
   if (!c) return NULL;
   *c = *n;
@@ -335,7 +267,7 @@ static int64_t wrap_int(int64_t v, gt_dtype dt) {
  * pending expression operand is inlined when its tree has at most `budget`
  * nodes; otherwise it stays a leaf, evaluated through its own storage. */
 static node *make_child(gt_op op, const gt_operand *o, gt_dtype pdt,
-                        const grid *g, int budget, gt_err *err) {
+                        const gt_grid *g, int budget, gt_err *err) {
   int pk = kind_of(pdt);
   if (!o->t) {
     node *n = new_node(OP_SCALAR, pdt, err);
@@ -364,7 +296,7 @@ static node *make_child(gt_op op, const gt_operand *o, gt_dtype pdt,
 }
 
 /* out = a new tensor on an expression storage holding root. */
-static int make_expr_tensor(node *root, const grid *g, gt_tensor *out,
+static int make_expr_tensor(node *root, const gt_grid *g, gt_tensor *out,
                             gt_err *err) {
   int64_t numel, bytes;
   if (gt_numel(g->nd, g->shape, &numel, err) != GT_OK ||
@@ -397,7 +329,7 @@ int gt_expr_binary(gt_op op, const gt_operand *a, const gt_operand *b,
                    gt_tensor *out, gt_err *err) {
   gt_dtype dt;
   if (gt_promote(op, a, b, &dt, err) != GT_OK) return GT_ERR;
-  grid g;
+  gt_grid g;
   int64_t shape[GT_MAXDIM];
   int nd;
   const gt_tensor *ta = a->t ? a->t : b->t, *tb = b->t ? b->t : a->t;
@@ -407,7 +339,7 @@ int gt_expr_binary(gt_op op, const gt_operand *a, const gt_operand *b,
     shape_str(b->t, sb, sizeof sb);
     return gt_fail(err, "%s: shapes %s and %s do not broadcast", op_name(op), sa, sb);
   }
-  grid_init(&g, nd, shape);
+  gt_grid_init(&g, nd, shape);
   node *n = new_node((int)op, dt, err);
   if (!n) return GT_ERR;
   int half = (GT_EXPR_MAX_NODES - 1) / 2;
@@ -423,8 +355,8 @@ int gt_expr_unary(gt_op op, const gt_tensor *a, gt_tensor *out, gt_err *err) {
   gt_operand o = {a, 0, 0, 0};
   gt_dtype dt;
   if (gt_promote(op, &o, NULL, &dt, err) != GT_OK) return GT_ERR;
-  grid g;
-  grid_init(&g, a->ndim, a->shape);
+  gt_grid g;
+  gt_grid_init(&g, a->ndim, a->shape);
   node *n = new_node((int)op, dt, err);
   if (!n) return GT_ERR;
   if (!(n->a = make_child(op, &o, dt, &g, GT_EXPR_MAX_NODES - 1, err))) {
@@ -478,8 +410,8 @@ int gt_apply_view(const gt_tensor *src, const gt_viewop *op, gt_tensor *out,
     *out = shape;
     return GT_OK;
   }
-  grid g;
-  grid_init(&g, shape.ndim, shape.shape);
+  gt_grid g;
+  gt_grid_init(&g, shape.ndim, shape.shape);
   gt_tensor_free(&shape);
   node *root = view_tree(e->root, op, err);
   if (!root) return GT_ERR;
@@ -592,14 +524,14 @@ static void fill_scalar(const node *n, unsigned char *out, int64_t cnt) {
   }
 }
 
-static int eval(evalctx *c, const node *n, const box *b, int level, int want,
+static int eval(evalctx *c, const node *n, const gt_box *b, int level, int want,
                 gt_err *err);
 
 /* Operand a of node n into level buffer `level` in n's kind. torch casts
  * the operands of a float16/bfloat16/float8 op to that dtype before
  * computing in float32: integers are rounded to it here (float operands
  * of such a node are already exact in it). */
-static int operand(evalctx *c, const node *n, const node *a, const box *b,
+static int operand(evalctx *c, const node *n, const node *a, const gt_box *b,
                    int level, gt_err *err) {
   if (eval(c, a, b, level, n->kind, err)) return GT_ERR;
   if (n->kind == K_F32 && a->op != OP_SCALAR && is_intlike(a->dtype))
@@ -611,11 +543,11 @@ static int operand(evalctx *c, const node *n, const node *a, const box *b,
 /* Values of n over box b into level buffer `level`, as kind `want`. A
  * binary node evaluates its left operand at its own level and its right
  * one level up. */
-static int eval(evalctx *c, const node *n, const box *b, int level, int want,
+static int eval(evalctx *c, const node *n, const gt_box *b, int level, int want,
                 gt_err *err) {
   unsigned char *out = c->s.lv + (size_t)level * BUF;
   if (n->op == OP_LEAF) {
-    gt_tensor v = box_view(&n->leaf, &c->e->g, b);
+    gt_tensor v = gt_box_view(&n->leaf, &c->e->g, b);
     return gt_copy_into(&v, kind_dtype(want), out, err);
   }
   if (n->op == OP_SCALAR) {
@@ -669,8 +601,8 @@ static int run_range(evalctx *c, int64_t lo, int64_t hi, gt_dtype D,
   const expr *e = c->e;
   size_t dsz = gt_dtype_size(ddt);
   for (int64_t pos = lo; pos < hi;) {
-    box b;
-    make_box(&e->g, pos, hi, &b);
+    gt_box b;
+    gt_grid_box(&e->g, pos, hi, &b);
     if (eval(c, e->root, &b, 0, e->root->kind, err) ||
         emit(c, c->s.lv, b.n, e->root->dtype, D, ddt, dst, pos, err))
       return GT_ERR;
@@ -710,7 +642,7 @@ static int run_split(const expr *e, int64_t lo, int64_t hi, gt_dtype D,
   int64_t n = hi - lo;
   int k = gt_get_threads();
   if (k > 64) k = 64;
-  if ((uint64_t)n * dsz < PARALLEL_BYTES || n < (int64_t)k * BLOCK) k = 1;
+  if ((uint64_t)n * dsz < PARALLEL_BYTES || n < (int64_t)k * GT_BOX_MAX) k = 1;
   int64_t at = 0;
   for (int i = 0; i < k; i++) {
     int64_t len = n / k + (i < n % k);
@@ -813,136 +745,4 @@ static void done_tree(const node *n) {
 
 void gt_expr_done_with(const gt_storage *s) {
   if (gt_expr_pending(s)) done_tree(((const expr *)s->ctx)->root);
-}
-
-/* ---- full ------------------------------------------------------------- */
-
-int gt_full(gt_dtype dtype, int ndim, const int64_t *shape,
-            const gt_operand *value, gt_tensor *out, gt_err *err) {
-  int64_t numel;
-  if (dtype == GT_STRING || gt_dtype_is_complex(dtype))
-    return gt_fail(err, "full: no %s tensors", gt_dtype_name(dtype));
-  if (gt_numel(ndim, shape, &numel, err) != GT_OK) return GT_ERR;
-  gt_storage *s = gt_storage_new(gt_dtype_size(dtype), 1, err);
-  if (!s) return GT_ERR;
-  int rc = value->is_int
-               ? gt_convert(dtype, s->data, GT_I64, &value->i, 1, 0, err)
-               : gt_convert(dtype, s->data, GT_F64, &value->f, 1, 0, err);
-  gt_tensor t;
-  if (rc == GT_OK) rc = gt_tensor_make(&t, s, dtype, 0, shape, 0, err);
-  gt_storage_release(s);
-  if (rc != GT_OK) return gt_wrap(err, "full");
-  t.ndim = ndim;
-  for (int i = 0; i < ndim; i++) {
-    t.shape[i] = shape[i];
-    t.strides[i] = 0;
-  }
-  *out = t;
-  return GT_OK;
-}
-
-/* ---- reductions ------------------------------------------------------- */
-
-typedef struct reducer {
-  int64_t n_d, inner;  /* size of the reduced dim; elements after it */
-  int64_t o, k, r;     /* position: outer index, index along d, inner */
-  int ints;
-  double *accf;        /* outer * inner accumulators */
-  int64_t *acci;
-} reducer;
-
-static void accumulate(reducer *R, const unsigned char *v, int64_t n) {
-  for (int64_t j = 0; j < n; j++) {
-    int64_t at = R->o * R->inner + R->r;
-    if (R->ints) {
-      int64_t x;
-      memcpy(&x, v + 8 * j, 8);
-      R->acci[at] = (int64_t)((uint64_t)R->acci[at] + (uint64_t)x);
-    } else {
-      double x;
-      memcpy(&x, v + 8 * j, 8);
-      R->accf[at] += x;
-    }
-    if (++R->r == R->inner) {
-      R->r = 0;
-      if (++R->k == R->n_d) {
-        R->k = 0;
-        R->o++;
-      }
-    }
-  }
-}
-
-/* Sums of t over dim into R's accumulators, reading t box by box. */
-static int reduce_pass(const gt_tensor *t, reducer *R, gt_err *err) {
-  grid g;
-  grid_init(&g, t->ndim, t->shape);
-  int64_t numel = gt_tensor_numel(t);
-  unsigned char *buf = malloc(BUF);
-  if (!buf) return gt_fail(err, "out of memory");
-  int rc = GT_OK;
-  for (int64_t pos = 0; pos < numel && rc == GT_OK;) {
-    box b;
-    make_box(&g, pos, numel, &b);
-    gt_tensor v = box_view(t, &g, &b);
-    rc = gt_copy_into(&v, R->ints ? GT_I64 : GT_F64, buf, err);
-    if (rc == GT_OK) accumulate(R, buf, b.n);
-    pos += b.n;
-  }
-  free(buf);
-  return rc;
-}
-
-/* The accumulators as the result dtype into out's bytes. */
-static int reduce_finish(const reducer *R, int mean, gt_tensor *out,
-                         int64_t count, gt_err *err) {
-  if (R->ints && !mean)
-    return gt_convert(out->dtype, out->storage->data, GT_I64, R->acci,
-                      (size_t)count, 0, err);
-  double *f = R->accf;
-  if (R->ints) /* the int64 sums reuse their own memory as doubles */
-    for (int64_t i = 0; i < count; i++) {
-      double d = (double)R->acci[i];
-      memcpy(&f[i], &d, 8);
-    }
-  if (mean)
-    for (int64_t i = 0; i < count; i++) f[i] = f[i] / (double)R->n_d;
-  return gt_convert(out->dtype, out->storage->data, GT_F64, f, (size_t)count, 0, err);
-}
-
-int gt_reduce(const gt_tensor *t, int dim, int mean, int keepdim,
-              gt_tensor *out, gt_err *err) {
-  const char *what = mean ? "mean" : "sum";
-  if (t->dtype == GT_STRING || gt_dtype_is_complex(t->dtype))
-    return gt_fail(err, "%s of a %s tensor", what, gt_dtype_name(t->dtype));
-  if (dim < 0 || dim >= t->ndim)
-    return gt_fail(err, "%s: dimension %d out of range for a %d-d tensor", what,
-                   dim + 1, t->ndim);
-  reducer R = {0};
-  R.ints = is_intlike(t->dtype);
-  R.n_d = t->shape[dim];
-  R.inner = 1;
-  int64_t shape[GT_MAXDIM], outer = 1;
-  int nd = 0;
-  for (int i = 0; i < t->ndim; i++) {
-    if (i < dim) outer *= t->shape[i];
-    if (i > dim) R.inner *= t->shape[i];
-    if (i != dim || keepdim) shape[nd++] = i == dim ? 1 : t->shape[i];
-  }
-  gt_dtype rdt = R.ints ? (mean ? GT_F32 : GT_I64) : t->dtype;
-  int64_t count = outer * R.inner;
-  if (gt_tensor_alloc(out, rdt, nd, shape, 0, err) != GT_OK) return GT_ERR;
-  void *acc = calloc((size_t)(count ? count : 1), 8);
-  if (!acc) {
-    gt_tensor_free(out);
-    return gt_fail(err, "out of memory");
-  }
-  R.accf = acc;
-  R.acci = acc;
-  int rc = gt_tensor_ready(t, err);
-  if (rc == GT_OK && R.n_d > 0) rc = reduce_pass(t, &R, err);
-  if (rc == GT_OK) rc = reduce_finish(&R, mean, out, count, err);
-  free(acc);
-  if (rc != GT_OK) gt_tensor_free(out);
-  return rc;
 }
