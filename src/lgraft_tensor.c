@@ -1,9 +1,12 @@
-/* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/cat/stack.
+/* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/ones/full/
+ * cat/stack.
  *
  * Every method returns a new userdata (never its receiver): views
  * (permute, narrow, ...) and casts share the storage; contiguous, clone,
  * cat, stack, bytes and totable move bytes through copy.h; comparisons and
- * stats are tensor/compare.c and tensor/stats.c. This file only marshals.
+ * stats are tensor/compare.c and tensor/stats.c; arithmetic (metamethods
+ * and add/sub/mul/div/neg/sqrt/rsqrt) builds lazy expressions
+ * (tensor/expr.c), sum/mean are tensor/reduce.c. This file only marshals.
  * Test hooks (scalar kernels, cast paths) go to core.testing. */
 #include <stdlib.h>
 #include <string.h>
