@@ -1,6 +1,6 @@
 -- The benchmark steps with graft, printing "name value" lines for bench/run.
 -- usage: lua5.4 bench/graft_steps.lua JOB.safetensors STEP [OUT]
---   STEP: layout | cast | open | convert OUT
+--   STEP: layout | cast | open | convert OUT | add OUT
 package.path = "bench/?.lua;" .. package.path
 local common = require "common"
 local graft = common.graft
@@ -49,6 +49,24 @@ elseif step == "convert" then
   for _, n in ipairs(graft.names(m)) do
     local t = m[n]
     o[n] = (t.ndim == 4 and t:permute(4, 3, 1, 2) or t:t()):half()
+  end
+  graft.save(out, o)
+  print("graft", core.now() - t0)
+  print("rss", core.maxrss())
+elseif step == "add" then
+  -- the fused (a + b):half(): each tensor plus the next one in name order
+  -- with the same shape (wrapping), streamed into safetensors
+  local t0 = core.now()
+  local m = graft.open(path)
+  local names = graft.names(m)
+  table.sort(names)
+  local o = {}
+  for i, n in ipairs(names) do
+    local a, j = m[n], i % #names + 1
+    while table.concat(m[names[j]].shape, ",") ~= table.concat(a.shape, ",") do
+      j = j % #names + 1
+    end
+    o[n] = (a + m[names[j]]):half()
   end
   graft.save(out, o)
   print("graft", core.now() - t0)

@@ -3,7 +3,7 @@
 # st_convert use the safetensors package (Rust; the oracle environment's
 # python, GRAFT_ORACLE_PYTHON).
 # usage: python3 ref.py JOB.safetensors STEP
-#   STEP: layout | cast | open | convert OUT | st_open | st_convert OUT
+#   STEP: layout | cast | open | convert OUT | st_open | st_convert OUT | add OUT
 import json, resource, struct, sys, time
 import numpy as np
 import torch
@@ -92,6 +92,34 @@ def st_convert(src, dst):
             outs[k] = (t.permute(3, 2, 0, 1) if t.dim() == 4 else t.t()).contiguous().half()
             del t
     save_file(outs, dst)
+def add(src, dst):
+    """torch pipeline for the fused (a + b).half(): mapped tensors, each plus
+    the next one in name order with the same shape (wrapping), as float16
+    into a safetensors file written as convert() writes it."""
+    header, base = read_header(src)
+    mm = np.memmap(src, dtype=np.uint8, mode="r")
+    names = sorted(header)
+
+    def tensor(k):
+        a, b = header[k]["data_offsets"]
+        return torch.from_numpy(np.frombuffer(mm, dtype=np.float32, count=(b - a) // 4,
+                                              offset=base + a).reshape(header[k]["shape"]))
+    outs, off, meta = {}, 0, {}
+    for i, k in enumerate(names):
+        j = (i + 1) % len(names)
+        while header[names[j]]["shape"] != header[k]["shape"]:
+            j = (j + 1) % len(names)
+        t = (tensor(k) + tensor(names[j])).half()
+        outs[k] = t
+        n = t.numel() * 2
+        meta[k] = {"dtype": "F16", "shape": list(t.shape), "data_offsets": [off, off + n]}
+        off += n
+    h = json.dumps(meta, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(h))); f.write(h)
+        for k in names:
+            f.write(outs[k].numpy().tobytes())
 
 if __name__ == "__main__":
     path, step = sys.argv[1], sys.argv[2]
@@ -108,7 +136,8 @@ if __name__ == "__main__":
         t0 = time.perf_counter(); st_convert(path, sys.argv[3]); dt = time.perf_counter() - t0
         print("safetensors", dt)
         print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    elif step == "convert":
-        t0 = time.perf_counter(); convert(path, sys.argv[3]); dt = time.perf_counter() - t0
+    elif step in ("convert", "add"):
+        fn = convert if step == "convert" else add
+        t0 = time.perf_counter(); fn(path, sys.argv[3]); dt = time.perf_counter() - t0
         print("torch", dt)
         print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

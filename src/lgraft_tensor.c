@@ -1,9 +1,12 @@
-/* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/cat/stack.
+/* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/ones/full/
+ * cat/stack.
  *
  * Every method returns a new userdata (never its receiver): views
  * (permute, narrow, ...) and casts share the storage; contiguous, clone,
  * cat, stack, bytes and totable move bytes through copy.h; comparisons and
- * stats are tensor/compare.c and tensor/stats.c. This file only marshals.
+ * stats are tensor/compare.c and tensor/stats.c; arithmetic (metamethods
+ * and add/sub/mul/div/neg/sqrt/rsqrt) builds lazy expressions
+ * (tensor/expr.c), sum/mean are tensor/reduce.c. This file only marshals.
  * Test hooks (scalar kernels, cast paths) go to core.testing. */
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,8 @@
 #include "tensor/cast.h"
 #include "tensor/compare.h"
 #include "tensor/copy.h"
+#include "tensor/expr.h"
+#include "tensor/reduce.h"
 #include "tensor/stats.h"
 
 /* ---- userdata plumbing ------------------------------------------------ */
@@ -161,6 +166,25 @@ static int push_result(lua_State *L, int rc, gt_tensor *out, gt_err *e) {
   return 1;
 }
 
+/* Views go through gt_apply_view so that a view of an unevaluated
+ * expression is applied to its operands and stays lazy (tensor/expr.h). */
+static int transpose(const gt_tensor *t, int a, int b, gt_tensor *out,
+                     gt_err *e) {
+  gt_viewop op = {.kind = GT_VIEW_PERMUTE};
+  if (a < 0 || a >= t->ndim || b < 0 || b >= t->ndim)
+    return gt_transpose(t, a, b, out, e); /* its range error */
+  for (int i = 0; i < t->ndim; i++) op.perm[i] = i;
+  op.perm[a] = b;
+  op.perm[b] = a;
+  return gt_apply_view(t, &op, out, e);
+}
+
+static int narrow(const gt_tensor *t, int d, int64_t start, int64_t len,
+                  gt_tensor *out, gt_err *e) {
+  gt_viewop op = {.kind = GT_VIEW_NARROW, .dim = d, .start = start, .len = len};
+  return gt_apply_view(t, &op, out, e);
+}
+
 static int t_permute(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
@@ -178,7 +202,9 @@ static int t_permute(lua_State *L) {
     if (n != t->ndim) goto count;
     for (int i = 0; i < n; i++) perm[i] = lg_dim(L, i + 2, t->ndim);
   }
-  return push_result(L, gt_permute(t, perm, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_PERMUTE};
+  memcpy(op.perm, perm, sizeof perm);
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 count:
   return luaL_error(L, "graft: permute needs %d dimensions, got %d", t->ndim, n);
 }
@@ -187,7 +213,7 @@ static int t_transpose(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int a = lg_dim(L, 2, t->ndim), b = lg_dim(L, 3, t->ndim);
-  return push_result(L, gt_transpose(t, a, b, &out, &e), &out, &e);
+  return push_result(L, transpose(t, a, b, &out, &e), &out, &e);
 }
 
 static int t_t(lua_State *L) {
@@ -200,7 +226,7 @@ static int t_t(lua_State *L) {
     lg_push_tensor(L, &out);
     return 1;
   }
-  return push_result(L, gt_transpose(t, 0, 1, &out, &e), &out, &e);
+  return push_result(L, transpose(t, 0, 1, &out, &e), &out, &e);
 }
 
 static int t_narrow(lua_State *L) {
@@ -209,7 +235,7 @@ static int t_narrow(lua_State *L) {
   int d = lg_dim(L, 2, t->ndim);
   lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
   if (start < 0) start += t->shape[d] + 1;
-  return push_result(L, gt_narrow(t, d, start - 1, len, &out, &e), &out, &e);
+  return push_result(L, narrow(t, d, start - 1, len, &out, &e), &out, &e);
 }
 
 static int t_select(lua_State *L) {
@@ -218,21 +244,24 @@ static int t_select(lua_State *L) {
   int d = lg_dim(L, 2, t->ndim);
   lua_Integer i = luaL_checkinteger(L, 3);
   if (i < 0) i += t->shape[d] + 1;
-  return push_result(L, gt_select(t, d, i - 1, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_SELECT, .dim = d, .start = i - 1};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_squeeze(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int d = lua_isnoneornil(L, 2) ? -1 : lg_dim(L, 2, t->ndim);
-  return push_result(L, gt_squeeze(t, d, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_SQUEEZE, .dim = d};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_unsqueeze(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
   int d = lg_dim(L, 2, t->ndim + 1);
-  return push_result(L, gt_unsqueeze(t, d, &out, &e), &out, &e);
+  gt_viewop op = {.kind = GT_VIEW_UNSQUEEZE, .dim = d};
+  return push_result(L, gt_apply_view(t, &op, &out, &e), &out, &e);
 }
 
 static int t_flip(lua_State *L) {
@@ -243,7 +272,8 @@ static int t_flip(lua_State *L) {
   for (int i = 2; i <= n || (n == 1 && i == 2); i++) {
     int d = n == 1 ? 0 : lg_dim(L, i, t->ndim);
     if (n == 1 && t->ndim == 0) break;
-    if (gt_flip(&cur, d, &nxt, &e) != GT_OK) {
+    gt_viewop op = {.kind = GT_VIEW_FLIP, .dim = d};
+    if (gt_apply_view(&cur, &op, &nxt, &e) != GT_OK) {
       gt_tensor_free(&cur);
       return lg_raise(L, NULL, &e);
     }
@@ -313,7 +343,7 @@ static int t_split(lua_State *L) {
       lua_geti(L, 2, i);
       lua_Integer len = luaL_checkinteger(L, -1);
       lua_pop(L, 1);
-      if (gt_narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
+      if (narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
       lg_push_tensor(L, &out);
       lua_rawseti(L, -2, ++k);
       start += len;
@@ -327,7 +357,7 @@ static int t_split(lua_State *L) {
   if (size <= 0) return luaL_error(L, "graft: split size must be positive");
   do {
     int64_t len = total - start < size ? total - start : size;
-    if (gt_narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
+    if (narrow(t, d, start, len, &out, &e) != GT_OK) return lg_raise(L, "split", &e);
     lg_push_tensor(L, &out);
     lua_rawseti(L, -2, ++k);
     start += len;
@@ -513,6 +543,87 @@ static int t_stats(lua_State *L) {
   return 1;
 }
 
+/* ---- arithmetic (lazy: tensor/expr.c) -------------------------------- */
+
+/* A tensor or a Lua number at idx as an operand of op. */
+static void check_operand(lua_State *L, int idx, const char *op, gt_operand *o) {
+  memset(o, 0, sizeof *o);
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    o->is_int = lua_isinteger(L, idx);
+    if (o->is_int) o->i = lua_tointeger(L, idx);
+    else o->f = lua_tonumber(L, idx);
+    return;
+  }
+  if (lg_released(L, idx)) luaL_error(L, "graft: %s: " LG_RELEASED, op);
+  o->t = lg_test_tensor(L, idx);
+  if (!o->t)
+    luaL_error(L, "graft: %s: a tensor or a number expected, got %s", op,
+               luaL_typename(L, idx));
+}
+
+static int binary(lua_State *L, gt_op op, const char *name) {
+  gt_operand a, b;
+  gt_tensor out;
+  gt_err e;
+  check_operand(L, 1, name, &a);
+  check_operand(L, 2, name, &b);
+  if (!a.t && !b.t) return luaL_error(L, "graft: %s: no tensor operand", name);
+  return push_result(L, gt_expr_binary(op, &a, &b, &out, &e), &out, &e);
+}
+
+static int t_add(lua_State *L) { return binary(L, GT_OP_ADD, "add"); }
+static int t_sub(lua_State *L) { return binary(L, GT_OP_SUB, "sub"); }
+static int t_mul(lua_State *L) { return binary(L, GT_OP_MUL, "mul"); }
+static int t_div(lua_State *L) { return binary(L, GT_OP_DIV, "div"); }
+
+static int unary(lua_State *L, gt_op op) {
+  gt_tensor *t = lg_check_tensor(L, 1), out;
+  gt_err e;
+  return push_result(L, gt_expr_unary(op, t, &out, &e), &out, &e);
+}
+
+static int t_neg(lua_State *L) { return unary(L, GT_OP_NEG); }
+static int t_sqrt(lua_State *L) { return unary(L, GT_OP_SQRT); }
+static int t_rsqrt(lua_State *L) { return unary(L, GT_OP_RSQRT); }
+
+/* sum([dim [, keepdim]]) / mean(...): no dim reduces every element to a
+ * 0-d tensor (a 1-element tensor of the input's rank with keepdim). */
+static int reduce(lua_State *L, int mean) {
+  gt_tensor *t = lg_check_tensor(L, 1), flat, out;
+  gt_err e;
+  int keepdim = lua_toboolean(L, 3);
+  if (!lua_isnoneornil(L, 2)) {
+    int d = lg_dim(L, 2, t->ndim);
+    return push_result(L, gt_reduce(t, d, mean, keepdim, &out, &e), &out, &e);
+  }
+  int64_t n = gt_tensor_numel(t), ones[GT_MAXDIM];
+  int needs_copy, rc;
+  if (gt_view_as(t, 1, &n, &flat, &needs_copy, &e) == GT_OK) {
+    rc = gt_reduce(&flat, 0, mean, 0, &out, &e);
+    gt_tensor_free(&flat);
+  } else if (needs_copy && gt_contiguous(t, &flat, &e) == GT_OK) {
+    gt_tensor view;
+    rc = gt_view_as(&flat, 1, &n, &view, &needs_copy, &e);
+    gt_tensor_free(&flat);
+    if (rc == GT_OK) {
+      rc = gt_reduce(&view, 0, mean, 0, &out, &e);
+      gt_tensor_free(&view);
+    }
+  } else {
+    return lg_raise(L, NULL, &e);
+  }
+  if (rc == GT_OK && keepdim) {
+    for (int i = 0; i < t->ndim; i++) ones[i] = 1;
+    out.ndim = t->ndim;
+    memcpy(out.shape, ones, (size_t)t->ndim * sizeof ones[0]);
+    memcpy(out.strides, ones, (size_t)t->ndim * sizeof ones[0]);
+  }
+  return push_result(L, rc, &out, &e);
+}
+
+static int t_sum(lua_State *L) { return reduce(L, 0); }
+static int t_mean(lua_State *L) { return reduce(L, 1); }
+
 /* ---- constructors ----------------------------------------------------- */
 
 static int is_intlike(gt_dtype d) { return gt_dtype_is_int(d) || d == GT_BOOL; }
@@ -640,6 +751,37 @@ static int g_zeros(lua_State *L) {
   return 1;
 }
 
+/* full(shape, value, dtype="float32"): one stored element, stride 0. */
+static int full_impl(lua_State *L, int vidx, int didx, const char *name) {
+  gt_err e;
+  gt_tensor out;
+  gt_operand v = {0};
+  int64_t shape[GT_MAXDIM];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = lg_shape(L, 1, shape);
+  gt_dtype dt = lg_dtype(L, didx, GT_F32);
+  if (vidx) {
+    if (lua_isboolean(L, vidx)) {
+      v.is_int = 1;
+      v.i = lua_toboolean(L, vidx);
+    } else {
+      luaL_checknumber(L, vidx);
+      v.is_int = lua_isinteger(L, vidx);
+      if (v.is_int) v.i = lua_tointeger(L, vidx);
+      else v.f = lua_tonumber(L, vidx);
+    }
+  } else {
+    v.is_int = 1;
+    v.i = 1;
+  }
+  if (gt_full(dt, n, shape, &v, &out, &e) != GT_OK) return lg_raise(L, name, &e);
+  lg_push_tensor(L, &out);
+  return 1;
+}
+
+static int g_ones(lua_State *L) { return full_impl(L, 0, 2, "ones"); }
+static int g_full(lua_State *L) { return full_impl(L, 2, 3, "full"); }
+
 static int cat_or_stack(lua_State *L, int stack) {
   gt_err e;
   gt_tensor out;
@@ -723,15 +865,25 @@ static const luaL_Reg methods[] = {
   {"equal", t_equal}, {"allclose", t_allclose},
   {"max_abs_diff", t_max_abs_diff}, {"stats", t_stats},
   {"storage_id", t_storage_id},
+  {"add", t_add}, {"sub", t_sub}, {"mul", t_mul}, {"div", t_div},
+  {"neg", t_neg}, {"sqrt", t_sqrt}, {"rsqrt", t_rsqrt},
+  {"sum", t_sum}, {"mean", t_mean},
   {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-  {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
+  {"tensor", g_tensor}, {"zeros", g_zeros}, {"ones", g_ones},
+  {"full", g_full}, {"cat", g_cat},
   {"stack", g_stack}, {"is_tensor", g_is_tensor}, {"is_released", g_is_released},
   {"threads", g_threads},
   {NULL, NULL}};
 
+static int g_expr_loads(lua_State *L) {
+  lua_pushinteger(L, gt_expr_loads());
+  return 1;
+}
+
 static const luaL_Reg testing[] = {
+  {"expr_loads", g_expr_loads},
   {"cast_force_scalar", g_cast_force_scalar}, {"cast_paths", g_cast_paths},
   {"copy_force_scalar", g_copy_force_scalar},
   {NULL, NULL}};
@@ -752,6 +904,10 @@ void lg_tensor_init(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, t_tostring);
   lua_setfield(L, -2, "__tostring");
+  static const luaL_Reg arith[] = {
+    {"__add", t_add}, {"__sub", t_sub}, {"__mul", t_mul}, {"__div", t_div},
+    {"__unm", t_neg}, {NULL, NULL}};
+  luaL_setfuncs(L, arith, 0);
   lua_pushliteral(L, "graft.tensor");
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);

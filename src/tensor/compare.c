@@ -6,6 +6,7 @@
 
 #include "tensor/blocks.h"
 #include "tensor/copy.h"
+#include "tensor/expr.h"
 
 /* Two block buffers of GT_BLOCK elements of up to 16 bytes (complex128). */
 typedef struct cmp_ctx {
@@ -97,7 +98,7 @@ int gt_compare(const gt_tensor *a, const gt_tensor *b, double rtol,
     out->equal = out->close = 0;
     return GT_OK;
   }
-  if (gt_storage_ready(a->storage, err) || gt_storage_ready(b->storage, err))
+  if (gt_tensor_ready(a, err) || gt_tensor_ready(b, err)) /* expr.h */
     return GT_ERR;
   if (a->dtype == GT_STRING) {
     if (compare_strings(a, b, &r, err) != GT_OK) return GT_ERR;

@@ -20,6 +20,7 @@
 
 #include "tensor/cast.h"
 #include "tensor/cast_x86.h"
+#include "tensor/expr.h"
 #include "tensor/quant.h"
 
 #ifndef TILE_B
@@ -497,6 +498,11 @@ int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
     return gt_fail(err, "cannot cast %s to %s", gt_dtype_name(t->sdtype),
                    gt_dtype_name(ddt));
   if (gt_tensor_numel(t) == 0) return GT_OK;
+  /* An unevaluated expression (expr.h) is computed straight into dst when
+   * t is a contiguous run of it; any other view of it loads it below. */
+  int done;
+  if (gt_expr_copy(t, ddt, dst, &done, err) != GT_OK) return GT_ERR;
+  if (done) return GT_OK;
   if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
   plan p;
   make_plan(t, ddt, &p);
@@ -663,7 +669,10 @@ int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
   if (bufsize < dsz) return gt_fail(err, "stream buffer too small");
   int64_t numel = gt_tensor_numel(t);
   if (numel == 0) return GT_OK;
-  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  /* A pending expression is not loaded here: its pieces are computed by
+   * gt_copy_into as they are cut. */
+  int expr = gt_expr_streams(t);
+  if (!expr && gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
   int rc;
   if (gt_tensor_is_plain(t) && ddt == t->dtype && t->dtype != GT_STRING) {
     /* Already the bytes wanted: hand them over without copying. */
@@ -680,7 +689,9 @@ int gt_stream(const gt_tensor *t, gt_dtype ddt, void *buf, size_t bufsize,
     return rc;
   }
   rc = stream_view(t, ddt, buf, bufsize, sink, ctx, err);
-  if (rc == GT_OK && release) {
+  if (rc == GT_OK && release && expr) {
+    gt_expr_done_with(t->storage);
+  } else if (rc == GT_OK && release) {
     int64_t lo, hi;
     if (gt_tensor_extent(t, &lo, &hi, NULL) == GT_OK && hi > lo)
       gt_storage_done_with(t->storage, (uint64_t)lo, (uint64_t)(hi - lo));

@@ -5,6 +5,7 @@
 
 #include "tensor/blocks.h"
 #include "tensor/copy.h"
+#include "tensor/expr.h"
 
 typedef struct sums {
   int64_t count, nan;
@@ -37,7 +38,7 @@ int gt_tensor_stats(const gt_tensor *t, gt_stats *out, gt_err *err) {
   sums s = {0};
   if (t->dtype == GT_STRING || gt_dtype_is_complex(t->dtype))
     return gt_fail(err, "stats of a %s tensor", gt_dtype_name(t->dtype));
-  if (gt_storage_ready(t->storage, err) != GT_OK) return GT_ERR;
+  if (gt_tensor_ready(t, err) != GT_OK) return GT_ERR; /* expr.h */
   s.buf = malloc((size_t)GT_BLOCK * sizeof(double));
   if (!s.buf) return gt_fail(err, "out of memory");
   int rc = gt_each_block(t, NULL, stats_block, &s, err);
