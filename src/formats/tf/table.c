@@ -240,7 +240,9 @@ static int add_entry(reader *r, const unsigned char *key, size_t klen,
   gt_tftable *t = r->t;
   if (t->n > 0) {
     size_t po = r->koff[t->n - 1];
-    const unsigned char *prev = r->keys.p + po;
+    /* Only empty keys so far: the key buffer may still be unallocated. */
+    const unsigned char *prev =
+        r->keys.p ? r->keys.p + po : (const unsigned char *)"";
     size_t plen = t->kv[t->n - 1].klen;
     if (cmp_bytes(prev, plen, key, klen) >= 0) {
       char a[512], b[512];
