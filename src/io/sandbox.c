@@ -5,10 +5,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -30,6 +33,39 @@
 static int test_fault;
 
 void gt_sandbox_test_fault(int kind) { test_fault = kind; }
+
+/* The child's last note, in a page shared with the parent (made on first
+ * use, before any fork); in_child is set only in children. */
+enum { NOTE_MAX = 256 };
+static char *note_page;
+static int in_child;
+
+void gt_sandbox_note(const char *fmt, ...) {
+  if (!in_child || !note_page) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(note_page, NOTE_MAX, fmt, ap);
+  va_end(ap);
+}
+
+static void note_setup(void) {
+  if (!note_page) {
+    void *p = mmap(NULL, NOTE_MAX, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) note_page = p;
+  }
+  if (note_page) note_page[0] = 0;
+}
+
+/* Append " while <note>" to err's message when the child left a note. */
+static int with_note(gt_err *err) {
+  if (err && note_page && note_page[0]) {
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof err->msg - n, " while %.*s", NOTE_MAX - 1,
+             note_page);
+  }
+  return GT_ERR;
+}
 
 int gt_sbuf_put(gt_sbuf *b, const void *p, size_t n, gt_err *err) {
   if (n == 0) return GT_OK;
@@ -115,6 +151,7 @@ static void write_all(int fd, const void *p, size_t n) {
  * or the error message. */
 static void child(int fd, gt_sandbox_fn fn, void *ctx,
                   const gt_sandbox_limits *lim) {
+  in_child = 1;
   struct rlimit core = {0, 0};
   setrlimit(RLIMIT_CORE, &core);
   unsigned secs = lim->timeout_ms / 1000 + 2;
@@ -199,6 +236,7 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   if (!lim.max_out) lim.max_out = (uint64_t)1 << 30;
   *out = NULL;
   *out_len = 0;
+  note_setup();
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
     return gt_fail(err, "cannot start the sandbox: pipe: %s", strerror(errno));
@@ -251,6 +289,8 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   } else {
     gt_fail(err, "sent a malformed result");
   }
+  if (how != 0 || WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0))
+    with_note(err);
   gt_sbuf_free(&b);
   return rc;
 }

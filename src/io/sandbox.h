@@ -51,9 +51,16 @@ typedef int (*gt_sandbox_fn)(void *ctx, gt_sbuf *out, gt_err *err);
 /* Run fn(ctx) in a child. On GT_OK, *out (malloc'd, caller frees) holds
  * the child's result. On failure err says what happened: the child's own
  * error, or "crashed (signal 11, SIGSEGV)", "did not finish within N ms",
- * "ran out of memory (limit N MiB)", "produced more than N bytes". */
+ * "failed (... out of memory ...)", "produced more than N bytes", each
+ * followed by " while <the child's last note>" when it left one. */
 int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *lim,
                    unsigned char **out, size_t *out_len, gt_err *err);
+
+/* In the child: say what it is doing now ("reading attribute \"x\" of
+ * \"g\""), so that if it dies there the parent's error can say where. The
+ * note lives in a page shared with the parent; outside a child it is a
+ * no-op. printf-style, truncated at 255 bytes. */
+void gt_sandbox_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Testing: make the next children crash (1), hang (2) or allocate without
  * bound (3) before running fn; 0 turns it off. */
