@@ -59,9 +59,9 @@ local function first_diff(c, src, got, want)
 end
 
 local function with_scalar(on, fn)
-  core.cast_force_scalar(on)
+  core.testing.cast_force_scalar(on)
   local ok, err = pcall(fn)
-  core.cast_force_scalar(false)
+  core.testing.cast_force_scalar(false)
   if not ok then error(err, 0) end
 end
 
@@ -100,11 +100,11 @@ end)
 
 describe("cast paths", function()
   it("reports the vector units and the forced scalar mode", function()
-    assert.is_string(core.cast_paths())
+    assert.is_string(core.testing.cast_paths())
     with_scalar(true, function()
-      assert.matches("scalar", core.cast_paths())
+      assert.matches("scalar", core.testing.cast_paths())
     end)
-    assert.is_string(core.cast_paths())
+    assert.is_string(core.testing.cast_paths())
   end)
 end)
 

@@ -59,7 +59,7 @@ function T.header(num_shards, big)
 end
 
 function T.crc(bytes)
-  return core.crc32c_mask(core.crc32c(bytes))
+  return core.testing.crc32c_mask(core.testing.crc32c(bytes))
 end
 
 -- Entry for raw bytes of `data` placed at `offset` of shard `shard`.
@@ -74,12 +74,12 @@ function T.strings(list)
   local lens, lc = {}, 0
   for i, s in ipairs(list) do
     lens[i] = T.varint(#s)
-    lc = core.crc32c(string.pack("<I4", #s), lc)
+    lc = core.testing.crc32c(string.pack("<I4", #s), lc)
   end
-  local m = string.pack("<I4", core.crc32c_mask(lc))
+  local m = string.pack("<I4", core.testing.crc32c_mask(lc))
   local body = table.concat(list)
-  local c = core.crc32c(body, core.crc32c(m, lc))
-  return table.concat(lens) .. m .. body, core.crc32c_mask(c)
+  local c = core.testing.crc32c(body, core.testing.crc32c(m, lc))
+  return table.concat(lens) .. m .. body, core.testing.crc32c_mask(c)
 end
 
 -- Write prefix.index from {key -> value} (sorted here) and the shards
@@ -96,7 +96,7 @@ function T.write(dir, entries, shards, opts)
     table.insert(keys, 1, "")
     table.insert(values, 1, T.header(opts.num_shards or #shards, opts.big))
   end
-  H.write(prefix .. ".index", core.tftable_build(keys, values, opts.table))
+  H.write(prefix .. ".index", core.testing.tftable_build(keys, values, opts.table))
   for i, bytes in ipairs(shards) do
     H.write(prefix .. string.format(".data-%05d-of-%05d", i - 1, opts.num_shards or #shards), bytes)
   end

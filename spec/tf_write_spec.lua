@@ -67,7 +67,7 @@ describe("tf bundle writer", function()
       assert.same(v.shape, m[k].shape, k)
       assert.same(v:totable(), m[k]:totable(), k)
     end
-    local keys = graft.core.tftable_read(dir .. "/all.index")
+    local keys = graft.core.testing.tftable_read(dir .. "/all.index")
     assert.equal("", keys[1])
     for i = 2, #keys do assert.truthy(keys[i - 1] < keys[i]) end
   end)
@@ -154,10 +154,10 @@ last_preserved_timestamp: 1689999999.25
     local bottom = string.pack("<ffffff", 7, 8, 9, 10, 11, 12)
     local s1 = { start = { 0, 0 }, length = { 2, -1 } }
     local s2 = { start = { 2, 0 }, length = { 2, -1 } }
-    local key1 = graft.core.tf_slice_key("w", { 0, 0 }, { 2, -1 })
-    local key2 = graft.core.tf_slice_key("w", { 2, 0 }, { 2, -1 })
+    local key1 = graft.core.testing.tf_slice_key("w", { 0, 0 }, { 2, -1 })
+    local key2 = graft.core.testing.tf_slice_key("w", { 2, 0 }, { 2, -1 })
     -- FORMATS.md 1.7: variable w, rows 5..9 of [10,4] -> 00 77 00 01 01 02 85 85 80 7F
-    assert.equal("0077000101028585807f", H.hex(graft.core.tf_slice_key("w", { 5, 0 }, { 5, -1 })))
+    assert.equal("0077000101028585807f", H.hex(graft.core.testing.tf_slice_key("w", { 5, 0 }, { 5, -1 })))
     local p = T.write(dir, {
       w = T.entry({ dtype = 1, shape = { 4, 3 }, slices = { s1, s2 } }),
       [key1] = T.plain(1, { 2, 3 }, top, 0, 0),

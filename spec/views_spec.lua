@@ -97,8 +97,8 @@ describe("views and copies against numpy", function()
   local core = require "graft.core"
   for _, mode in ipairs({ "vector", "scalar" }) do
   it("agree on 300 random chains over random shapes (float32 and int16), " .. mode .. " tiles", function()
-    core.copy_force_scalar(mode == "scalar")
-    finally(function() core.copy_force_scalar(false) end)
+    core.testing.copy_force_scalar(mode == "scalar")
+    finally(function() core.testing.copy_force_scalar(false) end)
     math.randomseed(20261123)
     local dir = H.tmpdir()
     local cases = {}

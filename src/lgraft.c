@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "io/zipwrite.h"
+
 void *lg_push_box(lua_State *L, size_t size, const char *tname,
                   lua_CFunction gc) {
   void *b = lua_newuserdatauv(L, size, 0);
@@ -39,11 +41,37 @@ void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
   if (!name) luaL_error(L, "graft: %s: names[%d] is not a string", ctx, (int)i);
   lua_getfield(L, tensors, name);
   gt_tensor *t = lg_test_tensor(L, -1);
-  if (!t) luaL_error(L, "graft: %s: \"%s\" is not a tensor", ctx, name);
+  if (!t)
+    luaL_error(L, "graft: %s: \"%s\" %s", ctx, name,
+               lg_released(L, -1) ? "is a released tensor" : "is not a tensor");
   out->name = (char *)name;
   out->t = *t;
   lua_pop(L, 2);
 }
+
+void lg_testing_add(lua_State *L, const luaL_Reg *fns) {
+  if (lua_getfield(L, -1, "testing") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "testing");
+  }
+  luaL_setfuncs(L, fns, 0);
+  lua_pop(L, 1);
+}
+
+/* testing.zip64_at(size [, offset]): the member size (and offset, default
+ * size) from which the zip writer uses ZIP64 fields; 0 restores 4 GiB. */
+static int l_zip64_at(lua_State *L) {
+  lua_Integer size = luaL_checkinteger(L, 1);
+  lua_Integer off = luaL_optinteger(L, 2, size);
+  luaL_argcheck(L, size >= 0, 1, "must be >= 0");
+  luaL_argcheck(L, off >= 0, 2, "must be >= 0");
+  gt_zipw_test_thresholds((uint64_t)size, (uint64_t)off);
+  return 0;
+}
+
+static const luaL_Reg testing[] = {{"zip64_at", l_zip64_at}, {NULL, NULL}};
 
 int luaopen_graft_core(lua_State *L);
 
@@ -52,6 +80,7 @@ int luaopen_graft_core(lua_State *L) {
   lg_tensor_init(L);
   lg_io_init(L);
   lg_tf_init(L);
+  lg_testing_add(L, testing);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

@@ -20,10 +20,21 @@ typedef struct lg_tensor {
   gt_tensor t;
 } lg_tensor;
 
+/* Every method returns a new handle (never its receiver), so closing a
+ * result never releases its source. A handle released by __close (<close>
+ * on it, or on a model table that closes its tensors) drops its one
+ * storage reference and keeps its metatable with storage == NULL. */
+#define LG_RELEASED "tensor is released (closed); this handle cannot be used"
+
 /* New userdata whose tensor takes over *t (t is zeroed). */
 lg_tensor *lg_push_tensor(lua_State *L, gt_tensor *t);
+/* The tensor at idx; raises "graft: tensor is released ..." for a
+ * released handle and a type error for anything else. */
 gt_tensor *lg_check_tensor(lua_State *L, int idx);
+/* The tensor at idx, or NULL (not a tensor, or released). */
 gt_tensor *lg_test_tensor(lua_State *L, int idx);
+/* Whether idx holds a released tensor handle. */
+int lg_released(lua_State *L, int idx);
 
 /* Raise "graft: [ctx: ]msg". Never returns. */
 int lg_raise(lua_State *L, const char *ctx, const gt_err *e);
@@ -65,6 +76,12 @@ void lg_entry(lua_State *L, int names, int tensors, lua_Integer i,
 /* Push a gt_value tree as plain Lua values (tensor refs resolved through
  * the list of tensor userdata at index `tensors`, or 0). */
 void lg_push_value(lua_State *L, const gt_value *v, int tensors);
+
+/* Adds fns to core.testing (module table at -1; created on first use).
+ * core.testing holds every test-only hook: switches that force a code path
+ * (scalar kernels, table crc32c, ZIP64 thresholds) and access to internals
+ * that specs build or inspect fixtures with. It is not part of the API. */
+void lg_testing_add(lua_State *L, const luaL_Reg *fns);
 
 void lg_tensor_init(lua_State *L);  /* adds tensor functions to module */
 void lg_io_init(lua_State *L);      /* adds read/write functions */

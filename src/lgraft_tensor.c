@@ -1,15 +1,18 @@
 /* lgraft_tensor.c: the tensor userdata and graft.tensor/zeros/cat/stack.
  *
- * Views (permute, narrow, ...) and casts return new userdata sharing the
- * storage; only contiguous/clone/cat/stack/bytes/totable and comparisons
- * move bytes, through copy.h. */
-#include <math.h>
+ * Every method returns a new userdata (never its receiver): views
+ * (permute, narrow, ...) and casts share the storage; contiguous, clone,
+ * cat, stack, bytes and totable move bytes through copy.h; comparisons and
+ * stats are tensor/compare.c and tensor/stats.c. This file only marshals.
+ * Test hooks (scalar kernels, cast paths) go to core.testing. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lgraft.h"
 #include "tensor/cast.h"
+#include "tensor/compare.h"
 #include "tensor/copy.h"
+#include "tensor/stats.h"
 
 /* ---- userdata plumbing ------------------------------------------------ */
 
@@ -27,9 +30,14 @@ gt_tensor *lg_test_tensor(lua_State *L, int idx) {
   return u && u->t.storage ? &u->t : NULL;
 }
 
+int lg_released(lua_State *L, int idx) {
+  lg_tensor *u = luaL_testudata(L, idx, LG_TENSOR);
+  return u && !u->t.storage;
+}
+
 gt_tensor *lg_check_tensor(lua_State *L, int idx) {
   lg_tensor *u = luaL_checkudata(L, idx, LG_TENSOR);
-  if (!u->t.storage) luaL_argerror(L, idx, "released tensor");
+  if (!u->t.storage) luaL_error(L, "graft: " LG_RELEASED);
   return &u->t;
 }
 
@@ -347,8 +355,9 @@ static int t_chunk(lua_State *L) {
 static int t_contiguous(lua_State *L) {
   gt_tensor *t = lg_check_tensor(L, 1), out;
   gt_err e;
-  if (gt_tensor_is_plain(t)) {
-    lua_settop(L, 1);
+  if (gt_tensor_is_plain(t)) { /* a new handle on the same view */
+    gt_tensor_ref(&out, t);
+    lg_push_tensor(L, &out);
     return 1;
   }
   if (gt_contiguous(t, &out, &e) != GT_OK) return lg_raise(L, NULL, &e);
@@ -460,137 +469,16 @@ static int t_totable(lua_State *L) {
   return 1;
 }
 
-/* ---- comparisons (blockwise in float64, or int64 for integer pairs) --- */
-
-typedef struct cmp_state {
-  double rtol, atol, maxdiff;
-  int equal, close;
-  int64_t count;
-  double min, max, sum, sumsq;
-  int64_t nan;
-} cmp_state;
-
-static int is_intlike(gt_dtype d) { return gt_dtype_is_int(d) || d == GT_BOOL; }
-
-#define BLOCK (1 << 16)
-
-static int compare_block(const gt_tensor *a, const gt_tensor *b, cmp_state *s,
-                         void *ba, void *bb, gt_err *e) {
-  int64_t n = gt_tensor_numel(a);
-  if (is_intlike(a->dtype) && is_intlike(b->dtype)) {
-    gt_dtype ua = a->dtype == GT_U64 ? GT_U64 : GT_I64;
-    gt_dtype ub = b->dtype == GT_U64 ? GT_U64 : GT_I64;
-    if (gt_copy_into(a, ua, ba, e) || gt_copy_into(b, ub, bb, e)) return GT_ERR;
-    const int64_t *x = ba, *y = bb;
-    for (int64_t i = 0; i < n; i++) {
-      int neg_x = ua == GT_I64 && x[i] < 0, neg_y = ub == GT_I64 && y[i] < 0;
-      int same = x[i] == y[i] && neg_x == neg_y;
-      double d = fabs((double)(ua == GT_U64 ? (double)(uint64_t)x[i] : (double)x[i]) -
-                      (double)(ub == GT_U64 ? (double)(uint64_t)y[i] : (double)y[i]));
-      if (!same) {
-        s->equal = 0;
-        if (d > s->atol + s->rtol * fabs((double)y[i])) s->close = 0;
-      }
-      if (d > s->maxdiff) s->maxdiff = d;
-    }
-    return GT_OK;
-  }
-  if (gt_dtype_is_complex(a->dtype) != gt_dtype_is_complex(b->dtype))
-    return gt_fail(e, "cannot compare %s with %s", gt_dtype_name(a->dtype),
-                   gt_dtype_name(b->dtype));
-  gt_dtype w = gt_dtype_is_complex(a->dtype) ? GT_C128 : GT_F64;
-  if (gt_copy_into(a, w, ba, e) || gt_copy_into(b, w, bb, e)) return GT_ERR;
-  const double *x = ba, *y = bb;
-  int64_t m = w == GT_C128 ? 2 * n : n;
-  for (int64_t i = 0; i < m; i++) {
-    double d = fabs(x[i] - y[i]);
-    if (!(x[i] == y[i])) s->equal = 0;
-    if (isnan(x[i]) || isnan(y[i])) {
-      s->close = 0;
-      s->maxdiff = NAN;
-      continue;
-    }
-    if (x[i] == y[i]) continue; /* also equal infinities */
-    if (!(d <= s->atol + s->rtol * fabs(y[i]))) s->close = 0;
-    if (d > s->maxdiff) s->maxdiff = d;
-  }
-  return GT_OK;
-}
-
-typedef int (*block_fn)(const gt_tensor *, const gt_tensor *, cmp_state *,
-                        void *, void *, gt_err *);
-
-/* Visit a (and b, same shape) in pieces of at most BLOCK elements. */
-static int each_block(const gt_tensor *a, const gt_tensor *b, cmp_state *s,
-                      block_fn fn, void *ba, void *bb, gt_err *e) {
-  int64_t n = gt_tensor_numel(a);
-  if (n <= BLOCK) return fn(a, b, s, ba, bb, e);
-  if (a->ndim == 1) {
-    for (int64_t i = 0; i < n; i += BLOCK) {
-      gt_tensor x, y;
-      int64_t len = n - i < BLOCK ? n - i : BLOCK;
-      gt_narrow(a, 0, i, len, &x, NULL);
-      gt_narrow(b ? b : a, 0, i, len, &y, NULL);
-      int rc = fn(&x, b ? &y : NULL, s, ba, bb, e);
-      gt_tensor_free(&x);
-      gt_tensor_free(&y);
-      if (rc) return rc;
-    }
-    return GT_OK;
-  }
-  for (int64_t i = 0; i < a->shape[0]; i++) {
-    gt_tensor x, y;
-    gt_select(a, 0, i, &x, NULL);
-    gt_select(b ? b : a, 0, i, &y, NULL);
-    int rc = each_block(&x, b ? &y : NULL, s, fn, ba, bb, e);
-    gt_tensor_free(&x);
-    gt_tensor_free(&y);
-    if (rc) return rc;
-  }
-  return GT_OK;
-}
-
-static int same_shape(const gt_tensor *a, const gt_tensor *b) {
-  return a->ndim == b->ndim &&
-         memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof a->shape[0]) == 0;
-}
-
-static void compare(lua_State *L, gt_tensor *a, gt_tensor *b, cmp_state *s) {
-  gt_err e;
-  if (a->dtype == GT_STRING || b->dtype == GT_STRING) {
-    if (a->dtype != b->dtype) { s->equal = s->close = 0; return; }
-  }
-  if (gt_storage_ready(a->storage, &e) || gt_storage_ready(b->storage, &e))
-    lg_raise(L, NULL, &e);
-  void *ba = lua_newuserdatauv(L, BLOCK * 16, 0);
-  void *bb = lua_newuserdatauv(L, BLOCK * 16, 0);
-  if (a->dtype == GT_STRING) {
-    /* string tensors: compare element bytes */
-    int64_t n = gt_tensor_numel(a);
-    gt_tensor ca, cb;
-    if (gt_contiguous(a, &ca, &e)) lg_raise(L, NULL, &e);
-    if (gt_contiguous(b, &cb, &e)) { gt_tensor_free(&ca); lg_raise(L, NULL, &e); }
-    const gt_str *x = (const gt_str *)ca.storage->data, *y = (const gt_str *)cb.storage->data;
-    for (int64_t i = 0; i < n; i++)
-      if (x[i].n != y[i].n || memcmp(x[i].p, y[i].p, x[i].n)) s->equal = s->close = 0;
-    gt_tensor_free(&ca);
-    gt_tensor_free(&cb);
-    lua_pop(L, 2);
-    return;
-  }
-  if (each_block(a, b, s, compare_block, ba, bb, &e) != GT_OK) lg_raise(L, NULL, &e);
-  lua_pop(L, 2);
-}
+/* ---- comparisons and stats (kernels in tensor/compare.c, stats.c) ----- */
 
 /* equal(u) and allclose(u, rtol, atol): false for different shapes. */
 static int equal_or_close(lua_State *L, int close) {
   gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);
-  cmp_state s = {.equal = 1, .close = 1};
-  s.rtol = luaL_optnumber(L, 3, 1e-5);
-  s.atol = luaL_optnumber(L, 4, 1e-8);
-  if (same_shape(a, b)) compare(L, a, b, &s);
-  else s.equal = s.close = 0;
-  lua_pushboolean(L, close ? s.close : s.equal);
+  double rtol = luaL_optnumber(L, 3, 1e-5), atol = luaL_optnumber(L, 4, 1e-8);
+  gt_cmp r;
+  gt_err e;
+  if (gt_compare(a, b, rtol, atol, &r, &e) != GT_OK) return lg_raise(L, NULL, &e);
+  lua_pushboolean(L, close ? r.close : r.equal);
   return 1;
 }
 
@@ -599,55 +487,31 @@ static int t_allclose(lua_State *L) { return equal_or_close(L, 1); }
 
 static int t_max_abs_diff(lua_State *L) {
   gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);
-  cmp_state s = {.equal = 1, .close = 1};
-  if (!same_shape(a, b)) return luaL_error(L, "graft: max_abs_diff: shapes differ");
-  if (a->dtype == GT_STRING || b->dtype == GT_STRING)
-    return luaL_error(L, "graft: max_abs_diff of string tensors");
-  compare(L, a, b, &s);
-  lua_pushnumber(L, s.maxdiff);
+  double d;
+  gt_err e;
+  if (gt_max_abs_diff(a, b, &d, &e) != GT_OK) return lg_raise(L, NULL, &e);
+  lua_pushnumber(L, d);
   return 1;
-}
-
-static int stats_block(const gt_tensor *a, const gt_tensor *b, cmp_state *s,
-                       void *ba, void *bb, gt_err *e) {
-  (void)b;
-  (void)bb;
-  int64_t n = gt_tensor_numel(a);
-  if (gt_copy_into(a, GT_F64, ba, e) != GT_OK) return GT_ERR;
-  const double *x = ba;
-  for (int64_t i = 0; i < n; i++) {
-    if (isnan(x[i])) { s->nan++; continue; }
-    if (s->count == 0 || x[i] < s->min) s->min = x[i];
-    if (s->count == 0 || x[i] > s->max) s->max = x[i];
-    s->count++;
-    s->sum += x[i];
-    s->sumsq += x[i] * x[i];
-  }
-  return GT_OK;
 }
 
 /* stats() -> {min, max, mean, std, nan} over non-NaN values, in float64. */
 static int t_stats(lua_State *L) {
   gt_tensor *a = lg_check_tensor(L, 1);
+  gt_stats s;
   gt_err e;
-  cmp_state s = {0};
-  if (a->dtype == GT_STRING || gt_dtype_is_complex(a->dtype))
-    return luaL_error(L, "graft: stats of a %s tensor", gt_dtype_name(a->dtype));
-  if (gt_storage_ready(a->storage, &e)) return lg_raise(L, NULL, &e);
-  void *ba = lua_newuserdatauv(L, BLOCK * 8, 0);
-  if (each_block(a, NULL, &s, stats_block, ba, NULL, &e)) return lg_raise(L, NULL, &e);
+  if (gt_tensor_stats(a, &s, &e) != GT_OK) return lg_raise(L, NULL, &e);
   lua_createtable(L, 0, 5);
-  double mean = s.count ? s.sum / (double)s.count : NAN;
-  double var = s.count ? s.sumsq / (double)s.count - mean * mean : NAN;
-  lua_pushnumber(L, s.count ? s.min : NAN); lua_setfield(L, -2, "min");
-  lua_pushnumber(L, s.count ? s.max : NAN); lua_setfield(L, -2, "max");
-  lua_pushnumber(L, mean); lua_setfield(L, -2, "mean");
-  lua_pushnumber(L, var > 0 ? sqrt(var) : 0.0 * var); lua_setfield(L, -2, "std");
+  lua_pushnumber(L, s.min); lua_setfield(L, -2, "min");
+  lua_pushnumber(L, s.max); lua_setfield(L, -2, "max");
+  lua_pushnumber(L, s.mean); lua_setfield(L, -2, "mean");
+  lua_pushnumber(L, s.std); lua_setfield(L, -2, "std");
   lua_pushinteger(L, s.nan); lua_setfield(L, -2, "nan");
   return 1;
 }
 
 /* ---- constructors ----------------------------------------------------- */
+
+static int is_intlike(gt_dtype d) { return gt_dtype_is_int(d) || d == GT_BOOL; }
 
 /* Infer the shape of a nested Lua table (rectangular) into shape[]. */
 static int table_shape(lua_State *L, int idx, int64_t *shape) {
@@ -784,7 +648,9 @@ static int cat_or_stack(lua_State *L, int stack) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, 1, i);
     gt_tensor *t = lg_test_tensor(L, -1);
-    if (!t) return luaL_error(L, "graft: element %d is not a tensor", (int)i);
+    if (!t)
+      return luaL_error(L, "graft: element %d %s", (int)i,
+                        lg_released(L, -1) ? "is a released tensor" : "is not a tensor");
     ts[i - 1] = *t; /* borrowed: the list keeps them alive */
     lua_pop(L, 1);
   }
@@ -800,8 +666,10 @@ static int cat_or_stack(lua_State *L, int stack) {
 static int g_cat(lua_State *L) { return cat_or_stack(L, 0); }
 static int g_stack(lua_State *L) { return cat_or_stack(L, 1); }
 
+/* True for every tensor handle, released ones included: using one then
+ * raises the released-tensor error instead of "not a tensor". */
 static int g_is_tensor(lua_State *L) {
-  lua_pushboolean(L, lg_test_tensor(L, 1) != NULL);
+  lua_pushboolean(L, luaL_testudata(L, 1, LG_TENSOR) != NULL);
   return 1;
 }
 
@@ -850,9 +718,12 @@ static const luaL_Reg methods[] = {
 static const luaL_Reg funcs[] = {
   {"tensor", g_tensor}, {"zeros", g_zeros}, {"cat", g_cat},
   {"stack", g_stack}, {"is_tensor", g_is_tensor},
+  {"threads", g_threads},
+  {NULL, NULL}};
+
+static const luaL_Reg testing[] = {
   {"cast_force_scalar", g_cast_force_scalar}, {"cast_paths", g_cast_paths},
   {"copy_force_scalar", g_copy_force_scalar},
-  {"threads", g_threads},
   {NULL, NULL}};
 
 void lg_tensor_init(lua_State *L) {
@@ -875,4 +746,5 @@ void lg_tensor_init(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
+  lg_testing_add(L, testing);
 }

@@ -3,14 +3,16 @@
  * core.tf_write(prefix, names, tensors, num_shards [, shard_of [, progress]])
  *   shard_of: name -> 0-based shard (all 0 when absent)
  * core.tf_verify(prefix) -> number of entries whose crc32c was checked
- * core.tftable_build(keys, values [, {block_size, restart_interval, snappy}])
- *   -> bytes of a table (keys must increase strictly)
- * core.tftable_read(path) -> keys, values, {snappy_blocks, data_blocks}
- * core.tf_slice_key(name, starts, lengths) -> OrderedCode slice key
+ * Test hooks (core.testing), for specs that build and inspect fixtures:
+ * testing.tftable_build(keys, values [, {block_size, restart_interval,
+ *   snappy}]) -> bytes of a table (keys must increase strictly)
+ * testing.tftable_read(path) -> keys, values, {snappy_blocks, data_blocks}
+ * testing.tf_slice_key(name, starts, lengths) -> OrderedCode slice key
  *   (length -1 = the whole dimension)
- * core.crc32c(bytes [, crc]) -> crc (continuing crc when given)
- * core.crc32c_mask(c), core.crc32c_unmask(m)
- * core.crc32c_force_table(on), core.crc32c_path() -> "sse4.2" | "table" */
+ * testing.crc32c(bytes [, crc]) -> crc (continuing crc when given)
+ * testing.crc32c_mask(c), testing.crc32c_unmask(m)
+ * testing.crc32c_force_table(on), testing.crc32c_path() -> "sse4.2" |
+ *   "table" */
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,10 +212,16 @@ static int l_crc32c_path(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"tf_write", l_tf_write}, {"tf_verify", l_tf_verify},
+  {NULL, NULL}};
+
+static const luaL_Reg testing[] = {
   {"tftable_build", l_tftable_build}, {"tftable_read", l_tftable_read},
   {"tf_slice_key", l_tf_slice_key}, {"crc32c", l_crc32c},
   {"crc32c_mask", l_crc32c_mask}, {"crc32c_unmask", l_crc32c_unmask},
   {"crc32c_force_table", l_crc32c_force_table}, {"crc32c_path", l_crc32c_path},
   {NULL, NULL}};
 
-void lg_tf_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }
+void lg_tf_init(lua_State *L) {
+  luaL_setfuncs(L, funcs, 0);
+  lg_testing_add(L, testing);
+}

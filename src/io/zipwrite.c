@@ -42,9 +42,19 @@ static unsigned char *sig(unsigned char *p, unsigned char a, unsigned char b) {
   return p + 4;
 }
 
+/* Set only by tests (core.testing.zip64_at), between writes. */
+static uint64_t test_size_at, test_off_at;
+
+void gt_zipw_test_thresholds(uint64_t size_at, uint64_t off_at) {
+  test_size_at = size_at;
+  test_off_at = off_at;
+}
+
 void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t size_at, uint64_t off_at) {
   memset(z, 0, sizeof *z);
   z->o = o;
+  if (!size_at) size_at = test_size_at;
+  if (!off_at) off_at = test_off_at;
   z->size_at = size_at && size_at < 0xFFFFFFFFu ? size_at : 0xFFFFFFFFu;
   z->off_at = off_at && off_at < 0xFFFFFFFFu ? off_at : 0xFFFFFFFFu;
 }

@@ -44,8 +44,13 @@ typedef struct gt_zipw {
 } gt_zipw;
 
 /* o must be open; the archive starts at o->pos (normally 0). A threshold
- * of 0 means 0xFFFFFFFF. */
+ * of 0 means the test setting below, and 0xFFFFFFFF when that is 0 too. */
 void gt_zipw_init(gt_zipw *z, gt_out *o, uint64_t size_at, uint64_t off_at);
+/* Test setting (core.testing.zip64_at): the thresholds gt_zipw_init uses
+ * when given 0, so specs can exercise the ZIP64 fields on small archives.
+ * 0, 0 (the initial state) restores the real ones. Not thread-safe: set it
+ * between writes. */
+void gt_zipw_test_thresholds(uint64_t size_at, uint64_t off_at);
 void gt_zipw_free(gt_zipw *z);
 /* Local header of member `name` whose data will be exactly `size` bytes. */
 int gt_zipw_begin(gt_zipw *z, const char *name, uint64_t size, gt_err *err);

@@ -448,25 +448,12 @@ static int write_record(gt_zipw *z, gt_out *o, const char *folder,
   return gt_zipw_end(z, err);
 }
 
-/* GRAFT_TORCH_ZIP64_AT = "SIZE[,OFFSET]": test thresholds (0: none). */
-static void zip64_thresholds(uint64_t *size_at, uint64_t *off_at) {
-  const char *v = getenv("GRAFT_TORCH_ZIP64_AT");
-  char *end = NULL;
-  *size_at = *off_at = 0;
-  if (!v || !*v) return;
-  *size_at = *off_at = strtoull(v, &end, 10);
-  if (*end == ',') *off_at = strtoull(end + 1, &end, 10);
-  if (*end != '\0') *size_at = *off_at = 0;
-}
-
 static int write_archive(tw *w, gt_out *o, const char *folder, gt_err *err) {
   gt_zipw z;
   char name[4096];
   void *buf = NULL;
   int rc = GT_ERR;
-  uint64_t size_at, off_at;
-  zip64_thresholds(&size_at, &off_at);
-  gt_zipw_init(&z, o, size_at, off_at);
+  gt_zipw_init(&z, o, 0, 0);
   o->total = 0;
   for (size_t k = 0; k < w->nkeys; k++) o->total += w->recs[w->order[k]].nbytes;
   if (posix_memalign(&buf, 64, GT_OUT_BUFSIZE) != 0) {

@@ -24,9 +24,8 @@
  * bounded buffer. dtypes that torch 1.13 has no storage class for (float8,
  * uint16/32/64, strings) are refused, naming the tensor.
  *
- * The environment variable GRAFT_TORCH_ZIP64_AT = "SIZE[,OFFSET]" (bytes)
- * lowers the member size (and offset) from which ZIP64 fields are used,
- * for tests of that path. */
+ * ZIP64 fields are used from the real 4 GiB limits; tests lower them with
+ * gt_zipw_test_thresholds (core.testing.zip64_at). */
 #ifndef GT_TORCH_WRITE_H
 #define GT_TORCH_WRITE_H
 
