@@ -95,16 +95,19 @@ static void reap_dead_writers(const char *path) {
   const char *base = slash ? slash + 1 : path;
   char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
                     : strdup(".");
-  size_t plen = strlen(base) + sizeof ".graft-";
+  /* ".<base>.graft-": plen bytes, then the pid's digits. */
+  size_t plen = 1 + strlen(base) + strlen(".graft-");
   char *prefix = malloc(plen + 1);
   DIR *d = dir && prefix ? opendir(dir) : NULL;
   if (prefix) snprintf(prefix, plen + 1, ".%s.graft-", base);
   struct dirent *de;
   while (d && (de = readdir(d))) {
-    if (strncmp(de->d_name, prefix, plen - 1) != 0) continue;
+    if (strncmp(de->d_name, prefix, plen) != 0) continue;
+    const char *digits = de->d_name + plen;
     char *end;
-    long pid = strtol(de->d_name + plen - 1, &end, 10);
-    if (end == de->d_name + plen - 1 || *end != '-' || pid <= 0 ||
+    long pid = strtol(digits, &end, 10);
+    if (end == digits || *digits < '0' || *digits > '9' || *end != '-' ||
+        pid <= 0 ||
         pid == (long)getpid())
       continue;
     if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
