@@ -30,7 +30,7 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 INST_BINDIR ?= /usr/local/bin
 
-.PHONY: all test check bench install clean asan fixtures
+.PHONY: all test check bench install clean asan fixtures fuzz fuzz-all
 
 all: $(MODULE)
 
@@ -84,3 +84,38 @@ install: $(MODULE)
 
 clean:
 	rm -rf build
+
+# libFuzzer targets (fuzz/*.c, one per parser entry point), built with clang,
+# ASan and UBSan over the whole C core (not the Lua binding):
+#   make fuzz T=torch S=60     run one target for S seconds (default 20)
+#   make fuzz-all S=20         every target in turn; fails on any finding
+FUZZ_CC ?= clang
+FUZZ_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+             -fno-omit-frame-pointer
+FUZZ_TARGETS = $(basename $(notdir $(filter-out fuzz/fuzz.c,$(wildcard fuzz/*.c))))
+FUZZ_CORE = $(patsubst %.c,build/fuzz/%.o,$(filter-out src/lgraft%,$(SRC)) fuzz/fuzz.c) \
+            $(patsubst build/proto/%.c,build/fuzz/proto/%.o,$(PROTO_C))
+S ?= 20
+
+# The core objects are kept between targets (make would delete them as
+# intermediates of the pattern rules).
+.SECONDARY: $(FUZZ_CORE)
+
+build/fuzz/src/%.o build/fuzz/fuzz/%.o: GT_CFLAGS += -Ifuzz
+build/fuzz/%.o: %.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(GT_CFLAGS) -c $< -o $@
+
+build/fuzz/proto/%.o: build/proto/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(GT_CFLAGS) -Wno-missing-braces -c $< -o $@
+
+build/fuzz/bin/%: fuzz/%.c fuzz/fuzz.h $(FUZZ_CORE)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $(GT_CFLAGS) -Ifuzz $< $(FUZZ_CORE) -o $@ $(GT_LIBS)
+
+fuzz: build/fuzz/bin/$(T)
+	@sh fuzz/run $(T) $(S)
+
+fuzz-all: $(addprefix build/fuzz/bin/,$(FUZZ_TARGETS))
+	@status=0; for t in $(FUZZ_TARGETS); do sh fuzz/run $$t $(S) || status=1; done; exit $$status

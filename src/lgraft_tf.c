@@ -214,7 +214,15 @@ static const luaL_Reg funcs[] = {
   {"tf_write", l_tf_write}, {"tf_verify", l_tf_verify},
   {NULL, NULL}};
 
+/* testing.commit_crash_before(step): the next multi-file commit stops
+ * before that step, as a kill would (io/fileout.h gt_out_commit_set). */
+static int l_commit_crash_before(lua_State *L) {
+  gt_out_test_crash_before((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 static const luaL_Reg testing[] = {
+  {"commit_crash_before", l_commit_crash_before},
   {"tftable_build", l_tftable_build}, {"tftable_read", l_tftable_read},
   {"tf_slice_key", l_tf_slice_key}, {"crc32c", l_crc32c},
   {"crc32c_mask", l_crc32c_mask}, {"crc32c_unmask", l_crc32c_unmask},

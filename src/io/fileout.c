@@ -1,13 +1,18 @@
 /* fileout.c: crash-safe output files (see fileout.h).
  *
- * Life of an output: open makes `.<name>.graft-XXXXXX` beside the target
- * (same directory, hence same file system, so rename(2) replaces the target
- * atomically); writes go through a 64 KiB gather buffer (header pieces) or
- * straight to the file (tensor pieces); commit flushes, fsyncs, renames and
- * fsyncs the directory so the new name itself survives a crash. Until
- * commit renames, the target is untouched; every failure path unlinks the
- * temporary file. Invariant: tmp != NULL and fd >= 0 exactly while tmp
- * names a file we created and still own (a zeroed gt_out owns nothing). */
+ * Life of an output: open makes `.<name>.graft-<pid>-XXXXXX` beside the
+ * target (same directory, hence same file system, so rename(2) replaces the
+ * target atomically); writes go through a 64 KiB gather buffer (header
+ * pieces) or straight to the file (tensor pieces); finish flushes, fsyncs
+ * and closes; publish renames and fsyncs the directory so the new name
+ * itself survives a crash (commit is both). Until publish renames, the
+ * target is untouched; every failure path unlinks the temporary file.
+ * Invariant: tmp != NULL and (fd >= 0 or finished) exactly while tmp names
+ * a file we created and still own (a zeroed gt_out owns nothing).
+ *
+ * The writer's pid in the temporary name lets a later open remove the
+ * leftovers of writers that were killed: a file `.<name>.graft-<pid>-*`
+ * whose pid is no longer a process is garbage. */
 #include "io/fileout.h"
 
 #include <errno.h>
@@ -15,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,17 +71,51 @@ static mode_t current_umask(void) {
   return mask;
 }
 
-/* "<dir>/.<base>.graft-XXXXXX" for mkstemp; NULL if path has no file name. */
+/* "<dir>/.<base>.graft-<pid>-XXXXXX" for mkstemp; NULL if path has no
+ * file name. */
 static char *temp_template(const char *path) {
   const char *slash = strrchr(path, '/');
   const char *base = slash ? slash + 1 : path;
   size_t dirlen = (size_t)(base - path);
   if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
     return NULL;
-  size_t len = dirlen + 1 + strlen(base) + sizeof ".graft-XXXXXX";
+  size_t len = dirlen + 1 + strlen(base) + sizeof ".graft--XXXXXX" + 20;
   char *t = malloc(len);
-  if (t) snprintf(t, len, "%.*s.%s.graft-XXXXXX", (int)dirlen, path, base);
+  if (t)
+    snprintf(t, len, "%.*s.%s.graft-%ld-XXXXXX", (int)dirlen, path, base,
+             (long)getpid());
   return t;
+}
+
+/* Remove `.<base>.graft-<pid>-*` beside path for every pid that is no
+ * longer a process (a writer killed before it could clean up). Best effort:
+ * an unreadable directory or a file that will not go is left alone. */
+static void reap_dead_writers(const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
+                    : strdup(".");
+  /* ".<base>.graft-": plen bytes, then the pid's digits. */
+  size_t plen = 1 + strlen(base) + strlen(".graft-");
+  char *prefix = malloc(plen + 1);
+  DIR *d = dir && prefix ? opendir(dir) : NULL;
+  if (prefix) snprintf(prefix, plen + 1, ".%s.graft-", base);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    if (strncmp(de->d_name, prefix, plen) != 0) continue;
+    const char *digits = de->d_name + plen;
+    char *end;
+    long pid = strtol(digits, &end, 10);
+    if (end == digits || *digits < '0' || *digits > '9' || *end != '-' ||
+        pid <= 0 ||
+        pid == (long)getpid())
+      continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    (void)unlinkat(dirfd(d), de->d_name, 0);
+  }
+  if (d) closedir(d);
+  free(prefix);
+  free(dir);
 }
 
 static void release_all(gt_out *o) {
@@ -86,6 +127,7 @@ static void release_all(gt_out *o) {
   o->buf = o->wbuf = NULL;
   o->bufsize = o->wlen = o->wcap = 0;
   o->fd = -1;
+  o->finished = 0;
 }
 
 static uint64_t total_bytes(const gt_save *s) {
@@ -108,6 +150,7 @@ int gt_out_open(gt_out *o, const char *path, const gt_save *s, gt_err *err) {
                     : gt_fail(err, "out of memory");
   }
   o->wcap = WBUF_CAP;
+  reap_dead_writers(path);
   o->fd = mkostemp(o->tmp, O_CLOEXEC);
   if (o->fd < 0) {
     int e = errno;
@@ -228,10 +271,10 @@ static int sync_dir(const char *path, gt_err *err) {
   return GT_OK;
 }
 
-int gt_out_commit(gt_out *o, gt_err *err) {
+int gt_out_finish(gt_out *o, gt_err *err) {
   if (o->fd < 0) {
-    release_all(o);
-    return gt_fail(err, "output is not open");
+    if (!o->finished) release_all(o);
+    return o->finished ? GT_OK : gt_fail(err, "output is not open");
   }
   if (flush(o, err) != GT_OK) goto fail;
   if (fsync(o->fd) != 0) {
@@ -240,30 +283,81 @@ int gt_out_commit(gt_out *o, gt_err *err) {
   }
   int fd = o->fd;
   o->fd = -1;
+  o->finished = 1;
   if (close(fd) != 0) {
     gt_fail(err, "cannot close: %s", strerror(errno));
-    unlink(o->tmp);
-    release_all(o);
-    return GT_ERR;
+    goto fail;
   }
-  if (rename(o->tmp, o->path) != 0) {
-    gt_fail(err, "cannot rename the temporary file into place: %s",
-            strerror(errno));
-    unlink(o->tmp);
-    release_all(o);
-    return GT_ERR;
-  }
-  int rc = sync_dir(o->path, err);
-  release_all(o);
-  return rc;
+  return GT_OK;
 fail:
   gt_out_abort(o);
   return GT_ERR;
 }
 
+int gt_out_publish(gt_out *o, gt_err *err) {
+  if (!o->finished) {
+    gt_out_abort(o);
+    return gt_fail(err, "output is not finished");
+  }
+  if (rename(o->tmp, o->path) != 0) {
+    gt_fail(err, "cannot rename the temporary file into place: %s",
+            strerror(errno));
+    gt_out_abort(o);
+    return GT_ERR;
+  }
+  o->finished = 0;
+  int rc = sync_dir(o->path, err);
+  release_all(o);
+  return rc;
+}
+
+int gt_out_commit(gt_out *o, gt_err *err) {
+  if (gt_out_finish(o, err) != GT_OK) return GT_ERR;
+  return gt_out_publish(o, err);
+}
+
+/* Testing: stop the next gt_out_commit_set before this step (as a kill
+ * would); one-shot. */
+static int crash_before_step = -1;
+
+void gt_out_test_crash_before(int step) { crash_before_step = step; }
+
+/* Steps: 0 unlinks the old index, 1..n-1 rename the members, n renames the
+ * index. Before step 0 and after step n the set at the target is complete
+ * (old, then new); in between there is no index, so no checkpoint. */
+int gt_out_commit_set(gt_out *outs, size_t n, gt_err *err) {
+  int rc = GT_OK;
+  for (size_t i = 0; i < n && rc == GT_OK; i++)
+    rc = gt_out_finish(&outs[i], err);
+  if (rc != GT_OK || n == 0) goto cleanup;
+  gt_out *index = &outs[n - 1];
+  for (size_t step = 0; step <= n && rc == GT_OK; step++) {
+    if ((int)step == crash_before_step) {
+      crash_before_step = -1;
+      for (size_t i = 0; i < n; i++) release_all(&outs[i]);
+      return gt_fail(err, "testing: stopped before commit step %zu", step);
+    }
+    if (step == 0) {
+      if (unlink(index->path) != 0 && errno != ENOENT) {
+        rc = gt_fail(err, "cannot remove the old %s: %s", index->path,
+                     strerror(errno));
+      } else {
+        rc = sync_dir(index->path, err);
+      }
+    } else if (step < n) {
+      rc = gt_out_publish(&outs[step - 1], err);
+    } else {
+      rc = gt_out_publish(index, err);
+    }
+  }
+cleanup:
+  for (size_t i = 0; i < n; i++) gt_out_abort(&outs[i]);
+  return rc;
+}
+
 void gt_out_abort(gt_out *o) {
-  if (o->tmp && o->fd >= 0) {
-    close(o->fd);
+  if (o->tmp && (o->fd >= 0 || o->finished)) {
+    if (o->fd >= 0) close(o->fd);
     unlink(o->tmp);
   }
   release_all(o);

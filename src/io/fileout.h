@@ -15,6 +15,7 @@
 
 typedef struct gt_out {
   int fd;
+  int finished;   /* closed, complete, not yet renamed into place */
   char *tmp;      /* temporary path */
   char *path;     /* final path */
   uint64_t pos;   /* bytes written so far */
@@ -50,6 +51,23 @@ int gt_out_tensor(gt_out *o, const gt_tensor *t, gt_err *err);
 /* Flush, fsync, close, rename into place, fsync the directory. Frees what
  * o holds; on failure the temporary file is removed. */
 int gt_out_commit(gt_out *o, gt_err *err);
+/* The two halves of commit: finish (flush, fsync, close: the complete file
+ * waits under its temporary name) and publish (rename, fsync the directory,
+ * free). */
+int gt_out_finish(gt_out *o, gt_err *err);
+int gt_out_publish(gt_out *o, gt_err *err);
+/* Commit a multi-file output whose last member, outs[n-1], is the index that
+ * makes the set visible (a TF checkpoint's .index, a sharded safetensors
+ * index): finish all, remove the existing index, rename the members, then
+ * the index. A reader therefore sees the complete old set, no set at all,
+ * or the complete new set, never new members under an old index. Frees
+ * every outs[i]; on failure the temporary files are removed. */
+int gt_out_commit_set(gt_out *outs, size_t n, gt_err *err);
+/* Testing: make the next gt_out_commit_set stop before step `step` (0: the
+ * removal of the old index, 1..n-1: renaming member step-1, n: renaming the
+ * index), leaving the files as a killed writer would. One-shot; -1 turns it
+ * off. */
+void gt_out_test_crash_before(int step);
 /* Close and unlink the temporary file. Frees what o holds. Safe after
  * commit, after a failed open, and twice. */
 void gt_out_abort(gt_out *o);

@@ -5,17 +5,17 @@
 static const struct {
   const char *name;
   size_t size;
-  size_t block;  /* 0 means 1 */
+  size_t block;  /* elements per stored block: 1 for plain dtypes */
 } info[GT_NDTYPES] = {
-  [GT_F64] = {"float64", 8},       [GT_F32] = {"float32", 4},
-  [GT_F16] = {"float16", 2},       [GT_BF16] = {"bfloat16", 2},
-  [GT_F8E4M3FN] = {"float8_e4m3fn", 1}, [GT_F8E5M2] = {"float8_e5m2", 1},
-  [GT_I64] = {"int64", 8},         [GT_I32] = {"int32", 4},
-  [GT_I16] = {"int16", 2},         [GT_I8] = {"int8", 1},
-  [GT_U64] = {"uint64", 8},        [GT_U32] = {"uint32", 4},
-  [GT_U16] = {"uint16", 2},        [GT_U8] = {"uint8", 1},
-  [GT_BOOL] = {"bool", 1},         [GT_C64] = {"complex64", 8},
-  [GT_C128] = {"complex128", 16},  [GT_STRING] = {"string", sizeof(gt_str)},
+  [GT_F64] = {"float64", 8, 1},       [GT_F32] = {"float32", 4, 1},
+  [GT_F16] = {"float16", 2, 1},       [GT_BF16] = {"bfloat16", 2, 1},
+  [GT_F8E4M3FN] = {"float8_e4m3fn", 1, 1}, [GT_F8E5M2] = {"float8_e5m2", 1, 1},
+  [GT_I64] = {"int64", 8, 1},         [GT_I32] = {"int32", 4, 1},
+  [GT_I16] = {"int16", 2, 1},         [GT_I8] = {"int8", 1, 1},
+  [GT_U64] = {"uint64", 8, 1},        [GT_U32] = {"uint32", 4, 1},
+  [GT_U16] = {"uint16", 2, 1},        [GT_U8] = {"uint8", 1, 1},
+  [GT_BOOL] = {"bool", 1, 1},         [GT_C64] = {"complex64", 8, 1},
+  [GT_C128] = {"complex128", 16, 1},  [GT_STRING] = {"string", sizeof(gt_str), 1},
   /* ggml's block_* structs (ggml-common.h): bytes per block, elements */
   [GT_Q4_0] = {"q4_0", 18, 32},    [GT_Q4_1] = {"q4_1", 20, 32},
   [GT_Q5_0] = {"q5_0", 22, 32},    [GT_Q5_1] = {"q5_1", 24, 32},

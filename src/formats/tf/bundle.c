@@ -807,9 +807,11 @@ static int write_strings(sink_ctx *c, const gt_tensor *t, gt_err *err) {
   return GT_OK;
 }
 
+/* Writes data shard `shard` into *op (opened here, left uncommitted: the
+ * whole checkpoint is committed as one set). */
 static int write_shard(const char *path, const gt_save *s, const int *shard_of,
                        int shard, written *w, uint64_t *done, uint64_t total,
-                       unsigned char *buf, gt_err *err) {
+                       unsigned char *buf, gt_out *op, gt_err *err) {
   gt_out o;
   if (gt_out_open(&o, path, NULL, err) != GT_OK) return GT_ERR;
   for (size_t i = 0; i < s->n; i++) {
@@ -829,7 +831,8 @@ static int write_shard(const char *path, const gt_save *s, const int *shard_of,
     w[i].size = o.pos - w[i].off;
     w[i].crc = gt_crc32c_mask(c.crc);
   }
-  return gt_out_commit(&o, err);
+  *op = o;
+  return GT_OK;
 }
 
 static int cmp_names(const void *a, const void *b, void *ctx) {
@@ -869,8 +872,9 @@ static int pack_entry(const gt_tensor *t, const written *w, gt_tfbuf *out,
   return rc;
 }
 
+/* Writes the .index into *op (left uncommitted, like the shards). */
 static int write_index(const char *path, const gt_save *s, const written *w,
-                       int num_shards, gt_err *err) {
+                       int num_shards, gt_out *op, gt_err *err) {
   size_t n = s->n;
   size_t *order = malloc((n ? n : 1) * sizeof *order);
   gt_tfkv *kv = calloc(n + 1, sizeof *kv);
@@ -904,7 +908,8 @@ static int write_index(const char *path, const gt_save *s, const written *w,
     gt_out_abort(&o);
     goto done;
   }
-  rc = gt_out_commit(&o, err);
+  *op = o;
+  rc = GT_OK;
 done:
   for (size_t k = 0; vals && k < n; k++) gt_tfbuf_free(&vals[k]);
   free(vals);
@@ -942,7 +947,8 @@ int gt_tfbundle_write(const char *prefix, const gt_save *s,
                       const gt_tfbundle_opts *o, gt_err *err) {
   uint64_t total = 0, done = 0;
   if (check_save(s, o, &total, err) != GT_OK) return GT_ERR;
-  int ns = o->num_shards, rc = GT_ERR;
+  int ns = o->num_shards, rc = GT_ERR, written_files = 0;
+  gt_out *outs = NULL;
   char **paths = calloc((size_t)ns + 1, sizeof *paths);
   written *w = calloc(s->n ? s->n : 1, sizeof *w);
   unsigned char *buf = NULL;
@@ -963,18 +969,33 @@ int gt_tfbundle_write(const char *prefix, const gt_save *s,
       goto done;
     }
   }
-  for (int k = 0; k < ns; k++)
-    if (write_shard(paths[k], s, o->shard_of, k, w, &done, total, buf, err) !=
-        GT_OK) {
+  /* Every file is written under a temporary name first; the set is then
+   * committed index last, after the old index is gone (gt_out_commit_set),
+   * so new data never sits under an old index. */
+  outs = calloc((size_t)ns + 1, sizeof *outs);
+  if (!outs) {
+    gt_fail(err, "out of memory");
+    goto done;
+  }
+  for (int k = 0; k <= ns; k++) {
+    int wrc = k < ns ? write_shard(paths[k], s, o->shard_of, k, w, &done,
+                                   total, buf, &outs[k], err)
+                     : write_index(paths[ns], s, w, ns, &outs[ns], err);
+    if (wrc != GT_OK) {
       gt_wrap(err, "%s", paths[k]);
       goto done;
     }
-  if (write_index(paths[ns], s, w, ns, err) != GT_OK) {
+    written_files = k + 1;
+  }
+  written_files = 0;
+  if (gt_out_commit_set(outs, (size_t)ns + 1, err) != GT_OK) {
     gt_wrap(err, "%s", paths[ns]);
     goto done;
   }
   rc = GT_OK;
 done:
+  for (int k = 0; k < written_files; k++) gt_out_abort(&outs[k]);
+  free(outs);
   for (int k = 0; paths && k <= ns; k++) free(paths[k]);
   free(paths);
   free(w);

@@ -1,14 +1,14 @@
-/* gguf_fuzz.c: libFuzzer target for the GGUF reader and the block kernels.
+/* gguf.c: libFuzzer target for the GGUF reader and the block kernels.
  *
  * Each input is read as a GGUF file from memory; when it opens, every
  * tensor is materialised twice (its stored bytes, and as float32 through the
  * dequantisation kernels) so that index checks and kernels are exercised
  * together. Build and run from the repository root (clang's libFuzzer):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
- *     -Isrc fuzz/gguf_fuzz.c src/formats/gguf.c $(ls src/tensor/[a-z]*.c) \
+ *     -Isrc fuzz/gguf.c src/formats/gguf.c $(ls src/tensor/[a-z]*.c) \
  *     src/io/model.c src/io/value.c src/io/grow.c src/io/fileout.c \
- *     -lm -lpthread -o build/gguf_fuzz
- *   build/gguf_fuzz -max_len=8192 CORPUS_DIR ../shared/fixtures/real/gguf/...
+ *     -lm -lpthread -o build/fuzz/bin/gguf
+ *   build/fuzz/bin/gguf -max_len=8192 CORPUS_DIR ../shared/fixtures/real/gguf/...
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,0 +1,15 @@
+/* libFuzzer target: a .npy file (magic, header dict, data). */
+#include "fuzz.h"
+#include "formats/npy.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  gt_storage *f = fuzz_map(data, size);
+  if (!f) return 0;
+  gt_model m;
+  gt_model_init(&m);
+  gt_err e;
+  if (gt_npy_read(f, &m, NULL, &e) == GT_OK) fuzz_consume(&m);
+  else gt_model_free(&m);
+  gt_storage_release(f);
+  return 0;
+}

@@ -1,0 +1,69 @@
+/* sandbox.h: run untrusted-input code in a child process.
+ *
+ * Some parsers are not ours and cannot be made safe on hostile bytes
+ * (libhdf5 segfaults or loops on corrupt metadata). gt_sandbox_run forks,
+ * runs the function in the child under limits, and hands the parent the
+ * bytes the child produced. Whatever the child does (a crash, an abort, a
+ * hang, a runaway allocation), the parent gets a status and an error
+ * message, never a signal.
+ *
+ * The child:
+ *   - inherits the parent's memory (so a mapped file image needs no reopen);
+ *   - gets RLIMIT_AS = limits->max_mem (left unset in sanitizer builds,
+ *     whose shadow memory needs terabytes of address space), RLIMIT_CPU and
+ *     RLIMIT_CORE = 0;
+ *   - is confined by a seccomp filter (where the kernel has it) that lets
+ *     through only memory management, reading and writing already open
+ *     descriptors, time and exit: opening files, sockets, exec and the like
+ *     fail with EPERM;
+ *   - must produce its result within limits->timeout_ms of wall time,
+ *     else it is killed.
+ * Invariant: the parent's state is never touched by the child; the result
+ * is copied through a pipe, capped at limits->max_out bytes. */
+#ifndef GT_SANDBOX_H
+#define GT_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/grow.h"
+#include "tensor/error.h"
+
+typedef struct gt_sandbox_limits {
+  unsigned timeout_ms;  /* wall time for the child, 0: 30 s */
+  uint64_t max_mem;     /* address space of the child, 0: 4 GiB */
+  uint64_t max_out;     /* bytes of result, 0: 1 GiB */
+} gt_sandbox_limits;
+
+/* A growable result buffer the child fills. */
+typedef struct gt_sbuf {
+  unsigned char *p;
+  size_t n, cap;
+} gt_sbuf;
+
+int gt_sbuf_put(gt_sbuf *b, const void *p, size_t n, gt_err *err);
+void gt_sbuf_free(gt_sbuf *b);
+
+/* The child's work: append the result to out and return GT_OK, or fill err
+ * and return GT_ERR (the message reaches the parent's err). */
+typedef int (*gt_sandbox_fn)(void *ctx, gt_sbuf *out, gt_err *err);
+
+/* Run fn(ctx) in a child. On GT_OK, *out (malloc'd, caller frees) holds
+ * the child's result. On failure err says what happened: the child's own
+ * error, or "crashed (signal 11, SIGSEGV)", "did not finish within N ms",
+ * "failed (... out of memory ...)", "produced more than N bytes", each
+ * followed by " while <the child's last note>" when it left one. */
+int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *lim,
+                   unsigned char **out, size_t *out_len, gt_err *err);
+
+/* In the child: say what it is doing now ("reading attribute \"x\" of
+ * \"g\""), so that if it dies there the parent's error can say where. The
+ * note lives in a page shared with the parent; outside a child it is a
+ * no-op. printf-style, truncated at 255 bytes. */
+void gt_sandbox_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Testing: make the next children crash (1), hang (2) or allocate without
+ * bound (3) before running fn; 0 turns it off. */
+void gt_sandbox_test_fault(int kind);
+
+#endif
