@@ -108,11 +108,15 @@ int gt_tensor_check(const gt_tensor *t, gt_err *err) {
   return GT_OK;
 }
 
+/* Row-major strides. A non-empty shape's products fit (gt_numel checked
+ * them); an empty one (a 0 somewhere) may have other dimensions whose
+ * product overflows: no element is ever addressed, so strides past the
+ * overflow are 0. */
 static void contiguous_strides(gt_tensor *t) {
   int64_t s = 1;
   for (int i = t->ndim - 1; i >= 0; i--) {
     t->strides[i] = s;
-    s *= t->shape[i] ? t->shape[i] : 1;
+    if (__builtin_mul_overflow(s, t->shape[i] ? t->shape[i] : 1, &s)) s = 0;
   }
 }
 
