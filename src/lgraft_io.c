@@ -16,6 +16,7 @@
  * core.formats() -> list of {name, read, write, input}: the C registry.
  * core.zip_names(path) -> list of the member names of a zip archive, from
  *   its central directory (src/io/zipmap.c).
+ * core.testing.sandbox_fault(kind): see l_sandbox_fault.
  * Format names appear only in src/formats/format.c: detection and every
  * convenience (sharding, dtype policy, ordering, option checks) live in
  * lua/graft; this file only moves between gt_model and Lua tables. */
@@ -27,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "io/fileout.h"
+#include "io/sandbox.h"
 #include "io/zipmap.h"
 #include "formats/format.h"
 #include "formats/tf/graph.h"
@@ -532,4 +534,18 @@ static const luaL_Reg funcs[] = {
   {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
 
-void lg_io_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }
+/* testing.sandbox_fault(kind): the next sandboxed children (libhdf5's
+ * walk and reads) crash (1), hang (2) or allocate without bound (3) before
+ * doing their work; 0 turns it off (io/sandbox.h). */
+static int l_sandbox_fault(lua_State *L) {
+  gt_sandbox_test_fault((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+static const luaL_Reg testing[] = {{"sandbox_fault", l_sandbox_fault},
+                                   {NULL, NULL}};
+
+void lg_io_init(lua_State *L) {
+  luaL_setfuncs(L, funcs, 0);
+  lg_testing_add(L, testing);
+}

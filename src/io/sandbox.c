@@ -158,7 +158,17 @@ static void child(int fd, gt_sandbox_fn fn, void *ctx,
   struct rlimit cpu = {secs, secs + 1};
   setrlimit(RLIMIT_CPU, &cpu);
 #ifndef GT_SANITIZED
-  struct rlimit as = {lim->max_mem, lim->max_mem};
+  /* The child inherits the parent's mappings (a mapped model file can be
+   * large): the limit is what it may add to them. */
+  unsigned long long pages = 0;
+  FILE *f = fopen("/proc/self/statm", "re");
+  if (f) {
+    if (fscanf(f, "%llu", &pages) != 1) pages = 0;
+    fclose(f);
+  }
+  unsigned long long have = pages * (unsigned long long)sysconf(_SC_PAGESIZE);
+  rlim_t cap = (rlim_t)(have + lim->max_mem);
+  struct rlimit as = {cap, cap};
   setrlimit(RLIMIT_AS, &as);
 #endif
   confine();
@@ -259,7 +269,7 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   int st = 0;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
-  int rc = GT_ERR;
+  int rc = GT_SANDBOX_FAULT;
   if (how == 1) {
     gt_fail(err, "did not finish within %u ms (killed)", lim.timeout_ms);
   } else if (how == 2) {
@@ -276,6 +286,7 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   } else if (b.n == 0) {
     gt_fail(err, "ended without a result");
   } else if (b.p[0] == 'E') {
+    rc = GT_ERR;
     size_t n = b.n - 1 < sizeof err->msg - 1 ? b.n - 1 : sizeof err->msg - 1;
     if (err) {
       memcpy(err->msg, b.p + 1, n);

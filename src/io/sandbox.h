@@ -31,7 +31,8 @@
 
 typedef struct gt_sandbox_limits {
   unsigned timeout_ms;  /* wall time for the child, 0: 30 s */
-  uint64_t max_mem;     /* address space of the child, 0: 4 GiB */
+  uint64_t max_mem;     /* address space the child may add to what it
+                         * inherits, 0: 4 GiB */
   uint64_t max_out;     /* bytes of result, 0: 1 GiB */
 } gt_sandbox_limits;
 
@@ -47,6 +48,10 @@ void gt_sbuf_free(gt_sbuf *b);
 /* The child's work: append the result to out and return GT_OK, or fill err
  * and return GT_ERR (the message reaches the parent's err). */
 typedef int (*gt_sandbox_fn)(void *ctx, gt_sbuf *out, gt_err *err);
+
+/* gt_sandbox_run's status when the child itself failed (a crash, a
+ * timeout, a limit), as opposed to GT_ERR, the child's own error. */
+enum { GT_SANDBOX_FAULT = -2 };
 
 /* Run fn(ctx) in a child. On GT_OK, *out (malloc'd, caller frees) holds
  * the child's result. On failure err says what happened: the child's own

@@ -7,6 +7,9 @@
 #ifndef GT_H5_H
 #define GT_H5_H
 
+#include <stdint.h>
+
+#include "io/model.h"
 #include "tensor/error.h"
 
 #define GT_H5_SHOWN 160 /* bytes of a path quoted in messages */
@@ -24,5 +27,24 @@ int gt_h5_fail(gt_err *err, const char *fmt, ...)
 static inline int gt_h5_oom(gt_err *err) {
   return gt_fail(err, "out of memory");
 }
+
+/* Where a dataset's bytes are, as the walk found them: in place at
+ * [off, off + nbytes) of the image with elements aligned to `align`, or
+ * (lazy) read through libhdf5 (chunked, filtered, compact, strings). */
+typedef struct gt_h5_place {
+  int lazy;
+  uint64_t off, nbytes;
+  size_t align;
+} gt_h5_place;
+
+/* The walk, run by libhdf5 in THIS process (read.c): fills m (tensors on
+ * the image, meta) and *places (malloc'd, places[i] for m->entries[i]).
+ * Only ever called inside the sandbox (isolate.c). */
+int gt_h5_index(struct gt_storage *image, gt_model *m, gt_h5_place **places,
+                gt_err *err);
+/* The one dataset at `path`, its bytes read (m gets one entry whose storage
+ * is ready). Also only inside the sandbox. */
+int gt_h5_read_one(struct gt_storage *image, const char *path, gt_model *m,
+                   gt_err *err);
 
 #endif

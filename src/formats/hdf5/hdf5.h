@@ -7,9 +7,12 @@
  * tensor per dataset, named by its path without the leading '/'. Contiguous
  * unfiltered datasets are views on the image itself (H5Dget_offset);
  * chunked, compact, filtered and string datasets are read by libhdf5 on
- * first use, on the thread that materialises them (lazy loaders run on the
- * caller thread, never in copy workers, so the non-threadsafe libhdf5 is
- * only ever entered from one thread at a time).
+ * first use. libhdf5 is not safe on hostile metadata, so every read it does
+ * of a file graft did not write runs in a sandboxed child process
+ * (isolate.c, io/sandbox.h): a crash, hang (GRAFT_HDF5_TIMEOUT seconds,
+ * default 60) or runaway allocation there is an error naming what was
+ * being read, and the parent rebuilds the index from bytes it checks.
+ * Writing stays in this process (graft's own data).
  *
  * The metadata tree (model meta) holds:
  *   attrs       path -> {attribute name -> value}; "/" is the root group;

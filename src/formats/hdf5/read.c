@@ -12,6 +12,8 @@
  * workers. */
 #include "formats/hdf5/hdf5.h"
 #include "formats/hdf5/h5.h"
+#include "io/grow.h"
+#include "io/sandbox.h"
 
 #include <hdf5.h>
 
@@ -289,6 +291,8 @@ typedef struct walk {
   gt_err *err;
   int depth;
   obj_id *seen;           /* the groups on the current path */
+  gt_h5_place *places;    /* places[i] for m->entries[i] */
+  size_t places_cap;
 } walk;
 
 
@@ -451,6 +455,7 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *info,
                       void *ud) {
   attr_walk *a = ud;
   (void)info;
+  gt_sandbox_note("reading attribute \"%.100s\" of \"%.100s\"", name, a->obj);
   hid_t aid = H5Aopen(loc, name, H5P_DEFAULT);
   if (aid < 0) {
     gt_h5_fail(a->w->err, "%.*s: cannot open attribute \"%.*s\"", GT_H5_SHOWN, a->obj,
@@ -607,6 +612,7 @@ static int load_fixed_strings(gt_storage *s, lazy_ctx *c, hid_t did,
 
 static int load_dataset(gt_storage *s, gt_err *err) {
   lazy_ctx *c = s->ctx;
+  gt_sandbox_note("reading the data of dataset \"%.160s\"", c->path);
   if (gt_h5_ready(err) != GT_OK) return GT_ERR;
   hid_t did = H5Dopen2(c->f->fid, c->path, H5P_DEFAULT);
   if (did < 0) return gt_h5_fail(err, "dataset \"%.*s\": cannot open", GT_H5_SHOWN, c->path);
@@ -672,6 +678,7 @@ static int skip(walk *w, const char *path, const char *why) {
 }
 
 static int add_dataset(walk *w, hid_t did, const char *path) {
+  gt_sandbox_note("reading dataset \"%.160s\"", path);
   hid_t ft = H5Dget_type(did), space = H5Dget_space(did);
   int rc = GT_ERR;
   gt_storage *s = NULL;
@@ -717,6 +724,7 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
     goto out;
   }
   uint64_t esize = gt_dtype_size(dt), nbytes, off = 0;
+  int in_place_ok = 0;
   if (gt_mul_u64((uint64_t)numel, esize, (unsigned long long *)&nbytes)) {
     gt_fail(w->err, "dataset \"%.*s\": size overflows", GT_H5_SHOWN, path);
     goto out;
@@ -737,7 +745,7 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
       c->pad = H5Tget_strpad(ft);
     }
     swap = 0;
-  } else if (H5Tget_size(ft) == esize && in_place(did, &off) == 0) {
+  } else if (H5Tget_size(ft) == esize && (in_place_ok = in_place(did, &off) == 0)) {
     uint64_t end;
     if (gt_add_u64(off, nbytes, (unsigned long long *)&end) ||
         end > w->f->image->size) {
@@ -765,6 +773,13 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
     goto out;
   }
   t.swap = swap;
+  if (gt_grow((void **)&w->places, &w->places_cap, w->m->n + 1, sizeof *w->places)) {
+    gt_tensor_free(&t);
+    gt_h5_oom(w->err);
+    goto out;
+  }
+  w->places[w->m->n] = (gt_h5_place){!in_place_ok, off, nbytes,
+                                     gt_dtype_is_complex(dt) ? esize / 2 : esize};
   rc = gt_model_add(w->m, path, strlen(path), &t, w->err);
   /* libhdf5 has read this dataset's object header out of the image into
    * its metadata cache; object headers sit between the datasets' data, and
@@ -863,6 +878,7 @@ static H5_index_t link_index(hid_t gid) {
 }
 
 static int walk_group(walk *w, hid_t gid, const char *path) {
+  gt_sandbox_note("reading group \"%.160s\"", *path ? path : "/");
   if (w->depth >= MAX_DEPTH)
     return gt_fail(w->err, "group \"%.*s\": nested deeper than %d", GT_H5_SHOWN, path,
                    MAX_DEPTH);
@@ -881,8 +897,10 @@ static int walk_group(walk *w, hid_t gid, const char *path) {
   return GT_OK;
 }
 
-int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err) {
+int gt_h5_index(gt_storage *image, gt_model *m, gt_h5_place **places,
+                gt_err *err) {
   uint64_t base = 0;
+  *places = NULL;
   if (gt_storage_ready(image, err) != GT_OK) return GT_ERR;
   if (!gt_hdf5_sniff(image->data, image->size, &base))
     return gt_fail(err, "not an HDF5 file (no HDF5 signature)");
@@ -925,13 +943,59 @@ int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err) {
     goto out;
   }
   w.attrs = w.types = w.groups = w.skipped = NULL;
+  *places = w.places;
+  w.places = NULL;
   rc = GT_OK;
 out:
+  free(w.places);
   gt_value_free(w.attrs);
   gt_value_free(w.types);
   gt_value_free(w.groups);
   gt_value_free(w.skipped);
   free(w.seen);
+  h5file_release(f);
+  return rc;
+}
+
+int gt_h5_read_one(gt_storage *image, const char *path, gt_model *m,
+                   gt_err *err) {
+  if (gt_h5_ready(err) != GT_OK) return GT_ERR;
+  h5file *f = open_image(image, err);
+  if (!f) return GT_ERR;
+  walk w;
+  memset(&w, 0, sizeof w);
+  w.f = f;
+  w.m = m;
+  w.err = err;
+  w.attrs = gt_value_new(GT_V_MAP);
+  w.types = gt_value_new(GT_V_MAP);
+  w.groups = gt_value_new(GT_V_LIST);
+  w.skipped = gt_value_new(GT_V_MAP);
+  int rc = GT_ERR;
+  hid_t did = -1;
+  if (!w.attrs || !w.types || !w.groups || !w.skipped) {
+    gt_h5_oom(err);
+    goto out;
+  }
+  /* The dtype the index gave (bfloat16 marks included) travels with the
+   * request; only the bytes are read here. */
+  if ((did = H5Dopen2(f->fid, path, H5P_DEFAULT)) < 0) {
+    gt_h5_fail(err, "dataset \"%.*s\": cannot open", GT_H5_SHOWN, path);
+    goto out;
+  }
+  if (add_dataset(&w, did, path) != GT_OK) goto out;
+  if (m->n != 1) {
+    gt_fail(err, "dataset \"%.*s\": has no data graft can read", GT_H5_SHOWN, path);
+    goto out;
+  }
+  rc = gt_storage_ready(m->entries[0].t.storage, err);
+out:
+  if (did >= 0) H5Dclose(did);
+  free(w.places);
+  gt_value_free(w.attrs);
+  gt_value_free(w.types);
+  gt_value_free(w.groups);
+  gt_value_free(w.skipped);
   h5file_release(f);
   return rc;
 }
