@@ -100,7 +100,7 @@ static const int allowed[] = {
   SYS_clock_gettime, SYS_gettimeofday, SYS_getpid, SYS_gettid,
   SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack,
   SYS_tgkill, SYS_exit, SYS_exit_group, SYS_sched_yield, SYS_getrlimit,
-  SYS_prlimit64, SYS_sched_getaffinity, SYS_getrandom,
+  SYS_prlimit64, SYS_sched_getaffinity, SYS_getrandom, SYS_getcwd,
 #ifdef SYS_arch_prctl
   SYS_arch_prctl,
 #endif
