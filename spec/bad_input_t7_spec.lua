@@ -100,6 +100,8 @@ describe("t7 bad input", function()
     fails(tensor(1, { -2 }, { 1 }, 1, storage(2, { 1, 2 })), "negative size")
     fails(tensor(1, { 1 << 40, 1 << 40 }, { 1, 1 }, 1, storage(2, { 1 })), ".")
     fails(tensor(1, { 2 }, { 1 }, 1, i4(0)), "no storage")
+    -- empty, but its other sizes overflow (found by fuzz/t7_fuzz.c)
+    fails(tensor(1, { 0, 1 << 40, 1 << 40 }, { 1, 1, 1 }, 1, i4(0)), "size overflows")
     fails(i4(4, 1) .. str("V 1") .. str("torch.FloatTensor") .. i4(40), "dimensions")
     fails(i4(4, 1) .. str("V 1") .. str("torch.FloatTensor") .. i4(-1), "dimensions")
     -- a DoubleTensor on a FloatStorage
@@ -117,6 +119,13 @@ describe("t7 bad input", function()
     fails(table_of(1, key("s") .. storage(2, { 1 }) .. key("r") .. i4(3, 2), 2), "another type")
     -- a tensor that is its own storage
     fails(tensor(1, { 1 }, { 1 }, 1, i4(4, 1)), "itself")
+  end)
+
+  it("odd keys (nil, huge numbers) are names, not crashes (found by fuzz/t7_fuzz.c)", function()
+    local hash = torch_head(1, "tds.Hash") .. i8(2) .. i4(0) .. string.pack("<id", 1, 2.0)
+      .. i4(1) .. string.pack("<d", -3.1e231) .. tensor(2, { 1 }, { 1 }, 1, storage(3, { 7 }))
+    local m = graft.open(file(hash), { format = "t7" })
+    assert.are.same({ "-3.0999999999999999e+231" }, graft.names(m))
   end)
 
   it("deep nesting is capped", function()

@@ -201,7 +201,7 @@ static size_t key_seg(const gt_value *k, char *buf, size_t cap, const char **out
     return k->len;
   }
   int len;
-  if (k->kind == GT_V_FLOAT && k->f == (double)(int64_t)k->f && k->f > -9.2e18 && k->f < 9.2e18)
+  if (k->kind == GT_V_FLOAT && k->f > -9.2e18 && k->f < 9.2e18 && k->f == (double)(int64_t)k->f)
     len = snprintf(buf, cap, "%lld", (long long)(int64_t)k->f);
   else if (k->kind == GT_V_FLOAT) len = snprintf(buf, cap, "%.17g", k->f);
   else if (k->kind == GT_V_BOOL) len = snprintf(buf, cap, "%s", k->i ? "true" : "false");
@@ -448,10 +448,13 @@ static int read_tensor(rd *r, obj *o, gt_tensor *t) {
   if (so && so->dt != o->dt)
     return gt_fail(r->err, "tensor of %s on a storage of %s", gt_dtype_name(o->dt),
                    gt_dtype_name(so->dt));
-  int64_t numel = 1;
+  /* the product of the non-zero sizes must fit too: an empty tensor's
+   * contiguous strides are computed from them */
+  int64_t numel = 1, span = 1;
   for (int i = 0; i < nd; i++) {
     if (size[i] < 0) return gt_fail(r->err, "tensor has negative size %lld", (long long)size[i]);
-    if (__builtin_mul_overflow(numel, size[i], &numel))
+    if (__builtin_mul_overflow(numel, size[i], &numel) ||
+        __builtin_mul_overflow(span, size[i] ? size[i] : 1, &span))
       return gt_fail(r->err, "tensor size overflows");
   }
   if (nd == 0 || numel == 0 || !so) {
@@ -496,6 +499,10 @@ static int read_tds(rd *r, int pairs, gt_value **out) {
     gt_value *k = NULL, *v = NULL;
     if (pairs) {
       if (read_object(r, &k) != GT_OK) goto fail;
+      if (!k && !(k = gt_value_new(GT_V_NIL))) {
+        oom(r);
+        goto fail;
+      }
     } else if (!(k = gt_value_float((double)(i + 1)))) {
       oom(r);
       goto fail;
@@ -614,7 +621,10 @@ static int read_table(rd *r, int64_t index, gt_value **out) {
     int rc = read_object(r, &k);
     pop_seg(r, old);
     if (rc != GT_OK) goto fail;
-    if (!k) k = gt_value_new(GT_V_NIL);
+    if (!k && !(k = gt_value_new(GT_V_NIL))) {
+      oom(r);
+      goto fail;
+    }
     char buf[48];
     const char *seg;
     size_t sl = key_seg(k, buf, sizeof buf, &seg);
