@@ -176,3 +176,44 @@ describe("t7: generated files (gen_t7.py)", function()
     end
   end)
 end)
+
+describe("t7 on the command line (graft ls/show/convert/diff)", function()
+  local ROOT = (function()
+    local p = io.popen("pwd")
+    local d = p:read("l")
+    p:close()
+    return d
+  end)()
+  local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
+    .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
+  local function run(...)
+    local dir = H.tmpdir()
+    local args = {}
+    for i, a in ipairs({ ... }) do args[i] = H.q(a) end
+    local cmd = string.format("cd %s && %s lua5.4 bin/graft %s >%s/out 2>%s/err </dev/null",
+      H.q(ROOT), ENV, table.concat(args, " "), dir, dir)
+    local _, _, code = os.execute(cmd)
+    return H.read(dir .. "/out"), H.read(dir .. "/err"), code
+  end
+
+  it("lists, shows, converts to safetensors and diffs a generated big-endian model", function()
+    local dir = H.tmpdir()
+    H.py(H.read("spec/fixtures/gen_t7.py"), dir)
+    local src = dir .. "/model_be.t7"
+    local out, err, code = run("ls", src)
+    assert.are.equal(0, code, err)
+    assert.is_truthy(out:find("modules.1.weightT", 1, true), out)
+    assert.is_truthy(out:find("4 tensors", 1, true), out)
+    out, err, code = run("show", src, "modules.1.weightT")
+    assert.are.equal(0, code, err)
+    assert.is_truthy(out:find("[0.5, 3.5, -1.25, -0.75, 2.0, 0.001]", 1, true), out)
+    out, err, code = run("convert", src, dir .. "/m.safetensors")
+    assert.are.equal(0, code, err)
+    out, err, code = run("diff", src, dir .. "/m.safetensors")
+    assert.are.equal(0, code, err)
+    assert.is_truthy(out:find("same", 1, true), out)
+    out, err, code = run("diff", dir .. "/model_le.t7", dir .. "/model_ascii.t7")
+    assert.are.equal(0, code, err)
+    assert.is_truthy(out:find("same", 1, true), out)
+  end)
+end)
