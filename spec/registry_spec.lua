@@ -8,7 +8,7 @@ local H = require "helper"
 
 local ALL = { "npy", "npz", "onnx", "onnx_tensor", "graphdef", "metagraph", "savedmodel", "tf", "tf_v1", "hdf5",
               "keras", "keras3", "keras_zip", "safetensors", "safetensors_index", "torch",
-              "pickle", "gguf" }
+              "pickle", "gguf", "t7" }
 
 local function by_name()
   local out = {}

@@ -59,6 +59,8 @@ local families = {
   (require "graft.formats.safetensors"),
   (require "graft.formats.torch"),
   (require "graft.formats.gguf"),
+  -- last: t7 has no magic and claims only in the late stage
+  (require "graft.formats.t7"),
 }
 
 M.families = families

@@ -11,6 +11,7 @@
 #include "formats/npz.h"
 #include "formats/onnx.h"
 #include "formats/safetensors.h"
+#include "formats/t7.h"
 #include "formats/tf/bundle.h"
 #include "formats/tf/graph.h"
 #include "formats/tf/v1.h"
@@ -65,6 +66,10 @@ static int rd_onnx(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
 static int rd_onnx_tensor(gt_storage *f, const char *path, gt_model *m,
                           gt_err *e) {
   return gt_onnx_tensor_read(f, path, m, e);
+}
+static int rd_t7(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_t7_read(f, m, e);
 }
 /* The patch options (base, external_data, external_threshold) as strings. */
 static int wr_onnx(const char *path, const gt_save *s, const gt_write_input *in,
@@ -125,6 +130,7 @@ static const gt_format formats[] = {
   {"gguf", rd_gguf, 0, NULL, GT_IN_NONE},
   {"onnx", rd_onnx, 0, wr_onnx, GT_IN_STRINGS},
   {"onnx_tensor", rd_onnx_tensor, 0, NULL, GT_IN_NONE},
+  {"t7", rd_t7, 0, NULL, GT_IN_NONE},
 };
 
 const gt_format *gt_format_at(size_t i) {
