@@ -1,4 +1,4 @@
-/* t7_fuzz.c: libFuzzer target for the Torch7 .t7 reader.
+/* t7.c: libFuzzer target for the Torch7 .t7 reader.
  *
  * Each input is read as a t7 file from memory (its encoding detected from
  * the first type tag as for a file); when it opens, every tensor is
@@ -6,10 +6,10 @@
  * decoding are exercised together. Build and run from the repository root
  * (clang's libFuzzer):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
- *     -Isrc fuzz/t7_fuzz.c src/formats/t7.c $(ls src/tensor/[a-z]*.c) \
+ *     -Isrc fuzz/t7.c src/formats/t7.c $(ls src/tensor/[a-z]*.c) \
  *     src/io/model.c src/io/value.c src/io/grow.c src/io/fileout.c \
- *     -lm -lpthread -o build/t7_fuzz
- *   build/t7_fuzz -max_len=4096 CORPUS_DIR ../shared/fixtures/real/t7/python-torchfile-testfiles
+ *     -lm -lpthread -o build/fuzz/bin/t7
+ *   build/fuzz/bin/t7 -max_len=4096 CORPUS_DIR ../shared/fixtures/real/t7/python-torchfile-testfiles
  */
 #include <stdint.h>
 #include <stdlib.h>
