@@ -5,8 +5,9 @@
 -- check_layouts_models.py loads the results into the other framework's
 -- module (Conv1d/2d/3d, depthwise and separable convs, ConvTranspose2d,
 -- a conv -> Flatten -> Linear net, LSTM, GRU, bidirectional and stacked
--- RNNs, a TF1 LSTMCell with forget_bias and a TF1 GRUCell computed from
--- their formulas, a conv + BatchNorm fold vs fuse_conv_bn_eval) and every
+-- RNNs, TF1 LSTMCell / BasicLSTMCell with forget_bias and GRUCell run by
+-- TF's dynamic_rnn, a conv + BatchNorm fold vs fuse_conv_bn_eval, a torch
+-- LSTM as an ONNX LSTM node run by onnxruntime) and every
 -- output must match within 1e-5 relative (max abs diff / max abs output).
 local graft = require "graft"
 local H = require "helper"
@@ -31,6 +32,7 @@ local function keras_to_torch(K)
   L.torch_rnn_layer(o, L.gru_keras_to_torch(K["gru2.0"], K["gru2.1"], K["gru2.2"]), 0, false, "gru2.")
   L.torch_rnn_layer(o, L.gru_keras_to_torch(K["gru2.3"], K["gru2.4"], K["gru2.5"]), 1, false, "gru2.")
   L.torch_rnn_layer(o, L.lstm_tf1_to_torch(K["tf1lstm.kernel"], K["tf1lstm.bias"], 1.0), 0, false, "tf1lstm.")
+  L.torch_rnn_layer(o, L.lstm_tf1_to_torch(K["tf1basic.kernel"], K["tf1basic.bias"], 0.5), 0, false, "tf1basic.")
   return o
 end
 
@@ -54,7 +56,8 @@ local function torch_to_keras(T, K)
   local f1, f2, f3 = rnn("bigru", L.gru_torch_to_keras, "bigru.", 0)
   local b1, b2, b3 = rnn("bigru", L.gru_torch_to_keras, "bigru.", 0, true)
   list("bigru", f1, f2, f3, b1, b2, b3)
-  local g = L.gru_tf1_to_keras(K["tf1gru.gk"], K["tf1gru.gb"], K["tf1gru.ck"], K["tf1gru.cb"])
+  local g = L.gru_tf1_to_keras(K["tf1gru.gates/kernel"], K["tf1gru.gates/bias"],
+    K["tf1gru.candidate/kernel"], K["tf1gru.candidate/bias"])
   list("tf1gru", g.kernel, g.recurrent_kernel, g.bias)
   return o
 end
@@ -71,6 +74,9 @@ describe("graft.layouts through the frameworks' forward passes", function()
         running_var = T["bn.1.running_var"] }, 1e-5)
     graft.save(dir .. "/to_torch.npz", tt)
     graft.save(dir .. "/to_keras.npz", torch_to_keras(T, K))
+    local W, R, B = L.lstm_torch_to_onnx(T["lstm.weight_ih_l0"], T["lstm.weight_hh_l0"],
+      T["lstm.bias_ih_l0"], T["lstm.bias_hh_l0"])
+    graft.save(dir .. "/to_onnx.npz", { W = W, R = R, B = B })
     local out = H.oracle(H.read("spec/fixtures/check_layouts_models.py"), dir)
     if os.getenv("LAYOUTS_DEBUG") then io.stderr:write(out) end
     local seen = {}
@@ -82,10 +88,12 @@ describe("graft.layouts through the frameworks' forward passes", function()
     assert.same({
       "conv1d keras->torch", "conv2d keras->torch", "conv3d keras->torch", "dw keras->torch",
       "sep keras->torch", "convt keras->torch", "flat keras->torch", "lstm keras->torch",
-      "gru keras->torch", "bilstm keras->torch", "gru2 keras->torch", "tf1lstm keras->torch",
+      "gru keras->torch", "bilstm keras->torch", "gru2 keras->torch",
+      "tf1lstm keras->torch", "tf1basic keras->torch",
       "bn fold-output", "bn fold-weight", "bn fold-bias",
       "conv2d torch->keras", "dw torch->keras", "convt torch->keras", "flat torch->keras",
       "lstm torch->keras", "gru torch->keras", "bigru torch->keras", "tf1gru tf1->keras",
+      "lstm torch->onnx",
     }, seen)
   end)
 end)
