@@ -46,15 +46,15 @@ local function torch_to_keras(T, K)
   list("convt", L.conv_transpose_torch_to_tf(T["convt.weight"]), T["convt.bias"])
   list("flat", L.conv_torch_to_tf(T["flat.0.weight"]), T["flat.0.bias"],
     L.flatten_dense_torch_to_tf(T["flat.3.weight"], { 4, 4, 4 }), T["flat.3.bias"])
-  local function rnn(case, f, prefix, layer, reverse)
+  local function rnn(f, prefix, layer, reverse)
     local n = L.torch_rnn_names(layer, reverse, prefix)
     local k = f(T[n.weight_ih], T[n.weight_hh], T[n.bias_ih], T[n.bias_hh])
     return k.kernel, k.recurrent_kernel, k.bias
   end
-  list("lstm", rnn("lstm", L.lstm_torch_to_keras, "lstm.", 0))
-  list("gru", rnn("gru", L.gru_torch_to_keras, "gru.", 0))
-  local f1, f2, f3 = rnn("bigru", L.gru_torch_to_keras, "bigru.", 0)
-  local b1, b2, b3 = rnn("bigru", L.gru_torch_to_keras, "bigru.", 0, true)
+  list("lstm", rnn(L.lstm_torch_to_keras, "lstm.", 0))
+  list("gru", rnn(L.gru_torch_to_keras, "gru.", 0))
+  local f1, f2, f3 = rnn(L.gru_torch_to_keras, "bigru.", 0)
+  local b1, b2, b3 = rnn(L.gru_torch_to_keras, "bigru.", 0, true)
   list("bigru", f1, f2, f3, b1, b2, b3)
   local g = L.gru_tf1_to_keras(K["tf1gru.gates/kernel"], K["tf1gru.gates/bias"],
     K["tf1gru.candidate/kernel"], K["tf1gru.candidate/bias"])

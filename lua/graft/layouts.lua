@@ -19,7 +19,13 @@ local function shape_str(t)
   return "{" .. table.concat(t.shape, ",") .. "}"
 end
 
+local function need_tensor(t, what)
+  if not core.is_tensor(t) then fail("%s: expected a tensor, got %s", what, type(t)) end
+  return t
+end
+
 local function need_rank(t, what, lo, hi)
+  need_tensor(t, what)
   local n = #t.shape
   if n < lo or n > (hi or lo) then
     fail("%s: tensor of shape %s has %d dims, wants %s", what, shape_str(t),
@@ -46,6 +52,7 @@ end
 -- each a string of distinct letters, one per dimension, the same set on
 -- both sides (case matters: "N" and "n" are different axes).
 function L.layout(t, from, to)
+  need_tensor(t, "layout")
   if type(from) ~= "string" or type(to) ~= "string" then
     fail("layout: axis names must be strings, got %s and %s", type(from), type(to))
   end
@@ -231,6 +238,7 @@ end
 -- dim (default 1), named by the letters of `from`; returns them in the
 -- order of `to` (same letters). The blocks are views; the result is a cat.
 function L.gates(t, from, to, dim)
+  need_tensor(t, "gates")
   dim = dim or 1
   local n = #from
   if n == 0 or #to ~= n then fail("gates: %q and %q must name the same gates", from, to) end
@@ -455,6 +463,7 @@ end
 -- MultiheadAttention in_proj_weight with n_kv_head = n_head) -> q, k, v
 -- views: q n_head*head_dim rows, k and v n_kv_head*head_dim each.
 function L.qkv_split(t, n_head, n_kv_head, head_dim)
+  need_tensor(t, "qkv_split")
   local q, kv = qkv_sizes(n_head, n_kv_head, head_dim, "qkv_split")
   if t.shape[1] ~= q + 2 * kv then
     fail("qkv_split: tensor %s: dim 1 is not %d + 2 * %d", shape_str(t), q, kv)
@@ -477,6 +486,7 @@ end
 -- uses n_kv_head whenever it differs from n_head): rows viewed as
 -- (heads, 2, rows/heads/2, ...), axes 2 and 3 swapped, back to rows.
 function L.rope_permute(t, n_head, n_kv_head)
+  need_tensor(t, "rope_permute")
   local n = (n_kv_head and n_kv_head ~= n_head) and n_kv_head or n_head
   local rows = t.shape[1]
   if math.type(n) ~= "integer" or n < 1 or rows % (2 * n) ~= 0 then
@@ -491,6 +501,7 @@ end
 -- convert_llama_weights_to_hf.py undoes: (heads, rows/heads/2, 2, ...)
 -- with axes 2 and 3 swapped.
 function L.rope_unpermute(t, n_head, n_kv_head)
+  need_tensor(t, "rope_unpermute")
   local n = (n_kv_head and n_kv_head ~= n_head) and n_kv_head or n_head
   local rows = t.shape[1]
   if math.type(n) ~= "integer" or n < 1 or rows % (2 * n) ~= 0 then
@@ -512,6 +523,7 @@ end
 -- dim 1), (b - mean) * s + beta.
 function L.bn_fold(w, b, bn, eps)
   if type(bn) ~= "table" then fail("bn_fold: bn must be a table {gamma, beta, mean, var}") end
+  need_tensor(w, "bn_fold")
   local gamma, beta = bn.gamma or bn.weight, bn.beta or bn.bias
   local mean, var = bn.mean or bn.running_mean, bn.var or bn.running_var
   if not (gamma and beta and mean and var) then
