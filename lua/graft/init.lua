@@ -34,6 +34,7 @@ graft.close = model.close
 graft.keep = map.keep
 graft.drop = map.drop
 graft.layouts = require "graft.layouts"
+graft.layout = graft.layouts.layout
 graft.map = map.map
 graft.check = check.check
 
