@@ -160,8 +160,8 @@ local function read_group(path, gi, group, m, names, meta)
       size = n * vs
     end
     if offset + size > #bytes then
-      fail("%s: %s: the manifest places it at bytes %d..%d but group %d's shards (%s) hold %d bytes",
-        path, w.name, offset, offset + size, gi, table.concat(files, ", "), #bytes)
+      fail("%s: %s: the manifest places it at bytes %d..%d but weightsManifest[%d]'s %d shard "
+        .. "file(s) hold %d bytes", path, w.name, offset, offset + size, gi, #files, #bytes)
     end
     if m[w.name] or meta.strings[w.name] then
       fail("%s: %s: two weights have this name", path, w.name)
@@ -189,8 +189,8 @@ local function read_group(path, gi, group, m, names, meta)
     offset = offset + size
   end
   if offset ~= #bytes then
-    fail("%s: weightsManifest[%d]: the manifest's weights take %d bytes but its shards (%s) hold %d",
-      path, gi, offset, table.concat(files, ", "), #bytes)
+    fail("%s: weightsManifest[%d]: the manifest's weights take %d bytes but its %d shard file(s) hold %d",
+      path, gi, offset, #files, #bytes)
   end
   for _, f in ipairs(files) do meta.shards[#meta.shards + 1] = f end
 end
