@@ -271,9 +271,9 @@ end
 
 -- The model config as JSON text: Keras's tfjs converter writes it as
 -- modelTopology (keras_version and backend beside class_name/config).
-local function config_from_base(base, ctx)
+local function config_from_base(path, base, ctx)
   local ok, src = pcall(ctx.open, base)
-  if not ok then fail("save: base %s: %s", base, inner(src)) end
+  if not ok then fail("save %s: base %s: %s", path, base, inner(src)) end
   local meta = ctx.meta(src)
   local h5 = meta.hdf5 or {}
   local gen = meta.keras_version and ("keras v" .. meta.keras_version)
@@ -285,24 +285,24 @@ local function config_from_base(base, ctx)
   elseif meta.format == "keras3" and type(h5.config_json) == "string" then
     return h5.config_json, gen
   end
-  fail("save: base %s has no Keras model config", base)
+  fail("save %s: base %s has no Keras model config", path, base)
 end
 
 -- (text, decoded table, generatedBy) of the config to write.
-local function model_config(opts, ctx)
+local function model_config(path, opts, ctx)
   local text, gen = opts.model_config, nil
   if opts.base then
-    if text then fail("save: give model_config or base, not both") end
-    text, gen = config_from_base(opts.base, ctx)
+    if text then fail("save %s: give model_config or base, not both", path) end
+    text, gen = config_from_base(path, opts.base, ctx)
   end
   if type(text) == "table" then text = json.encode(text) end
   if type(text) ~= "string" then
-    fail("save: format tfjs needs model_config (a Keras model config) or base")
+    fail("save %s: format tfjs needs model_config (a Keras model config) or base", path)
   end
   local ok, cfg = pcall(json.decode, text)
-  if not ok then fail("save: model_config is not JSON: %s", inner(cfg)) end
+  if not ok then fail("save %s: model_config is not JSON: %s", path, inner(cfg)) end
   if type(cfg) ~= "table" or type(cfg.class_name) ~= "string" then
-    fail("save: model_config is not a Keras model config (no class_name)")
+    fail("save %s: model_config is not a Keras model config (no class_name)", path)
   end
   return text, cfg, gen
 end
@@ -347,7 +347,7 @@ end
 local tfjs_dtype = { float32 = "float32", int32 = "int32", bool = "bool", complex64 = "complex64" }
 
 function M.save(path, tensors, names, opts, ctx)
-  local text, cfg, gen = model_config(opts, ctx)
+  local text, cfg, gen = model_config(path, opts, ctx)
   local shard = opts.shard_size or 4 * 1024 * 1024
   if math.type(shard) ~= "integer" or shard < 1 then
     fail("save %s: shard_size must be a positive integer", path)
