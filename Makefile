@@ -13,7 +13,11 @@ DEPS = libzip libcjson libprotobuf-c snappy hdf5
 # Always on, whatever CFLAGS the caller passes.
 GT_CFLAGS = -std=c11 -Wall -Wextra -Werror -fPIC -D_GNU_SOURCE -pthread \
             -I$(LUA_INCDIR) -Isrc -Ibuild/proto $(shell $(PKG_CONFIG) --cflags $(DEPS))
-GT_LIBS = $(shell $(PKG_CONFIG) --libs $(DEPS)) -lz -lpthread -lm
+# -z nodelete: the copy pool's detached workers (src/tensor/copy.c) wait in
+# this library's code and data; lua_close dlcloses C modules, which would
+# unmap them under the workers (glibc then aborts at exit: "The futex
+# facility returned an unexpected error code").
+GT_LIBS = $(shell $(PKG_CONFIG) --libs $(DEPS)) -lz -lpthread -lm -Wl,-z,nodelete
 
 # Hand-written C: the binding (src/*.c), the tensor core (src/tensor), the
 # shared machinery formats stand on (src/io), one family per file or folder

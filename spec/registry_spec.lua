@@ -7,7 +7,7 @@ local options = require "graft.options"
 local H = require "helper"
 
 local ALL = { "npy", "npz", "onnx", "onnx_tensor", "graphdef", "metagraph", "savedmodel", "tf", "tf_v1", "hdf5",
-              "keras", "keras3", "keras_zip", "safetensors", "safetensors_index", "torch",
+              "keras", "keras3", "keras_zip", "tfjs", "safetensors", "safetensors_index", "torch",
               "pickle", "gguf", "t7" }
 
 local function by_name()
@@ -83,8 +83,10 @@ describe("graft.formats()", function()
     for name, f in pairs(lua) do
       -- formats joined in Lua from others (a SavedModel, a sharded index)
       -- or laid out in Lua over another's bytes (Keras over HDF5) have no C
-      -- row of their own
-      local joined = { savedmodel = true, safetensors_index = true, keras = true, keras3 = true }
+      -- row of their own; tfjs weights are graft.core.tensor over slices
+      -- of the shard bytes, written with core.write_file
+      local joined = { savedmodel = true, safetensors_index = true, keras = true, keras3 = true,
+                       tfjs = true }
       if not joined[name] then
         assert.truthy(c[name], name)
         assert.are.equal(f.read, c[name].read, name)

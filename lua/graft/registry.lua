@@ -56,6 +56,8 @@ local families = {
   (require "graft.formats.tfgraph"),
   (require "graft.formats.tf"),
   (require "graft.formats.keras"),
+  -- before safetensors: its index claims any JSON text
+  (require "graft.formats.tfjs"),
   (require "graft.formats.safetensors"),
   (require "graft.formats.torch"),
   (require "graft.formats.gguf"),

@@ -1,0 +1,389 @@
+-- graft.formats.tfjs: TensorFlow.js models (docs/formats/tfjs.md): a
+-- model.json (format, modelTopology, weightsManifest) and the .bin shards
+-- beside it. Each manifest group lists its shard files (concatenated in
+-- order) and its weights (name, shape, dtype, optional quantization), laid
+-- end to end in that byte stream. Layers and graph models read alike;
+-- writing makes a layers model from tensors plus a Keras model config,
+-- sharded as tfjs-converter shards.
+--
+-- Bytes: shards are read whole and each weight is a tensor over its slice
+-- (graft.core.tensor copies it); dequantisation is graft's lazy arithmetic
+-- in float64, rounded once to float32, which is what tfjs computes
+-- (`q * scale + min` in JS doubles, stored into a Float32Array).
+
+local core = require "graft.core"
+local json = require "graft.json"
+local util = require "graft.util"
+
+local fail, inner = util.fail, util.inner
+
+local M = { name = "tfjs" }
+
+M.formats = {
+  { name = "tfjs", description = "TensorFlow.js model.json (layers or graph model) with its .bin weight shards",
+    extensions = { "json" }, read = true, write = true,
+    save_options = {
+      model_config = "the Keras model config (a table or JSON text) written as modelTopology",
+      base = "a Keras .h5/.keras or a tfjs model.json whose model config is used",
+      shard_size = "bytes per .bin shard (default 4194304, tfjs-converter's 4 MB)",
+      generated_by = "the generatedBy field (default: the config's keras_version)",
+    } },
+}
+
+-- The bytes one value of each dtype (or quantization dtype) takes.
+local value_size = { float32 = 4, float16 = 2, int32 = 4, uint16 = 2, uint8 = 1,
+                     bool = 1, complex64 = 8 }
+
+-- JSON text whose first keys are tfjs's (converters write "format" or
+-- "modelTopology" first; hand-made manifests may lead with weightsManifest).
+function M.detect(head, path, ctx)
+  if ctx.stage == "path" then return nil end
+  local name = (path or ""):match("[^/]*$")
+  if ctx.stage == "late" then
+    if name == "model.json" then return "tfjs" end
+    return nil
+  end
+  if not head:find("^%s*{") or head:find("[%z\1-\8\14-\31]") then return nil end
+  if head:find('"modelTopology"%s*:') or head:find('"weightsManifest"%s*:')
+      or head:find('^%s*{%s*"format"%s*:%s*"[%w%-]*model"') then
+    return "tfjs"
+  end
+  if name == "model.json" and not head:find('"weight_map"', 1, true) then return "tfjs" end
+  return nil
+end
+
+-- ------------------------------------------------------------ reading
+
+-- Shard files sit beside model.json: a bare file name, never a path.
+local function bad_shard_name(shard)
+  return type(shard) ~= "string" or shard == "" or shard == "." or shard == ".."
+    or shard:find("/", 1, true) or shard:find("\\", 1, true) or shard:find("%z")
+end
+
+local function count_of(path, w)
+  if type(w.shape) ~= "table" then fail("%s: %s: shape must be a list", path, w.name) end
+  local n = 1
+  for i, d in ipairs(w.shape) do
+    if math.type(d) ~= "integer" or d < 0 then
+      fail("%s: %s: dimension %d is %s, not a size", path, w.name, i, tostring(d))
+    end
+    if d > 0 and n > (2^53) // d then fail("%s: %s: shape too large", path, w.name) end
+    n = n * d
+  end
+  return n
+end
+
+-- The shard files of one group, read and concatenated.
+local function group_bytes(path, gi, group)
+  if type(group) ~= "table" or type(group.paths) ~= "table" or type(group.weights) ~= "table" then
+    fail("%s: weightsManifest[%d] needs `paths` and `weights` lists", path, gi)
+  end
+  local dir, parts = util.dirname(path), {}
+  for i, shard in ipairs(group.paths) do
+    if bad_shard_name(shard) then
+      fail("%s: weightsManifest[%d]: shard path %q is not a file name beside model.json",
+        path, gi, tostring(shard))
+    end
+    local f = io.open(dir .. "/" .. shard, "rb")
+    if not f then fail("%s: weightsManifest[%d]: shard %s is missing", path, gi, shard) end
+    parts[i] = f:read("a")
+    f:close()
+  end
+  return table.concat(parts), group.paths
+end
+
+-- Strings: each a uint32 length then its bytes; returns the total length.
+local function string_span(path, w, bytes, offset, n)
+  local pos = offset
+  for _ = 1, n do
+    if pos + 4 > #bytes then fail("%s: %s: string lengths run past the shards", path, w.name) end
+    local len = string.unpack("<I4", bytes, pos + 1)
+    pos = pos + 4 + len
+  end
+  return pos - offset
+end
+
+-- One quantised weight as tfjs decodes it (io_utils decodeWeight).
+local function dequantise(path, w, raw, shape)
+  local q = w.quantization
+  if q.dtype == "float16" then
+    if w.dtype ~= "float32" then
+      fail("%s: %s: float16 quantization needs dtype float32, not %s", path, w.name, tostring(w.dtype))
+    end
+    return core.tensor(raw, "float16", shape):float()
+  end
+  if q.dtype ~= "uint8" and q.dtype ~= "uint16" then
+    fail("%s: %s: unknown quantization dtype %q (tfjs has uint8, uint16, float16)",
+      path, w.name, tostring(q.dtype))
+  end
+  if type(q.scale) ~= "number" or type(q.min) ~= "number" then
+    fail("%s: %s: %s quantization needs numbers `scale` and `min`", path, w.name, q.dtype)
+  end
+  local v = core.tensor(raw, q.dtype, shape)
+  if w.dtype == "float32" then
+    -- JS numbers are doubles: q * scale + min in float64, then stored in a
+    -- Float32Array (one rounding to float32).
+    return (v:cast("float64") * (q.scale + 0.0) + (q.min + 0.0)):float()
+  elseif w.dtype == "int32" then
+    -- Math.round: the nearest integer, halves toward +infinity.
+    local out, n = {}, #raw // value_size[q.dtype]
+    local fmt = q.dtype == "uint8" and "<I1" or "<I2"
+    local step = value_size[q.dtype]
+    for i = 1, n do
+      local x = string.unpack(fmt, raw, (i - 1) * step + 1) * q.scale + q.min
+      out[i] = string.pack("<i4", math.floor(x + 0.5))
+    end
+    return core.tensor(table.concat(out), "int32", shape)
+  end
+  fail("%s: %s: dtype %s cannot be quantized", path, w.name, tostring(w.dtype))
+end
+
+local function read_group(path, gi, group, m, names, meta)
+  local bytes, files = group_bytes(path, gi, group)
+  local offset = 0
+  for wi, w in ipairs(group.weights) do
+    if type(w) ~= "table" or type(w.name) ~= "string" then
+      fail("%s: weightsManifest[%d].weights[%d] has no name", path, gi, wi)
+    end
+    local n = count_of(path, w)
+    local q = w.quantization
+    if q ~= nil and type(q) ~= "table" then fail("%s: %s: quantization must be an object", path, w.name) end
+    local size
+    if w.dtype == "string" and not q then
+      size = string_span(path, w, bytes, offset, n)
+    else
+      local vs = value_size[q and q.dtype or w.dtype]
+      if not vs then
+        fail("%s: %s: unknown %s %q", path, w.name, q and "quantization dtype" or "dtype",
+          tostring(q and q.dtype or w.dtype))
+      end
+      size = n * vs
+    end
+    if offset + size > #bytes then
+      fail("%s: %s: the manifest places it at bytes %d..%d but weightsManifest[%d]'s %d shard "
+        .. "file(s) hold %d bytes", path, w.name, offset, offset + size, gi, #files, #bytes)
+    end
+    if m[w.name] or meta.strings[w.name] then
+      fail("%s: %s: two weights have this name", path, w.name)
+    end
+    local raw = bytes:sub(offset + 1, offset + size)
+    if w.dtype == "string" and not q then
+      local list, pos = {}, 1
+      for i = 1, n do
+        local len = string.unpack("<I4", raw, pos)
+        list[i] = raw:sub(pos + 4, pos + 3 + len)
+        pos = pos + 4 + len
+      end
+      meta.strings[w.name] = list
+    else
+      local ok, t = pcall(function()
+        if q then return dequantise(path, w, raw, w.shape) end
+        return core.tensor(raw, w.dtype, w.shape)
+      end)
+      if not ok then fail("%s: %s: %s", path, w.name, (inner(t):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", ""))) end
+      m[w.name] = t
+      names[#names + 1] = w.name
+      if q then meta.quantization[w.name] = q end
+    end
+    meta.groups[w.name] = gi
+    offset = offset + size
+  end
+  if offset ~= #bytes then
+    fail("%s: weightsManifest[%d]: the manifest's weights take %d bytes but its %d shard file(s) hold %d",
+      path, gi, offset, #files, #bytes)
+  end
+  for _, f in ipairs(files) do meta.shards[#meta.shards + 1] = f end
+end
+
+function M.open(path, _, ctx)
+  local ok, doc = pcall(json.decode, util.read_text(path))
+  if not ok then fail("%s: %s", path, inner(doc)) end
+  if type(doc) ~= "table" or type(doc.weightsManifest) ~= "table" then
+    fail("%s: not a TensorFlow.js model.json (no weightsManifest)", path)
+  end
+  local m, names = {}, {}
+  local meta = { format = "tfjs", model_format = doc.format, modelTopology = doc.modelTopology,
+                 generatedBy = doc.generatedBy, convertedBy = doc.convertedBy,
+                 signature = doc.signature, userDefinedMetadata = doc.userDefinedMetadata,
+                 modelInitializer = doc.modelInitializer, trainingConfig = doc.trainingConfig,
+                 shards = {}, groups = {}, quantization = {}, strings = {} }
+  for gi, group in ipairs(doc.weightsManifest) do
+    read_group(path, gi, group, m, names, meta)
+  end
+  return ctx.remember(m, names, meta)
+end
+
+-- ------------------------------------------------------------ writing
+
+-- The raw text of key's value in the JSON object `text` (top level), so a
+-- config is written back verbatim: decoding to Lua loses JSON nulls
+-- (`batch_input_shape: [null, 8]`), which tfjs needs.
+local function skip_string(text, i)
+  -- text:sub(i, i) == '"'; returns the index after the closing quote.
+  i = i + 1
+  while true do
+    local c = text:find('["\\]', i)
+    if not c then return nil end
+    if text:sub(c, c) == '"' then return c + 1 end
+    i = c + 2
+  end
+end
+
+local function value_end(text, i)
+  local depth = 0
+  repeat
+    local c = text:find('[%[%]{}",]', i)
+    if not c then return nil end
+    local ch = text:sub(c, c)
+    if ch == '"' then
+      i = skip_string(text, c)
+      if not i then return nil end
+    elseif ch == "[" or ch == "{" then depth, i = depth + 1, c + 1
+    elseif ch == "]" or ch == "}" then
+      if depth == 0 then return c end
+      depth, i = depth - 1, c + 1
+    else
+      if depth == 0 then return c end
+      i = c + 1
+    end
+  until depth == 0 and text:find("^%s*[,}%]]", i)
+  return i
+end
+
+local function raw_value(text, key)
+  local i = text:find("{") + 1
+  while true do
+    local k0 = text:find('"', i, true)
+    if not k0 then return nil end
+    local k1 = skip_string(text, k0)
+    if not k1 then return nil end
+    local v0 = text:find("[^%s:]", k1)
+    local v1 = value_end(text, v0)
+    if not v1 then return nil end
+    if json.decode(text:sub(k0, k1 - 1)) == key then
+      return (text:sub(v0, v1 - 1):gsub("%s+$", ""))
+    end
+    i = text:find(",", v1, true)
+    if not i then return nil end
+    i = i + 1
+  end
+end
+
+-- The model config as JSON text: Keras's tfjs converter writes it as
+-- modelTopology (keras_version and backend beside class_name/config).
+local function config_from_base(path, base, ctx)
+  local ok, src = pcall(ctx.open, base)
+  if not ok then fail("save %s: base %s: %s", path, base, inner(src)) end
+  local meta = ctx.meta(src)
+  local h5 = meta.hdf5 or {}
+  local gen = meta.keras_version and ("keras v" .. meta.keras_version)
+  if meta.format == "tfjs" then
+    return raw_value(util.read_text(base), "modelTopology"), meta.generatedBy
+  elseif meta.format == "keras" then
+    local a = (h5.attrs or {})["/"] or {}
+    if type(a.model_config) == "string" then return a.model_config, gen end
+  elseif meta.format == "keras3" and type(h5.config_json) == "string" then
+    return h5.config_json, gen
+  end
+  fail("save %s: base %s has no Keras model config", path, base)
+end
+
+-- (text, decoded table, generatedBy) of the config to write.
+local function model_config(path, opts, ctx)
+  local text, gen = opts.model_config, nil
+  if opts.base then
+    if text then fail("save %s: give model_config or base, not both", path) end
+    text, gen = config_from_base(path, opts.base, ctx)
+  end
+  if type(text) == "table" then text = json.encode(text) end
+  if type(text) ~= "string" then
+    fail("save %s: format tfjs needs model_config (a Keras model config) or base", path)
+  end
+  local ok, cfg = pcall(json.decode, text)
+  if not ok then fail("save %s: model_config is not JSON: %s", path, inner(cfg)) end
+  if type(cfg) ~= "table" or type(cfg.class_name) ~= "string" then
+    fail("save %s: model_config is not a Keras model config (no class_name)", path)
+  end
+  return text, cfg, gen
+end
+
+-- Layer names in the order the config lists them (nested models inline).
+local function layer_order(cfg, out)
+  out = out or {}
+  local c = type(cfg.config) == "table" and cfg.config or {}
+  local layers = c.layers
+  if type(layers) ~= "table" then return out end
+  for _, l in ipairs(layers) do
+    if type(l) == "table" then
+      local name = type(l.config) == "table" and l.config.name or l.name
+      if type(name) == "string" then out[#out + 1] = name end
+      if type(l.config) == "table" and type(l.config.layers) == "table" then
+        layer_order(l, out)
+      end
+    end
+  end
+  return out
+end
+
+-- Tensor names ordered layer by layer as the config lists the layers,
+-- keeping the given order within a layer; names of no listed layer last.
+local function weight_order(cfg, names)
+  local rank = {}
+  for i, l in ipairs(layer_order(cfg)) do rank[l] = rank[l] or i end
+  local keyed = {}
+  for i, n in ipairs(names) do
+    local r = rank[n:match("^([^/]*)/")] or math.huge
+    keyed[i] = { r, i, n }
+  end
+  table.sort(keyed, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local out = {}
+  for i, k in ipairs(keyed) do out[i] = k[3] end
+  return out
+end
+
+local tfjs_dtype = { float32 = "float32", int32 = "int32", bool = "bool", complex64 = "complex64" }
+
+function M.save(path, tensors, names, opts, ctx)
+  local text, cfg, gen = model_config(path, opts, ctx)
+  local shard = opts.shard_size or 4 * 1024 * 1024
+  if math.type(shard) ~= "integer" or shard < 1 then
+    fail("save %s: shard_size must be a positive integer", path)
+  end
+  local order = weight_order(cfg, names)
+  local specs, parts = {}, {}
+  for i, n in ipairs(order) do
+    local t = tensors[n]
+    local dt = tfjs_dtype[t.dtype]
+    if not dt then
+      fail("save %s: %s: tfjs has no dtype %s (float32, int32, bool, complex64; "
+        .. "cast it, e.g. {dtype = \"float32\"})", path, n, t.dtype)
+    end
+    specs[i] = { name = n, shape = setmetatable(t.shape, json.array_mt), dtype = dt }
+    parts[i] = t:contiguous():bytes()
+  end
+  local bytes = table.concat(parts)
+  -- tfjs-converter cuts the group's byte stream into shard_size pieces
+  -- (a weight may span two files): group1-shard<i>of<n>.bin.
+  local n = math.max(1, (#bytes + shard - 1) // shard)
+  local dir = util.dirname(path)
+  local paths = {}
+  for i = 1, n do
+    local file = string.format("group1-shard%dof%d.bin", i, n)
+    ctx.write_file(dir .. "/" .. file, bytes:sub((i - 1) * shard + 1, i * shard))
+    paths[i] = file
+  end
+  local gen_by = opts.generated_by or gen
+    or (cfg.keras_version and ("keras v" .. cfg.keras_version)) or "graft"
+  local manifest = setmetatable({ { paths = setmetatable(paths, json.array_mt),
+                                    weights = setmetatable(specs, json.array_mt) } }, json.array_mt)
+  -- Written by hand so the config text goes in verbatim.
+  ctx.write_file(path, string.format(
+    '{"format": "layers-model", "generatedBy": %s, "convertedBy": "graft", '
+    .. '"modelTopology": %s, "weightsManifest": %s}',
+    json.encode(gen_by), text, json.encode(manifest)))
+end
+
+return M
