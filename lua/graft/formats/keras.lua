@@ -648,8 +648,9 @@ end
 -- The model config of a .keras archive (config.json), a Keras 2 full-model
 -- HDF5 file (its model_config attribute) or a model.to_json() file, as a
 -- Lua table; JSON null is json.null and arrays keep array_mt, so that
--- json.encode gives the same JSON back (keys sorted).
-function keras.config(path)
+-- json.encode gives the same JSON back (keys sorted). Second result: the
+-- Keras version that wrote it and its backend, where the file says.
+local function config_of(path)
   if type(path) ~= "string" then fail("keras.config: path must be a string") end
   local f, err = io.open(path, "rb")
   if not f then fail("%s: %s", path, err) end
@@ -658,18 +659,27 @@ function keras.config(path)
   if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then
     local _, _, meta = core.read(path, "keras_zip")
     if not meta.config_json then fail("%s: no config.json member", path) end
-    return decode_config(path, "config.json", meta.config_json)
+    local md = decode_json(meta.metadata_json)
+    return decode_config(path, "config.json", meta.config_json),
+      { keras_version = type(md) == "table" and md.keras_version or nil }
   end
   if head == HDF5_SIG or hdf5_at_userblock(path) then
     local _, _, h5 = core.read(path, "hdf5")
-    local text = ((h5.attrs or {})["/"] or {}).model_config
+    local root = (h5.attrs or {})["/"] or {}
+    local text = root.model_config
     if type(text) ~= "string" then
       fail("%s: no model_config attribute (a weights-only file: take the config from a "
         .. ".keras, a full-model .h5 or a model.to_json() file)", path)
     end
-    return decode_config(path, "model_config", text)
+    return decode_config(path, "model_config", text),
+      { keras_version = root.keras_version, backend = root.backend }
   end
-  return decode_config(path, "architecture JSON", read_all(path))
+  local cfg = decode_config(path, "architecture JSON", read_all(path))
+  return cfg, { keras_version = cfg.keras_version, backend = cfg.backend }
+end
+
+function keras.config(path)
+  return (config_of(path))
 end
 
 -- The model config a whole-model save writes: opts.model_config (table or
@@ -689,8 +699,15 @@ local function save_config(path, opts, src)
   if cfg ~= nil then fail("%s: opts.model_config must be a table or JSON text", path) end
   if opts.base ~= nil then
     if type(opts.base) ~= "string" then fail("%s: opts.base must be a path", path) end
-    return keras.config(opts.base)
+    return config_of(opts.base)
   end
+  return nil
+end
+
+-- The base's Keras version when it is of the major version `major`.
+local function version_of(info, major)
+  local v = info and info.keras_version
+  if type(v) == "string" and v:match("^(%d+)%.") == major then return v end
   return nil
 end
 
@@ -768,7 +785,7 @@ end
 -- writer into a temporary file beside the target first.
 function keras.save_zip(path, tensors, names, opts, ctx)
   local src = ctx.source_meta
-  local cfg = save_config(path, opts, src)
+  local cfg, info = save_config(path, opts, src)
   if not cfg and src and src.format == "keras3" and type(src.config_json) == "string" then
     cfg = decode_config(path, "the source's config.json", src.config_json)
   end
@@ -776,12 +793,20 @@ function keras.save_zip(path, tensors, names, opts, ctx)
     fail("%s: a .keras archive needs a model config: opts.model_config or opts.base "
       .. "(a .keras, a full-model .h5 or a model.to_json() file)", path)
   end
+  -- A Keras 2 config (tf-keras to_json) names no module for the model
+  -- class; Keras 3 finds Sequential and Functional only with one.
+  if cfg.module == nil and (cfg.class_name == "Sequential" or cfg.class_name == "Functional") then
+    local c = {}
+    for k, v in pairs(cfg) do c[k] = v end
+    c.module = cfg.class_name == "Sequential" and "keras" or "keras.src.models.functional"
+    cfg = c
+  end
   local layers = model_layers(path, cfg)
   assign(path, layers, names)
   local layout, order = keras.layout3(path, tensors, names, {}, objects3(layers, cfg))
   local md = src and src.format == "keras3" and type(src.metadata) == "table" and src.metadata or {}
   local metadata = string.format('{"keras_version": %s, "date_saved": %s}',
-    json.encode(opts.keras_version or md.keras_version or KERAS3_VERSION),
+    json.encode(opts.keras_version or version_of(info, "3") or md.keras_version or KERAS3_VERSION),
     json.encode(opts.date_saved or os.date("%Y-%m-%d@%H:%M:%S")))
   local tmp = path .. ".graft-weights.h5"
   local ok, err = pcall(function()
@@ -802,7 +827,7 @@ end
 -- training_config only when given; the save_weights layout under
 -- model_weights (layer_names as model.layers: a Sequential's InputLayer is
 -- not listed).
-local function layout_full2(path, tensors, names, opts, cfg)
+local function layout_full2(path, tensors, names, opts, cfg, info)
   local layers = model_layers(path, cfg)
   assign(path, layers, names)
   local src = { format = "keras", layers = {}, strings = "vlen", top_level = true }
@@ -814,9 +839,9 @@ local function layout_full2(path, tensors, names, opts, cfg)
         weight_names = wn }
     end
   end
-  local version = opts.keras_version or (type(cfg.keras_version) == "string" and cfg.keras_version)
-    or KERAS2_VERSION
-  local backend = opts.backend or (type(cfg.backend) == "string" and cfg.backend) or "tensorflow"
+  local version = opts.keras_version or version_of(info, "2") or KERAS2_VERSION
+  local backend = opts.backend or (info and type(info.backend) == "string" and info.backend)
+    or "tensorflow"
   local layout, order = keras.layout2(path, tensors, names,
     { keras_version = version, backend = backend }, src)
   for _, g in ipairs(layout.groups) do
@@ -896,9 +921,9 @@ function keras.save(path, tensors, names, opts, ctx)
   local format = ctx.format
   if format == "keras_zip" then return keras.save_zip(path, tensors, names, opts, ctx) end
   if format == "keras" then
-    local cfg = save_config(path, opts, ctx.source_meta)
+    local cfg, info = save_config(path, opts, ctx.source_meta)
     if cfg then
-      local layout, order = layout_full2(path, tensors, names, opts, cfg)
+      local layout, order = layout_full2(path, tensors, names, opts, cfg, info)
       return ctx.write(path, "hdf5", order, tensors,
         { layout = json.encode(layout), progress = ctx.progress(path) })
     end
