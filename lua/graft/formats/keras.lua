@@ -15,6 +15,10 @@
 -- Writing: layouts for the C writer (graft.core.write "hdf5"), as current
 -- Keras writes them; a table read from a Keras file is written back with
 -- its own layer list, weight names and string types.
+-- Whole models (a model config from opts.model_config / opts.base, read by
+-- keras.config): a Keras 2 full-model .h5 (model_config + model_weights)
+-- and a Keras 3 .keras zip (metadata.json, config.json, model.weights.h5
+-- through core.zip_write).
 
 local core = require "graft.core"
 local json = require "graft.json"
@@ -31,8 +35,8 @@ keras.formats = {
       strings = "\"vlen\" or \"fixed\": how name lists are stored (default: as the source file)",
       regroup = "true: lay out layers from the names, not from the source file",
       layer_names = "list of layer names to list first (layers without weights too)",
-      backend = "the backend attribute (default: the source's, else \"tensorflow\")",
-      keras_version = "the keras_version attribute (default: the source's, else \"2.15.0\")",
+      backend = "the backend attribute (default: the source's or the base's, else \"tensorflow\")",
+      keras_version = "the keras_version attribute (default: the source's or a Keras 2 base's, else \"2.15.0\")",
       top_level_model_weights = "whether to write the empty top_level_model_weights group",
       model_config = "Keras 2 model config (table or JSON text): write a full model (model_config attribute, weights under model_weights) instead of weights only",
       base = "path of a full-model .h5 or a model.to_json() file whose model config to write (a full model, as model_config)",
@@ -49,7 +53,7 @@ keras.formats = {
     save_options = {
       model_config = "Keras 3 model config (table or JSON text) for config.json (default: the source .keras's)",
       base = "path of a .keras, full-model .h5 or model.to_json() file whose model config to write",
-      keras_version = "metadata.json keras_version (default: the source's, else \"3.15.1\")",
+      keras_version = "metadata.json keras_version (default: a Keras 3 base's or the source's, else \"3.15.1\")",
       date_saved = "metadata.json date_saved (default: now, local time, as \"%Y-%m-%d@%H:%M:%S\")",
     } },
 }
