@@ -797,14 +797,6 @@ function keras.save_zip(path, tensors, names, opts, ctx)
     fail("%s: a .keras archive needs a model config: opts.model_config or opts.base "
       .. "(a .keras, a full-model .h5 or a model.to_json() file)", path)
   end
-  -- A Keras 2 config (tf-keras to_json) names no module for the model
-  -- class; Keras 3 finds Sequential and Functional only with one.
-  if cfg.module == nil and (cfg.class_name == "Sequential" or cfg.class_name == "Functional") then
-    local c = {}
-    for k, v in pairs(cfg) do c[k] = v end
-    c.module = cfg.class_name == "Sequential" and "keras" or "keras.src.models.functional"
-    cfg = c
-  end
   local layers = model_layers(path, cfg)
   assign(path, layers, names)
   local layout, order = keras.layout3(path, tensors, names, {}, objects3(layers, cfg))
