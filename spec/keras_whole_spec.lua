@@ -137,6 +137,11 @@ describe("whole Keras models", function()
     ok, err = pcall(graft.save, out, k, { base = dir .. "/k3.json", model_config = {} })
     assert.is_false(ok)
     assert.truthy(err:find("not both", 1, true), err)
+    local lstm = { class_name = "Sequential", config = { name = "s", layers = {
+      { class_name = "LSTM", config = { name = "rnn" } } } } }
+    ok, err = pcall(graft.save, out, { ["rnn/kernel"] = k["fc1/kernel"] }, { model_config = lstm })
+    assert.is_false(ok)
+    assert.truthy(err:find(out .. ": rnn/kernel: layer \"rnn\" (LSTM) keeps its variables in sub-objects", 1, true), err)
     ok, err = pcall(graft.keras.config, dir .. "/plain.h5")
     assert.is_false(ok)
     assert.truthy(err:find("no model_config attribute", 1, true), err)

@@ -771,12 +771,22 @@ local function assign(path, layers, names)
   end
 end
 
+-- Layers whose Keras 3 variables live in sub-objects (layers/lstm/cell/vars,
+-- wrapped layers, nested models): not laid out from a flat config.
+local NESTED3 = { lstm = true, gru = true, simple_rnn = true, rnn = true, bidirectional = true,
+  time_distributed = true, sequential = true, functional = true, model = true }
+
 -- A Keras 3 source description (as read3 makes) for layout3: the model's
 -- vars group, then one object per layer with tensors.
-local function objects3(layers, cfg)
+local function objects3(path, layers, cfg)
   local objs = { { path = "", name = cfg.config.name ~= json.null and cfg.config.name or nil,
     names = {} } }
   for _, l in ipairs(layers) do
+    if #l.tensors > 0 and NESTED3[l.class] then
+      fail("%s: %s: layer %q (%s) keeps its variables in sub-objects; graft writes "
+        .. ".keras archives only for layers that own their variables", path, l.tensors[1],
+        tostring(l.name), l.class_name)
+    end
     if #l.tensors > 0 then
       objs[#objs + 1] = { path = "layers/" .. l.obj, name = l.name, names = l.tensors }
     end
@@ -799,7 +809,7 @@ function keras.save_zip(path, tensors, names, opts, ctx)
   end
   local layers = model_layers(path, cfg)
   assign(path, layers, names)
-  local layout, order = keras.layout3(path, tensors, names, {}, objects3(layers, cfg))
+  local layout, order = keras.layout3(path, tensors, names, {}, objects3(path, layers, cfg))
   local md = src and src.format == "keras3" and type(src.metadata) == "table" and src.metadata or {}
   local metadata = string.format('{"keras_version": %s, "date_saved": %s}',
     json.encode(opts.keras_version or version_of(info, "3") or md.keras_version or KERAS3_VERSION),
