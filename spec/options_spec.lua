@@ -119,8 +119,10 @@ describe("options", function()
 
   it("a format that is not written says so and lists the writable ones", function()
     local dir = H.tmpdir()
-    local err = H.raises(function() graft.save(dir .. "/m.keras", { w = graft.tensor({ 1 }) }) end)
-    assert.truthy(err:find("^graft: save " .. escape(dir) .. "/m.keras: format keras_zip cannot be "
+    -- (.keras, the example here before, is written since issue 14 item 6)
+    local err = H.raises(function() graft.save(dir .. "/m.pkl", { w = graft.tensor({ 1 }) },
+      { format = "pickle" }) end)
+    assert.truthy(err:find("^graft: save " .. escape(dir) .. "/m.pkl: format pickle cannot be "
       .. "written %(writable: npy, npz, "), err)
     assert.are.same({}, H.ls(dir))
   end)

@@ -32,7 +32,8 @@ describe("graft.formats()", function()
     assert.are.same({ "pt", "pth", "bin" }, f.torch.extensions)
     assert.are.same({ "weights.h5" }, f.keras3.extensions)
     assert.is_true(f.torch.write)
-    assert.is_false(f.keras_zip.write)
+    assert.is_true(f.keras_zip.write)
+    assert.is_false(f.pickle.write)
     assert.is_false(f.safetensors_index.write)
     assert.are.equal("torch", f.pickle.family)
     assert.are.equal("keras", f.hdf5.family)
@@ -57,13 +58,16 @@ describe("graft.formats()", function()
     assert.are.same({ "checkpoint_state", "dtype", "format", "num_shards", "order", "progress",
       "shards" }, keys(f.tf.save_options))
     assert.are.same({ "base", "dtype", "format", "order", "progress" }, keys(f.graphdef.save_options))
-    assert.are.same({ "backend", "dtype", "format", "keras_version", "layer_names", "order",
-      "progress", "regroup", "strings", "top_level_model_weights" }, keys(f.keras.save_options))
+    assert.are.same({ "backend", "base", "dtype", "format", "keras_version", "layer_names",
+      "model_config", "order", "progress", "regroup", "strings", "top_level_model_weights",
+      "training_config" }, keys(f.keras.save_options))
     assert.are.same({ "dtype", "format", "model_name", "order", "progress", "regroup" },
       keys(f.keras3.save_options))
     assert.are.same({ "dtype", "format", "order", "plain", "progress" }, keys(f.hdf5.save_options))
+    assert.are.same({ "base", "date_saved", "dtype", "format", "keras_version", "model_config",
+      "order", "progress" }, keys(f.keras_zip.save_options))
     -- formats that are not written take no save options
-    assert.are.same({}, keys(f.keras_zip.save_options))
+    assert.are.same({}, keys(f.pickle.save_options))
     assert.are.same({ "format" }, keys(f.keras_zip.open_options))
   end)
 

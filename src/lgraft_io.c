@@ -30,6 +30,7 @@
 #include "io/fileout.h"
 #include "io/sandbox.h"
 #include "io/zipmap.h"
+#include "io/zipwrite.h"
 #include "formats/format.h"
 #include "formats/tf/graph.h"
 #include "lgraft.h"
@@ -403,6 +404,36 @@ static int l_write_file(lua_State *L) {
   return 0;
 }
 
+/* core.zip_write(path, members): a stored zip of members {name=, data=}
+ * (bytes) or {name=, file=} (a whole file, streamed), in order. */
+static int l_zip_write(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 2);
+  if (n < 0 || (lua_Unsigned)n > SIZE_MAX / sizeof(gt_zipw_src))
+    return luaL_error(L, "graft: %s: too many zip members", path);
+  gt_zipw_src *m = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *m, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    gt_zipw_src *s = &m[i - 1];
+    memset(s, 0, sizeof *s);
+    if (lua_geti(L, 2, i) != LUA_TTABLE)
+      return luaL_error(L, "graft: %s: zip member %d is not a table", path, (int)i);
+    /* The strings stay referenced by the members table for the call. */
+    lua_getfield(L, -1, "name");
+    s->name = lua_tostring(L, -1);
+    lua_getfield(L, -2, "file");
+    s->file = lua_tostring(L, -1);
+    lua_getfield(L, -3, "data");
+    s->bytes = lua_tolstring(L, -1, &s->n);
+    if (!s->name || (!s->file && !s->bytes))
+      return luaL_error(L, "graft: %s: zip member %d needs a name and data or file", path, (int)i);
+    lua_pop(L, 4);
+  }
+  gt_err e;
+  if (gt_zipw_write(path, m, (size_t)n, &e) != GT_OK) return lg_raise(L, path, &e);
+  return 0;
+}
+
 /* Wall-clock seconds (monotonic), for the benchmark. */
 static int l_now(lua_State *L) {
   struct timespec ts;
@@ -424,7 +455,9 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
-static void push_json(lua_State *L, const cJSON *j, int depth) {
+/* null_at/arr_at: stack indices of the value JSON null becomes and of a
+ * metatable set on arrays, or 0 (null is then nil, arrays plain tables). */
+static void push_json(lua_State *L, const cJSON *j, int depth, int null_at, int arr_at) {
   if (depth > 200) luaL_error(L, "graft: JSON nested too deep");
   luaL_checkstack(L, 4, "JSON nested too deep");
   if (cJSON_IsObject(j)) {
@@ -433,15 +466,19 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
       if (lua_getfield(L, -1, c->string ? c->string : "") != LUA_TNIL)
         luaL_error(L, "graft: JSON object has the key \"%s\" twice", c->string);
       lua_pop(L, 1);
-      push_json(L, c, depth + 1);
+      push_json(L, c, depth + 1, null_at, arr_at);
       lua_setfield(L, -2, c->string ? c->string : "");
     }
   } else if (cJSON_IsArray(j)) {
     lua_newtable(L);
     lua_Integer i = 0;
     for (const cJSON *c = j->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
+      push_json(L, c, depth + 1, null_at, arr_at);
       lua_rawseti(L, -2, ++i);
+    }
+    if (arr_at) {
+      lua_pushvalue(L, arr_at);
+      lua_setmetatable(L, -2);
     }
   } else if (cJSON_IsString(j)) {
     lua_pushstring(L, j->valuestring);
@@ -453,6 +490,8 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
       lua_pushnumber(L, d);
   } else if (cJSON_IsBool(j)) {
     lua_pushboolean(L, cJSON_IsTrue(j));
+  } else if (null_at) {
+    lua_pushvalue(L, null_at);
   } else {
     lua_pushnil(L);
   }
@@ -467,10 +506,14 @@ static int json_box_gc(lua_State *L) {
   return 0;
 }
 
-/* core.json_decode(text) -> Lua value (objects lose key order). */
+/* core.json_decode(text [, null, array_mt]) -> Lua value (objects lose
+ * key order). With `null`, JSON null decodes to that value (else nil); with
+ * array_mt, every array gets that metatable. */
 static int l_json_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
+  int null_at = lua_isnoneornil(L, 2) ? 0 : 2;
+  int arr_at = lua_istable(L, 3) ? 3 : 0;
   cJSON **b = lg_push_box(L, sizeof *b, "graft.jsonbox", json_box_gc);
   const char *end = NULL;
   *b = cJSON_ParseWithLengthOpts(s, n, &end, 0);
@@ -479,7 +522,7 @@ static int l_json_decode(lua_State *L) {
     end++;
   if (end && end < s + n)
     return luaL_error(L, "graft: invalid JSON: text after the value at byte %d", (int)(end - s));
-  push_json(L, *b, 0);
+  push_json(L, *b, 0, null_at, arr_at);
   return 1;
 }
 
@@ -530,6 +573,7 @@ static int l_zip_names(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
+  {"zip_write", l_zip_write},
   {"formats", l_formats}, {"zip_names", l_zip_names},
   {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};

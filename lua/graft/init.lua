@@ -27,6 +27,7 @@ graft.stack = core.stack
 graft.is_tensor = core.is_tensor
 graft.core = core
 graft.tf = require "graft.formats.tf"
+graft.keras = require "graft.formats.keras"
 
 graft.names = model.names
 graft.meta = model.meta

@@ -12,6 +12,16 @@ json.decode = core.json_decode
 -- Marks a Lua table to be encoded as a JSON array even when empty.
 json.array_mt = { __jsontype = "array" }
 
+-- JSON null where it must survive a round trip (Keras model configs:
+-- "batch_shape": [null, 4]).
+json.null = setmetatable({}, { __jsontype = "null", __tostring = function() return "null" end })
+
+-- Decoding that keeps what encoding needs back: null as json.null, arrays
+-- (empty ones too) marked with array_mt.
+function json.decode_exact(text)
+  return core.json_decode(text, json.null, json.array_mt)
+end
+
 local escapes = {
   ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
@@ -94,6 +104,7 @@ local function encode(v, indent, level)
   if tv == "number" then return encode_number(v) end
   if tv == "string" then return encode_string(v) end
   if tv ~= "table" then return encode_string(tostring(v)) end
+  if v == json.null then return "null" end
   local nl, pad, pad2, sep
   if indent then
     pad = "\n" .. string.rep(" ", indent * (level + 1))

@@ -13,8 +13,11 @@
  * Times are zero (1980-00-00), as in PyTorch's archives. */
 #include "io/zipwrite.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <zlib.h>
 
 #include "io/checked.h"
@@ -225,4 +228,46 @@ int gt_zipw_finish(gt_zipw *z, gt_err *err) {
   p = put32(p, clip32(cd_off, z->off_at));
   p = put16(p, 0);                    /* comment */
   return gt_out_write(z->o, b, (size_t)(p - b), err);
+}
+
+/* The whole file `file` as the member `name`: its size is taken once, and a
+ * file that changes size while it is copied is an error. */
+static int add_file(gt_zipw *z, const char *name, const char *file, gt_err *err) {
+  FILE *f = fopen(file, "rb");
+  if (!f) return gt_fail(err, "%s: %s", file, strerror(errno));
+  int rc = GT_ERR;
+  off_t size;
+  if (fseeko(f, 0, SEEK_END) != 0 || (size = ftello(f)) < 0 || fseeko(f, 0, SEEK_SET) != 0) {
+    gt_fail(err, "%s: %s", file, strerror(errno));
+    goto out;
+  }
+  if (gt_zipw_begin(z, name, (uint64_t)size, err) != GT_OK) goto out;
+  unsigned char buf[1 << 16];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+    if (gt_zipw_data(z, buf, got, err) != GT_OK) goto out;
+  if (ferror(f)) {
+    gt_fail(err, "%s: read error", file);
+    goto out;
+  }
+  rc = gt_zipw_end(z, err);
+out:
+  fclose(f);
+  return rc;
+}
+
+int gt_zipw_write(const char *path, const gt_zipw_src *m, size_t n, gt_err *err) {
+  gt_out o;
+  if (gt_out_open(&o, path, NULL, err) != GT_OK) return GT_ERR;
+  gt_zipw z;
+  gt_zipw_init(&z, &o, 0, 0);
+  int rc = GT_OK;
+  for (size_t i = 0; i < n && rc == GT_OK; i++)
+    rc = m[i].file ? add_file(&z, m[i].name, m[i].file, err)
+                   : gt_zipw_add(&z, m[i].name, m[i].bytes, m[i].n, err);
+  if (rc == GT_OK) rc = gt_zipw_finish(&z, err);
+  gt_zipw_free(&z);
+  if (rc == GT_OK) return gt_out_commit(&o, err);
+  gt_out_abort(&o);
+  return GT_ERR;
 }

@@ -64,4 +64,17 @@ int gt_zipw_add(gt_zipw *z, const char *name, const void *bytes, size_t n,
 /* Central directory and end records. Does not commit o. */
 int gt_zipw_finish(gt_zipw *z, gt_err *err);
 
+/* One member of gt_zipw_write: its bytes in memory (file NULL), or the
+ * whole of the file at `file`, streamed. */
+typedef struct gt_zipw_src {
+  const char *name;
+  const void *bytes;
+  size_t n;
+  const char *file;
+} gt_zipw_src;
+
+/* The archive at `path` holding members m[0..n) in order, written through
+ * gt_out (temp + fsync + rename). On failure `path` is untouched. */
+int gt_zipw_write(const char *path, const gt_zipw_src *m, size_t n, gt_err *err);
+
 #endif

@@ -15,6 +15,10 @@
 -- Writing: layouts for the C writer (graft.core.write "hdf5"), as current
 -- Keras writes them; a table read from a Keras file is written back with
 -- its own layer list, weight names and string types.
+-- Whole models (a model config from opts.model_config / opts.base, read by
+-- keras.config): a Keras 2 full-model .h5 (model_config + model_weights)
+-- and a Keras 3 .keras zip (metadata.json, config.json, model.weights.h5
+-- through core.zip_write).
 
 local core = require "graft.core"
 local json = require "graft.json"
@@ -31,9 +35,12 @@ keras.formats = {
       strings = "\"vlen\" or \"fixed\": how name lists are stored (default: as the source file)",
       regroup = "true: lay out layers from the names, not from the source file",
       layer_names = "list of layer names to list first (layers without weights too)",
-      backend = "the backend attribute (default: the source's, else \"tensorflow\")",
-      keras_version = "the keras_version attribute (default: the source's, else \"2.15.0\")",
+      backend = "the backend attribute (default: the source's or the base's, else \"tensorflow\")",
+      keras_version = "the keras_version attribute (default: the source's or a Keras 2 base's, else \"2.15.0\")",
       top_level_model_weights = "whether to write the empty top_level_model_weights group",
+      model_config = "Keras 2 model config (table or JSON text): write a full model (model_config attribute, weights under model_weights) instead of weights only",
+      base = "path of a full-model .h5 or a model.to_json() file whose model config to write (a full model, as model_config)",
+      training_config = "training_config attribute (table or JSON text) of a full model",
     } },
   { name = "keras3", description = "Keras 3 .weights.h5 (layers/<name>/vars/<i>)",
     extensions = { "weights.h5" }, read = true, write = true,
@@ -42,7 +49,13 @@ keras.formats = {
       model_name = "name attribute of the top-level vars group",
     } },
   { name = "keras_zip", description = "Keras 3 .keras zip (config.json, metadata.json, model.weights.h5)",
-    extensions = { "keras" }, read = true, write = false },
+    extensions = { "keras" }, read = true, write = true,
+    save_options = {
+      model_config = "Keras 3 model config (table or JSON text) for config.json (default: the source .keras's)",
+      base = "path of a .keras, full-model .h5 or model.to_json() file whose model config to write",
+      keras_version = "metadata.json keras_version (default: a Keras 3 base's or the source's, else \"3.15.1\")",
+      date_saved = "metadata.json date_saved (default: now, local time, as \"%Y-%m-%d@%H:%M:%S\")",
+    } },
 }
 
 local function fail(fmt, ...)
@@ -371,6 +384,7 @@ function keras.read3(path, tensors, names, h5, remember, config_text, metadata_t
     objects = objects,
     paths = paths,
     config = config,
+    config_json = config_text,
     metadata = md,
     keras_version = type(md) == "table" and md.keras_version or nil,
     hdf5 = h5,
@@ -595,7 +609,7 @@ function keras.layout_hdf5(path, tensors, names, opts, src)
   return { groups = array(groups), datasets = array(dsets) }, names
 end
 
--- ------------------------------------------------------------- registry
+-- ------------------------------------------------------------- whole models
 
 -- HDF5's signature sits at 0 or at a power of two from 512 on (a user
 -- block before the superblock).
@@ -613,6 +627,250 @@ local function hdf5_at_userblock(path)
   f:close()
   return found
 end
+
+
+-- Default versions written when neither the caller nor the source says.
+local KERAS2_VERSION, KERAS3_VERSION = "2.15.0", "3.15.1"
+
+local function read_all(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s: %s", path, err) end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function decode_config(path, what, text)
+  local ok, v = pcall(json.decode_exact, text)
+  if not ok then fail("%s: %s: %s", path, what, (tostring(v):gsub("^graft: ", ""))) end
+  if type(v) ~= "table" or type(v.class_name) ~= "string" then
+    fail("%s: %s is not a Keras model config (no class_name)", path, what)
+  end
+  return v
+end
+
+-- The model config of a .keras archive (config.json), a Keras 2 full-model
+-- HDF5 file (its model_config attribute) or a model.to_json() file, as a
+-- Lua table; JSON null is json.null and arrays keep array_mt, so that
+-- json.encode gives the same JSON back (keys sorted). Second result: the
+-- Keras version that wrote it and its backend, where the file says.
+local function config_of(path)
+  if type(path) ~= "string" then fail("keras.config: path must be a string") end
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s: %s", path, err) end
+  local head = f:read(8) or ""
+  f:close()
+  if head:sub(1, 4) == "PK\3\4" or head:sub(1, 4) == "PK\5\6" then
+    local _, _, meta = core.read(path, "keras_zip")
+    if not meta.config_json then fail("%s: no config.json member", path) end
+    local md = decode_json(meta.metadata_json)
+    return decode_config(path, "config.json", meta.config_json),
+      { keras_version = type(md) == "table" and md.keras_version or nil }
+  end
+  if head == HDF5_SIG or hdf5_at_userblock(path) then
+    local _, _, h5 = core.read(path, "hdf5")
+    local root = (h5.attrs or {})["/"] or {}
+    local text = root.model_config
+    if type(text) ~= "string" then
+      fail("%s: no model_config attribute (a weights-only file: take the config from a "
+        .. ".keras, a full-model .h5 or a model.to_json() file)", path)
+    end
+    return decode_config(path, "model_config", text),
+      { keras_version = root.keras_version, backend = root.backend }
+  end
+  local cfg = decode_config(path, "architecture JSON", read_all(path))
+  return cfg, { keras_version = cfg.keras_version, backend = cfg.backend }
+end
+
+function keras.config(path)
+  return (config_of(path))
+end
+
+-- The model config a whole-model save writes: opts.model_config (table or
+-- JSON text), else opts.base's, else the source table's (nil if none).
+local function save_config(path, opts, src)
+  local cfg = opts.model_config
+  if cfg ~= nil and opts.base ~= nil then
+    fail("%s: give opts.model_config or opts.base, not both", path)
+  end
+  if type(cfg) == "string" then return decode_config(path, "opts.model_config", cfg) end
+  if type(cfg) == "table" then
+    if type(cfg.class_name) ~= "string" then
+      fail("%s: opts.model_config is not a Keras model config (no class_name)", path)
+    end
+    return cfg
+  end
+  if cfg ~= nil then fail("%s: opts.model_config must be a table or JSON text", path) end
+  if opts.base ~= nil then
+    if type(opts.base) ~= "string" then fail("%s: opts.base must be a path", path) end
+    return config_of(opts.base)
+  end
+  return nil
+end
+
+-- The base's Keras version when it is of the major version `major`.
+local function version_of(info, major)
+  local v = info and info.keras_version
+  if type(v) == "string" and v:match("^(%d+)%.") == major then return v end
+  return nil
+end
+
+-- The layers of a Sequential or Functional config in model order, each
+-- { name, class (snake case), config, obj (Keras 3 object name: the
+-- snake-cased class, de-duplicated with _1, _2, ... over all layers) }.
+local function model_layers(path, cfg)
+  local layers = type(cfg.config) == "table" and cfg.config.layers
+  if type(layers) ~= "table" then
+    fail("%s: model config %s has no config.layers (only Sequential and Functional "
+      .. "models can be written whole)", path, cfg.class_name)
+  end
+  local out, seen = {}, {}
+  for _, l in ipairs(layers) do
+    if type(l) ~= "table" or type(l.class_name) ~= "string" or type(l.config) ~= "table" then
+      fail("%s: model config: a layer without class_name and config", path)
+    end
+    local base = snake(l.class_name)
+    local n = seen[base]
+    seen[base] = (n or 0) + 1
+    out[#out + 1] = { name = l.config.name, class = base, class_name = l.class_name,
+      config = l.config, obj = n and (base .. "_" .. n) or base }
+  end
+  return out
+end
+
+-- Which tensors belong to each layer, in the layer's variable order: a
+-- tensor "<layer name>/<variable>" (or "<object name>/<variable>", as graft
+-- reads a .keras), variables ordered as the layer class creates them when
+-- graft knows the class, else as given. Every tensor must find its layer.
+local function assign(path, layers, names)
+  local byname, byobj = {}, {}
+  for _, l in ipairs(layers) do
+    l.tensors = {}
+    if type(l.name) == "string" then byname[l.name] = byname[l.name] or l end
+    byobj[l.obj] = byobj[l.obj] or l
+  end
+  local var = {}
+  for _, n in ipairs(names) do
+    local lname, v = n:match("^(.+)/([^/]+)$")
+    local l = lname and (byname[lname] or byobj[lname])
+    if not l then
+      fail("%s: %s: no layer of the model config is named %q (name tensors "
+        .. "\"<layer>/<variable>\")", path, n, lname or n)
+    end
+    var[n] = v
+    l.tensors[#l.tensors + 1] = n
+  end
+  for _, l in ipairs(layers) do
+    local order = VARS[l.class]
+    if order and #l.tensors > 1 then
+      local rank = {}
+      for i, v in ipairs(order) do rank[v] = i end
+      for i, n in ipairs(l.tensors) do rank[n] = (rank[var[n]] or #order + 1) * 1e6 + i end
+      table.sort(l.tensors, function(a, b) return rank[a] < rank[b] end)
+    end
+  end
+end
+
+-- Layers whose Keras 3 variables live in sub-objects (layers/lstm/cell/vars,
+-- wrapped layers, nested models): not laid out from a flat config.
+local NESTED3 = { lstm = true, gru = true, simple_rnn = true, rnn = true, bidirectional = true,
+  time_distributed = true, sequential = true, functional = true, model = true }
+
+-- A Keras 3 source description (as read3 makes) for layout3: the model's
+-- vars group, then one object per layer with tensors.
+local function objects3(path, layers, cfg)
+  local objs = { { path = "", name = cfg.config.name ~= json.null and cfg.config.name or nil,
+    names = {} } }
+  for _, l in ipairs(layers) do
+    if #l.tensors > 0 and NESTED3[l.class] then
+      fail("%s: %s: layer %q (%s) keeps its variables in sub-objects; graft writes "
+        .. ".keras archives only for layers that own their variables", path, l.tensors[1],
+        tostring(l.name), l.class_name)
+    end
+    if #l.tensors > 0 then
+      objs[#objs + 1] = { path = "layers/" .. l.obj, name = l.name, names = l.tensors }
+    end
+  end
+  return { format = "keras3", objects = objs }
+end
+
+-- A .keras archive: metadata.json, config.json, model.weights.h5 (stored,
+-- in that order, as Keras writes them). The weights go through the HDF5
+-- writer into a temporary file beside the target first.
+function keras.save_zip(path, tensors, names, opts, ctx)
+  local src = ctx.source_meta
+  local cfg, info = save_config(path, opts, src)
+  if not cfg and src and src.format == "keras3" and type(src.config_json) == "string" then
+    cfg = decode_config(path, "the source's config.json", src.config_json)
+  end
+  if not cfg then
+    fail("%s: a .keras archive needs a model config: opts.model_config or opts.base "
+      .. "(a .keras, a full-model .h5 or a model.to_json() file)", path)
+  end
+  local layers = model_layers(path, cfg)
+  assign(path, layers, names)
+  local layout, order = keras.layout3(path, tensors, names, {}, objects3(path, layers, cfg))
+  local md = src and src.format == "keras3" and type(src.metadata) == "table" and src.metadata or {}
+  local metadata = string.format('{"keras_version": %s, "date_saved": %s}',
+    json.encode(opts.keras_version or version_of(info, "3") or md.keras_version or KERAS3_VERSION),
+    json.encode(opts.date_saved or os.date("%Y-%m-%d@%H:%M:%S")))
+  local tmp = path .. ".graft-weights.h5"
+  local ok, err = pcall(function()
+    ctx.write(tmp, "hdf5", order, tensors,
+      { layout = json.encode(layout), progress = ctx.progress(path) })
+    core.zip_write(path, {
+      { name = "metadata.json", data = metadata },
+      { name = "config.json", data = json.encode(cfg) },
+      { name = "model.weights.h5", file = tmp },
+    })
+  end)
+  os.remove(tmp)
+  if not ok then error(err, 0) end
+end
+
+-- Keras 2 full model (tf-keras model.save to .h5): root attributes
+-- model_config (JSON, vlen ASCII), keras_version and backend (vlen UTF-8),
+-- training_config only when given; the save_weights layout under
+-- model_weights (layer_names as model.layers: a Sequential's InputLayer is
+-- not listed).
+local function layout_full2(path, tensors, names, opts, cfg, info)
+  local layers = model_layers(path, cfg)
+  assign(path, layers, names)
+  local src = { format = "keras", layers = {}, strings = "vlen", top_level = true }
+  for _, l in ipairs(layers) do
+    if not (cfg.class_name == "Sequential" and l.class_name == "InputLayer") then
+      local wn = {}
+      for i, n in ipairs(l.tensors) do wn[i] = l.name .. "/" .. n:match("([^/]+)$") .. ":0" end
+      src.layers[#src.layers + 1] = { name = l.name, listed = true, weights = l.tensors,
+        weight_names = wn }
+    end
+  end
+  local version = opts.keras_version or version_of(info, "2") or KERAS2_VERSION
+  local backend = opts.backend or (info and type(info.backend) == "string" and info.backend)
+    or "tensorflow"
+  local layout, order = keras.layout2(path, tensors, names,
+    { keras_version = version, backend = backend }, src)
+  for _, g in ipairs(layout.groups) do
+    g.path = g.path == "/" and "model_weights" or "model_weights/" .. g.path
+  end
+  for _, d in ipairs(layout.datasets) do d.path = "model_weights/" .. d.path end
+  local model_config = { class_name = cfg.class_name, config = cfg.config }
+  local root = {
+    { "backend", "vlen-utf8", backend },
+    { "keras_version", "vlen-utf8", version },
+    { "model_config", "vlen-ascii", json.encode(model_config) },
+  }
+  local tc = opts.training_config
+  if tc ~= nil then
+    if type(tc) == "table" then tc = json.encode(tc) end
+    if type(tc) ~= "string" then fail("%s: opts.training_config must be a table or JSON text", path) end
+    root[#root + 1] = { "training_config", "vlen-ascii", tc }
+  end
+  table.insert(layout.groups, 1, { path = "/", attrs = root })
+  return layout, order
+end
+
+-- ------------------------------------------------------------- registry
 
 -- A .keras zip holds model.weights.h5 or config.json (asked before torch
 -- and numpy look at a zip). Whether an HDF5 file is a Keras one is decided
@@ -667,6 +925,18 @@ end
 -- Write through the C HDF5 writer with the layout it takes.
 function keras.save(path, tensors, names, opts, ctx)
   local format = ctx.format
+  if format == "keras_zip" then return keras.save_zip(path, tensors, names, opts, ctx) end
+  if format == "keras" then
+    local cfg, info = save_config(path, opts, ctx.source_meta)
+    if cfg then
+      local layout, order = layout_full2(path, tensors, names, opts, cfg, info)
+      return ctx.write(path, "hdf5", order, tensors,
+        { layout = json.encode(layout), progress = ctx.progress(path) })
+    end
+    if opts.training_config ~= nil then
+      fail("%s: opts.training_config needs a model config (opts.model_config or opts.base)", path)
+    end
+  end
   local f = format == "keras" and keras.layout2 or format == "keras3" and keras.layout3
     or keras.layout_hdf5
   local layout, order = f(path, tensors, names, opts, ctx.source_meta)
