@@ -26,6 +26,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "io/sha256.h"
 #include "io/fileout.h"
 #include "io/zipmap.h"
 #include "formats/format.h"
@@ -422,6 +423,47 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* sha256(bytes) -> lower-case hex digest (io/sha256.c). */
+static int l_sha256(lua_State *L) {
+  size_t n;
+  const char *p = luaL_checklstring(L, 1, &n);
+  gt_sha256 s;
+  unsigned char d[32];
+  char hex[65];
+  gt_sha256_init(&s);
+  gt_sha256_update(&s, p, n);
+  gt_sha256_final(&s, d);
+  gt_sha256_hex(d, hex);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+/* The progress function at stack index 2, called through lua_pcall so a
+ * Lua error cannot jump over the C reader (its errors are dropped). */
+static void sha_progress(uint64_t done, uint64_t total, void *ud) {
+  lua_State *L = ud;
+  lua_pushvalue(L, 2);
+  lua_pushinteger(L, (lua_Integer)done);
+  lua_pushinteger(L, (lua_Integer)total);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* sha256_file(path [, progress(done, total)]) -> hex digest, the file read
+ * in 1 MiB chunks. */
+static int l_sha256_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int has_progress = !lua_isnoneornil(L, 2);
+  if (has_progress) luaL_checktype(L, 2, LUA_TFUNCTION);
+  unsigned char d[32];
+  char hex[65];
+  gt_err e;
+  if (gt_sha256_file(path, d, has_progress ? sha_progress : NULL, L, &e) != GT_OK)
+    return lg_raise(L, path, &e);
+  gt_sha256_hex(d, hex);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 static void push_json(lua_State *L, const cJSON *j, int depth) {
   if (depth > 200) luaL_error(L, "graft: JSON nested too deep");
   luaL_checkstack(L, 4, "JSON nested too deep");
@@ -530,6 +572,7 @@ static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
   {"formats", l_formats}, {"zip_names", l_zip_names},
   {"tfgraph_patch", l_tfgraph_patch},
-  {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
+  {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode},
+  {"sha256", l_sha256}, {"sha256_file", l_sha256_file}, {NULL, NULL}};
 
 void lg_io_init(lua_State *L) { luaL_setfuncs(L, funcs, 0); }
