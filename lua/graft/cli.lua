@@ -172,11 +172,12 @@ local function shape_str(t)
   return "{" .. table.concat(t.shape, ",") .. "}"
 end
 
--- A file's metadata as strings, or nil: safetensors __metadata__, GGUF kv
--- (scalars), whatever the format's meta.metadata holds.
+-- A file's metadata (scalar values only), or nil: safetensors
+-- __metadata__, GGUF kv, HDF5 / Keras root attributes.
 local function file_metadata(m)
   local meta = graft.meta(m)
-  local md = meta.metadata or meta.__metadata__ or meta.attrs
+  local h5 = meta.hdf5 or meta
+  local md = meta.metadata or meta.__metadata__ or (type(h5.attrs) == "table" and h5.attrs["/"])
   if type(md) ~= "table" then return nil end
   local out, any = {}, false
   for k, v in pairs(md) do
@@ -220,7 +221,12 @@ function cli.ls(pos, opt, out)
     for k in pairs(md) do keys[#keys + 1] = k end
     table.sort(keys)
     out:write("metadata:\n")
-    for _, k in ipairs(keys) do out:write("  ", k, " = ", tostring(md[k]), "\n") end
+    for _, k in ipairs(keys) do
+      -- one line each: newlines escaped, long values (a model config) cut
+      local v = tostring(md[k]):gsub("\n", "\\n")
+      if #v > 160 then v = v:sub(1, 160) .. string.format("... (%d bytes; --json has it all)", #v) end
+      out:write("  ", k, " = ", v, "\n")
+    end
   end
   return 0
 end

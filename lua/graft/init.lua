@@ -77,11 +77,12 @@ end
 local keeps_provenance = { safetensors = true, gguf = true }
 
 -- opts with opts.provenance folded into opts.metadata (user keys win) for
--- formats that keep it; other formats record nothing.
+-- formats that keep it, and the provenance (or nil) for a format module to
+-- record its own way (ctx.provenance: HDF5 root attributes).
 local function with_provenance(path, f, opts)
   local p = opts.provenance
   if p == nil then p = provenance.default() end
-  if p == nil then return opts end
+  if p == nil then return opts, nil end
   if p ~= false and type(p) ~= "table" then
     fail("save %s: opts.provenance must be a table or false", path)
   end
@@ -91,7 +92,7 @@ local function with_provenance(path, f, opts)
   if p and keeps_provenance[f.name] and (opts.metadata == nil or opts.metadata[1] == nil) then
     out.metadata = provenance.merge(opts.metadata, p)
   end
-  return out
+  return out, p or nil
 end
 
 function graft.save(path, tensors, opts)
@@ -103,12 +104,14 @@ function graft.save(path, tensors, opts)
   if not f.write then
     fail("save %s: format %s cannot be written (writable: %s)", path, f.name, writable())
   end
-  opts = with_provenance(path, f, opts)
+  local prov
+  opts, prov = with_provenance(path, f, opts)
   local ctx = { format = f.name, source_meta = model.meta(tensors), write = core.write,
                 write_file = core.write_file, names = model.names,
                 ordered_names = model.ordered_names, cast = model.cast,
                 is_tensor = core.is_tensor, open = graft.open, meta = model.meta,
-                progress = function(p) return progress.fn(opts, p) end }
+                progress = function(p) return progress.fn(opts, p) end,
+                provenance = prov }
   if f.nested and type(tensors) == "table" then
     return f.family.save(path, tensors, nil, opts, ctx)
   end
