@@ -357,6 +357,39 @@ print(json.dumps(out))
     assert.are.equal("keras", graft.meta(graft.open(dir .. "/o.h5")).format)
   end)
 
+  it("a torch archive carries it as a member torch.load ignores (weights_only, 1.13 and 2.x)", function()
+    local dir = H.tmpdir()
+    local src = dir .. "/src.safetensors"
+    graft.save(src, { w = graft.tensor({ { 1, 2 }, { 3, 4 } }, "float32"),
+                      b = graft.tensor({ 0.5, -1 }, "float32") })
+    local v, code, err = jrun("convert", src, dir .. "/o.pt", "--json")
+    assert.are.equal(0, code, err)
+    check(SCHEMA.provenance, v.provenance)
+    local LOAD = [==[
+import sys, json, zipfile, torch
+p = sys.argv[1]
+sd = torch.load(p, weights_only=True)
+z = zipfile.ZipFile(p)
+member = [n for n in z.namelist() if n.endswith("/graft_provenance.json")]
+print(json.dumps({"torch": torch.__version__, "names": sorted(sd.keys()),
+                  "w": sd["w"].tolist(), "members": member,
+                  "provenance": json.loads(z.read(member[0]))}))
+]==]
+    for _, out in ipairs({ H.py(LOAD, dir .. "/o.pt"), H.oracle(LOAD, dir .. "/o.pt") }) do
+      local r = json.decode(out)
+      assert.are.same({ "b", "w" }, r.names)
+      assert.are.same({ { 1, 2 }, { 3, 4 } }, r.w)
+      assert.are.same({ "o/graft_provenance.json" }, r.members)
+      assert.are.same(v.provenance, r.provenance, r.torch)
+    end
+    -- graft still reads its own output; the API writes no member unless asked
+    assert.are.same({ "b", "w" }, graft.names(graft.open(dir .. "/o.pt")))
+    graft.save(dir .. "/plain.pt", graft.open(src))
+    for _, n in ipairs(core.zip_names(dir .. "/plain.pt")) do
+      assert.falsy(n:find("graft_provenance", 1, true), n)
+    end
+  end)
+
   it("a user's own metadata wins over a provenance key", function()
     local dir = H.tmpdir()
     local p = graft.provenance.make({})

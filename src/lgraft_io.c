@@ -5,6 +5,8 @@
  *   names: the list of names to write, in order; tensors: name -> tensor.
  *   opts (a table, every key optional):
  *     progress  function(done_bytes, total_bytes), called while writing;
+ *     provenance JSON text a writer without a metadata field stores its own
+ *               way (gt_save.provenance: torch, a zip member);
  *     and the one typed input the format's writer takes (formats/format.h):
  *     metadata  (safetensors) table of string -> string, the __metadata__;
  *     tree      (torch) the object to pickle: a tensor, number, string,
@@ -304,7 +306,8 @@ static int write_input(lua_State *L, int opts, const gt_format *f,
   while (lua_next(L, opts)) {
     lua_pop(L, 1);
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (!k || (strcmp(k, "progress") != 0 && !(want && strcmp(k, want) == 0))) {
+    if (!k || (strcmp(k, "progress") != 0 && strcmp(k, "provenance") != 0 &&
+               !(want && strcmp(k, want) == 0))) {
       gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
       lua_pop(L, 1);
       return GT_ERR;
@@ -355,7 +358,10 @@ static int l_write(lua_State *L) {
   b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &b->entries[i - 1]);
   lg_progress pc = {L, 6};
-  gt_save s = {b->entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {b->entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
+  if (!lua_isnil(L, 5) && lua_getfield(L, 5, "provenance") == LUA_TSTRING)
+    s.provenance = lua_tolstring(L, -1, &s.provenance_len); /* stays on the stack */
+  else lua_pushnil(L);
   gt_write_input in;
   if (write_input(L, 5, f, &s, b, &in, &e) != GT_OK) return lg_raise(L, path, &e);
   if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
@@ -376,7 +382,7 @@ static int l_tfgraph_patch(lua_State *L) {
   gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &entries[i - 1]);
   lg_progress pc = {L, 5};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
   gt_storage *file = gt_storage_map(base, &e);
   if (!file) return lg_raise(L, base, &e);
   int rc = gt_tfgraph_patch(path, file, &s, &e);
