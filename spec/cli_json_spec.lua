@@ -266,6 +266,17 @@ describe("graft exit codes and option errors", function()
     assert.are.same({ "a.npz", "b.npz", "same.npz" }, H.ls(dir))
     _, err, code = run("diff", dir .. "/a.npz", dir .. "/b.npz", "--atol", "abc")
     usage_error(err, code, "--atol needs a number", '"abc"')
+    _, err, code = run("diff", dir .. "/a.npz", dir .. "/b.npz", "--atol", "-1")
+    usage_error(err, code, "--atol needs a number >= 0")
+    -- an option's value equal to a positional is still the option's
+    local v
+    v, code = jrun("diff", dir .. "/a.npz", dir .. "/same.npz", "--atol", "0", "--json")
+    assert.are.equal(0, code)
+    v, code = jrun("convert", dir .. "/a.npz", "--dtype", "float16", dir .. "/h.npz", "--json",
+      "--no-provenance")
+    assert.are.equal(0, code)
+    assert.are.equal("float16", graft.open(dir .. "/h.npz").w.dtype)
+    assert.are.equal(dir .. "/h.npz", v.output)
     _, err, code = run("ls", dir .. "/a.npz", "--jsn")
     usage_error(err, code, "unknown option --jsn", "did you mean --json?")
     _, err, code = run("ls", dir .. "/a.npz", "--json=yes")
