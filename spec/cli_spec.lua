@@ -45,9 +45,13 @@ end
 -- `graft ls` text: one row per tensor, then the totals line.
 local function parse_ls(out)
   local rows, total = {}, nil
+  local in_meta = false
   for _, l in ipairs(lines(out)) do
     local n, count, size, fmt = l:match("^((%d+) tensors?, (.-) %((%w+)%))$")
-    if n then
+    -- after the totals line, the file's metadata: "metadata:", then "  key = value"
+    if total and l == "metadata:" then in_meta = true
+    elseif in_meta then assert(l:find("^  %S+ = "), "unexpected metadata line: " .. l)
+    elseif n then
       total = { count = tonumber(count), size = size, format = fmt }
     else
       local name, dtype, shape, bytes = l:match("^(%S+)%s+(%S+)%s+({[%d,]*})%s+(%d.-)$")
@@ -545,7 +549,7 @@ describe("graft errors", function()
 
   it("a missing file names the file", function()
     for _, cmd in ipairs({ "ls", "show" }) do
-      local out, err, code = run(cmd, "/nonexistent/model.safetensors", "x")
+      local out, err, code = run(cmd, "/nonexistent/model.safetensors", cmd == "show" and "x" or nil)
       assert.are.equal("", out)
       assert_clean_error(err, code, "/nonexistent/model.safetensors", "No such file")
     end

@@ -74,11 +74,11 @@ describe("options", function()
     local t = { w = graft.tensor({ 1, 2 }) }
     local err = H.raises(function() graft.save(dir .. "/x.pt", t, { max_shard_size = "1GB" }) end)
     assert.are.equal("graft: save " .. dir .. '/x.pt: option "max_shard_size" is not accepted by '
-      .. "format torch (accepted: dtype, format, order, progress); formats that take it: safetensors",
+      .. "format torch (accepted: dtype, format, order, progress, provenance); formats that take it: safetensors",
       err)
     err = H.raises(function() graft.save(dir .. "/x.npz", t, { metadata = { a = "b" } }) end)
     assert.are.equal("graft: save " .. dir .. '/x.npz: option "metadata" is not accepted by '
-      .. "format npz (accepted: compress, dtype, format, order, progress); formats that take it: "
+      .. "format npz (accepted: compress, dtype, format, order, progress, provenance); formats that take it: "
       .. "safetensors, gguf", err)
     graft.save(dir .. "/x.safetensors", t)
     err = H.raises(function() graft.open(dir .. "/x.safetensors", { select = "model" }) end)
@@ -93,7 +93,7 @@ describe("options", function()
     local err = H.raises(function() graft.save(dir .. "/x.safetensors", t, { dtyp = "float16" }) end)
     assert.are.equal("graft: save " .. dir .. '/x.safetensors: option "dtyp" is not accepted by '
       .. 'format safetensors; did you mean "dtype"? (accepted: dtype, format, max_shard_size, '
-      .. "metadata, order, progress)", err)
+      .. "metadata, order, progress, provenance)", err)
     err = H.raises(function() graft.save(dir .. "/x.safetensors", t, { max_shard_sise = 10 }) end)
     assert.truthy(err:find('did you mean "max_shard_size"?', 1, true), err)
     err = H.raises(function() graft.save(dir .. "/x.npz", t, { compres = true }) end)

@@ -51,21 +51,25 @@ describe("graft.formats()", function()
       return out
     end
     assert.are.same({ "format", "select", "strip" }, keys(f.torch.open_options))
-    assert.are.same({ "dtype", "format", "order", "progress" }, keys(f.torch.save_options))
-    assert.are.same({ "dtype", "format", "max_shard_size", "metadata", "order", "progress" },
-      keys(f.safetensors.save_options))
-    assert.are.same({ "compress", "dtype", "format", "order", "progress" }, keys(f.npz.save_options))
+    assert.are.same({ "dtype", "format", "order", "progress", "provenance" },
+      keys(f.torch.save_options))
+    assert.are.same({ "dtype", "format", "max_shard_size", "metadata", "order", "progress",
+      "provenance" }, keys(f.safetensors.save_options))
+    assert.are.same({ "compress", "dtype", "format", "order", "progress", "provenance" },
+      keys(f.npz.save_options))
     assert.are.same({ "checkpoint_state", "dtype", "format", "num_shards", "order", "progress",
-      "shards" }, keys(f.tf.save_options))
-    assert.are.same({ "base", "dtype", "format", "order", "progress" }, keys(f.graphdef.save_options))
+      "provenance", "shards" }, keys(f.tf.save_options))
+    assert.are.same({ "base", "dtype", "format", "order", "progress", "provenance" },
+      keys(f.graphdef.save_options))
     assert.are.same({ "backend", "base", "dtype", "format", "keras_version", "layer_names",
-      "model_config", "order", "progress", "regroup", "strings", "top_level_model_weights",
-      "training_config" }, keys(f.keras.save_options))
-    assert.are.same({ "dtype", "format", "model_name", "order", "progress", "regroup" },
+      "model_config", "order", "progress", "provenance", "regroup", "strings",
+      "top_level_model_weights", "training_config" }, keys(f.keras.save_options))
+    assert.are.same({ "dtype", "format", "model_name", "order", "progress", "provenance", "regroup" },
       keys(f.keras3.save_options))
-    assert.are.same({ "dtype", "format", "order", "plain", "progress" }, keys(f.hdf5.save_options))
+    assert.are.same({ "dtype", "format", "order", "plain", "progress", "provenance" },
+      keys(f.hdf5.save_options))
     assert.are.same({ "base", "date_saved", "dtype", "format", "keras_version", "model_config",
-      "order", "progress" }, keys(f.keras_zip.save_options))
+      "order", "progress", "provenance" }, keys(f.keras_zip.save_options))
     -- formats that are not written take no save options
     assert.are.same({}, keys(f.pickle.save_options))
     assert.are.same({ "format" }, keys(f.keras_zip.open_options))

@@ -125,7 +125,7 @@ static int l_gguf_write(lua_State *L) {
   }
   if (!(b->kv = from_lua(L, 4, 0, &e))) return lg_raise(L, path, &e);
   lg_progress pc = {L, 7};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
   if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK ||
       gt_gguf_write(path, &s, b->kv, types, (uint32_t)align, &e) != GT_OK)
     return lg_raise(L, path, &e);

@@ -5,6 +5,8 @@
  *   names: the list of names to write, in order; tensors: name -> tensor.
  *   opts (a table, every key optional):
  *     progress  function(done_bytes, total_bytes), called while writing;
+ *     provenance JSON text a writer without a metadata field stores its own
+ *               way (gt_save.provenance: torch, a zip member);
  *     and the one typed input the format's writer takes (formats/format.h):
  *     metadata  (safetensors) table of string -> string, the __metadata__;
  *     tree      (torch) the object to pickle: a tensor, number, string,
@@ -27,6 +29,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "io/sha256.h"
 #include "io/fileout.h"
 #include "io/sandbox.h"
 #include "io/zipmap.h"
@@ -306,7 +309,8 @@ static int write_input(lua_State *L, int opts, const gt_format *f,
   while (lua_next(L, opts)) {
     lua_pop(L, 1);
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (!k || (strcmp(k, "progress") != 0 && !(want && strcmp(k, want) == 0))) {
+    if (!k || (strcmp(k, "progress") != 0 && strcmp(k, "provenance") != 0 &&
+               !(want && strcmp(k, want) == 0))) {
       gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
       lua_pop(L, 1);
       return GT_ERR;
@@ -357,7 +361,10 @@ static int l_write(lua_State *L) {
   b->entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &b->entries[i - 1]);
   lg_progress pc = {L, 6};
-  gt_save s = {b->entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {b->entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
+  if (!lua_isnil(L, 5) && lua_getfield(L, 5, "provenance") == LUA_TSTRING)
+    s.provenance = lua_tolstring(L, -1, &s.provenance_len); /* stays on the stack */
+  else lua_pushnil(L);
   gt_write_input in;
   if (write_input(L, 5, f, &s, b, &in, &e) != GT_OK) return lg_raise(L, path, &e);
   if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
@@ -378,7 +385,7 @@ static int l_tfgraph_patch(lua_State *L) {
   gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
   for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &entries[i - 1]);
   lg_progress pc = {L, 5};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
   gt_storage *file = gt_storage_map(base, &e);
   if (!file) return lg_raise(L, base, &e);
   int rc = gt_tfgraph_patch(path, file, &s, &e);
@@ -452,6 +459,47 @@ static int l_maxrss(lua_State *L) {
 
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* sha256(bytes) -> lower-case hex digest (io/sha256.c). */
+static int l_sha256(lua_State *L) {
+  size_t n;
+  const char *p = luaL_checklstring(L, 1, &n);
+  gt_sha256 s;
+  unsigned char d[32];
+  char hex[65];
+  gt_sha256_init(&s);
+  gt_sha256_update(&s, p, n);
+  gt_sha256_final(&s, d);
+  gt_sha256_hex(d, hex);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+/* The progress function at stack index 2, called through lua_pcall so a
+ * Lua error cannot jump over the C reader (its errors are dropped). */
+static void sha_progress(uint64_t done, uint64_t total, void *ud) {
+  lua_State *L = ud;
+  lua_pushvalue(L, 2);
+  lua_pushinteger(L, (lua_Integer)done);
+  lua_pushinteger(L, (lua_Integer)total);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* sha256_file(path [, progress(done, total)]) -> hex digest, the file read
+ * in 1 MiB chunks. */
+static int l_sha256_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int has_progress = !lua_isnoneornil(L, 2);
+  if (has_progress) luaL_checktype(L, 2, LUA_TFUNCTION);
+  unsigned char d[32];
+  char hex[65];
+  gt_err e;
+  if (gt_sha256_file(path, d, has_progress ? sha_progress : NULL, L, &e) != GT_OK)
+    return lg_raise(L, path, &e);
+  gt_sha256_hex(d, hex);
+  lua_pushstring(L, hex);
   return 1;
 }
 
@@ -576,7 +624,8 @@ static const luaL_Reg funcs[] = {
   {"zip_write", l_zip_write},
   {"formats", l_formats}, {"zip_names", l_zip_names},
   {"tfgraph_patch", l_tfgraph_patch},
-  {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode}, {NULL, NULL}};
+  {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode},
+  {"sha256", l_sha256}, {"sha256_file", l_sha256_file}, {NULL, NULL}};
 
 /* testing.sandbox_fault(kind): the next sandboxed children (libhdf5's
  * walk and reads) crash (1), hang (2) or allocate without bound (3) before

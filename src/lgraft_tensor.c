@@ -528,6 +528,24 @@ static int t_max_abs_diff(lua_State *L) {
   return 1;
 }
 
+/* diff(u) -> {equal, max_abs_diff, nan_mismatch} with NaN equal to NaN:
+ * max_abs_diff over positions where neither side is NaN, nan_mismatch the
+ * positions where exactly one is. Shapes must match. */
+static int t_diff(lua_State *L) {
+  gt_tensor *a = lg_check_tensor(L, 1), *b = lg_check_tensor(L, 2);
+  gt_cmp r;
+  gt_err e;
+  if (a->ndim != b->ndim ||
+      memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof a->shape[0]))
+    return luaL_error(L, "graft: diff: shapes differ");
+  if (gt_compare(a, b, 0.0, 0.0, &r, &e) != GT_OK) return lg_raise(L, NULL, &e);
+  lua_createtable(L, 0, 3);
+  lua_pushboolean(L, r.equal); lua_setfield(L, -2, "equal");
+  lua_pushnumber(L, r.maxdiff_num); lua_setfield(L, -2, "max_abs_diff");
+  lua_pushinteger(L, r.nan_mismatch); lua_setfield(L, -2, "nan_mismatch");
+  return 1;
+}
+
 /* stats() -> {min, max, mean, std, nan} over non-NaN values, in float64. */
 static int t_stats(lua_State *L) {
   gt_tensor *a = lg_check_tensor(L, 1);
@@ -863,7 +881,7 @@ static const luaL_Reg methods[] = {
   {"half", t_half}, {"float", t_float}, {"double", t_double},
   {"bfloat16", t_bf16}, {"bytes", t_bytes}, {"totable", t_totable},
   {"equal", t_equal}, {"allclose", t_allclose},
-  {"max_abs_diff", t_max_abs_diff}, {"stats", t_stats},
+  {"max_abs_diff", t_max_abs_diff}, {"diff", t_diff}, {"stats", t_stats},
   {"storage_id", t_storage_id},
   {"add", t_add}, {"sub", t_sub}, {"mul", t_mul}, {"div", t_div},
   {"neg", t_neg}, {"sqrt", t_sqrt}, {"rsqrt", t_rsqrt},

@@ -72,7 +72,7 @@ static int l_tf_write(lua_State *L) {
     }
   }
   lg_progress pc = {L, 6};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc};
+  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
   gt_tfbundle_opts o = {(int)ns, has_map ? shard_of : NULL};
   gt_err e;
   if (gt_tfbundle_write(prefix, &s, &o, &e) != GT_OK) return lg_raise(L, NULL, &e);

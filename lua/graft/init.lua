@@ -12,6 +12,7 @@ local progress = require "graft.progress"
 local map = require "graft.map"
 local check = require "graft.check"
 local util = require "graft.util"
+local provenance = require "graft.provenance"
 
 local fail = util.fail
 
@@ -38,6 +39,7 @@ graft.layouts = require "graft.layouts"
 graft.layout = graft.layouts.layout
 graft.map = map.map
 graft.check = check.check
+graft.provenance = provenance
 
 -- The registry: name, family, description, extensions, read, write, and
 -- every open and save option (common ones included) with a description.
@@ -57,6 +59,7 @@ function graft.open(path, opts)
   if opts.format ~= nil then f = registry.named("open", path, opts.format)
   else f = registry.get(graft.detect(path)) end
   options.check("open", path, f, opts, registry.taking("open"))
+  provenance.opened(path)
   local ctx = { format = f.name, auto = opts.format == nil, open = graft.open,
                 read = core.read, remember = model.remember, names = model.names,
                 meta = model.meta }
@@ -71,6 +74,29 @@ local function writable()
   return table.concat(out, ", ")
 end
 
+-- Formats whose `metadata` save option is a string -> string map where a
+-- provenance is recorded.
+local keeps_provenance = { safetensors = true, gguf = true }
+
+-- opts with opts.provenance folded into opts.metadata (user keys win) for
+-- formats that keep it, and the provenance (or nil) for a format module to
+-- record its own way (ctx.provenance: HDF5 root attributes).
+local function with_provenance(path, f, opts)
+  local p = opts.provenance
+  if p == nil then p = provenance.default() end
+  if p == nil then return opts, nil end
+  if p ~= false and type(p) ~= "table" then
+    fail("save %s: opts.provenance must be a table or false", path)
+  end
+  local out = {}
+  for k, v in pairs(opts) do out[k] = v end
+  out.provenance = nil
+  if p and keeps_provenance[f.name] and (opts.metadata == nil or opts.metadata[1] == nil) then
+    out.metadata = provenance.merge(opts.metadata, p)
+  end
+  return out, p or nil
+end
+
 function graft.save(path, tensors, opts)
   opts = opts or {}
   if type(path) ~= "string" then fail("save: path must be a string") end
@@ -80,11 +106,14 @@ function graft.save(path, tensors, opts)
   if not f.write then
     fail("save %s: format %s cannot be written (writable: %s)", path, f.name, writable())
   end
+  local prov
+  opts, prov = with_provenance(path, f, opts)
   local ctx = { format = f.name, source_meta = model.meta(tensors), write = core.write,
                 write_file = core.write_file, names = model.names,
                 ordered_names = model.ordered_names, cast = model.cast,
                 is_tensor = core.is_tensor, open = graft.open, meta = model.meta,
-                progress = function(p) return progress.fn(opts, p) end }
+                progress = function(p) return progress.fn(opts, p) end,
+                provenance = prov }
   if f.nested and type(tensors) == "table" then
     return f.family.save(path, tensors, nil, opts, ctx)
   end

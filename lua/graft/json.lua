@@ -11,6 +11,8 @@ json.decode = core.json_decode
 
 -- Marks a Lua table to be encoded as a JSON array even when empty.
 json.array_mt = { __jsontype = "array" }
+-- A value encoded as JSON null (a nil field is left out instead).
+json.null = setmetatable({}, { __name = "json.null" })
 
 -- JSON null where it must survive a round trip (Keras model configs:
 -- "batch_shape": [null, 4]).
@@ -99,7 +101,7 @@ end
 
 local function encode(v, indent, level)
   local tv = type(v)
-  if tv == "nil" then return "null" end
+  if tv == "nil" or v == json.null then return "null" end
   if tv == "boolean" then return tostring(v) end
   if tv == "number" then return encode_number(v) end
   if tv == "string" then return encode_string(v) end

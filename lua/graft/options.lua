@@ -19,6 +19,8 @@ M.common = {
     order = "list of names written first, in this order; the rest follow in graft.names order",
     progress = "true: a progress bar on stderr when it is a terminal; "
       .. "or a function(done_bytes, total_bytes)",
+    provenance = "a table from graft.provenance.make, recorded in the file metadata "
+      .. "under the user's own; false for none (default: none outside graft run)",
   },
 }
 

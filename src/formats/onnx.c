@@ -1568,7 +1568,7 @@ static int write_all(const char *path, const gt_storage *base, const pb_rec *g,
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < ps[i].nsegs; j++)
       if (ps[i].segs[j].kind == SEG_TENSOR) streamed[k++] = *ps[i].e;
-  gt_save prog = {streamed, k, s->progress, s->progress_ctx};
+  gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
   gt_out o;
   int rc = gt_out_open(&o, path, &prog, err);
   free(streamed);

@@ -42,6 +42,11 @@ typedef struct gt_save {
   size_t n;
   gt_progress_fn progress;     /* may be NULL */
   void *progress_ctx;
+  /* Provenance as JSON text (graft.version, sources, recipe), or NULL: a
+   * writer whose format has no metadata field but can carry a small extra
+   * part stores it (torch: the member <folder>/graft_provenance.json). */
+  const char *provenance;
+  size_t provenance_len;
 } gt_save;
 
 #endif

@@ -35,6 +35,7 @@ static int compare_ints(const gt_tensor *a, const gt_tensor *b, cmp_ctx *c,
       if (d > c->atol + c->rtol * fabs((double)y[i])) r->close = 0;
     }
     if (d > r->maxdiff) r->maxdiff = d;
+    if (d > r->maxdiff_num) r->maxdiff_num = d;
   }
   return GT_OK;
 }
@@ -55,6 +56,7 @@ static int compare_block(const gt_tensor *a, const gt_tensor *b, void *ctx,
     double d = fabs(x[i] - y[i]);
     if (!(x[i] == y[i])) r->equal = 0;
     if (isnan(x[i]) || isnan(y[i])) {
+      if (isnan(x[i]) != isnan(y[i])) r->nan_mismatch++;
       r->close = 0;
       r->maxdiff = NAN;
       continue;
@@ -62,6 +64,7 @@ static int compare_block(const gt_tensor *a, const gt_tensor *b, void *ctx,
     if (x[i] == y[i]) continue; /* also equal infinities */
     if (!(d <= c->atol + c->rtol * fabs(y[i]))) r->close = 0;
     if (d > r->maxdiff) r->maxdiff = d;
+    if (d > r->maxdiff_num) r->maxdiff_num = d;
   }
   return GT_OK;
 }
@@ -91,7 +94,7 @@ static int same_shape(const gt_tensor *a, const gt_tensor *b) {
 
 int gt_compare(const gt_tensor *a, const gt_tensor *b, double rtol,
                double atol, gt_cmp *out, gt_err *err) {
-  gt_cmp r = {1, 1, 0.0};
+  gt_cmp r = {1, 1, 0.0, 0, 0.0};
   *out = r;
   if (!same_shape(a, b) ||
       ((a->dtype == GT_STRING || b->dtype == GT_STRING) && a->dtype != b->dtype)) {

@@ -16,6 +16,11 @@ typedef struct gt_cmp {
   int equal;      /* every element equal (and same shape) */
   int close;      /* every element close (and same shape) */
   double maxdiff; /* largest |a - b| (NaN if any NaN); 0 for strings */
+  /* NaN taken equal to NaN (what `graft diff` reports): positions where
+   * exactly one side is NaN, and the largest |a - b| over positions where
+   * neither is. */
+  int64_t nan_mismatch;
+  double maxdiff_num;
 } gt_cmp;
 
 /* Tensors of different shapes (or a string and a non-string tensor) are

@@ -922,6 +922,26 @@ function keras.open(path, _, ctx)
   return remember(tensors, names, h5)
 end
 
+-- ctx.provenance (string -> string) as root attributes, each unless the
+-- root already has that attribute (the source's or the user's wins).
+local function add_provenance(layout, p)
+  if not p then return end
+  local root
+  for _, g in ipairs(layout.groups) do if g.path == "/" then root = g end end
+  if not root then
+    root = { path = "/" }
+    table.insert(layout.groups, 1, root)
+  end
+  root.attrs = root.attrs or {}
+  local have, keys = {}, {}
+  for _, a in ipairs(root.attrs) do have[a[1]] = true end
+  for k in pairs(p) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not have[k] then root.attrs[#root.attrs + 1] = { k, "vlen-utf8", p[k] } end
+  end
+end
+
 -- Write through the C HDF5 writer with the layout it takes.
 function keras.save(path, tensors, names, opts, ctx)
   local format = ctx.format
@@ -940,6 +960,7 @@ function keras.save(path, tensors, names, opts, ctx)
   local f = format == "keras" and keras.layout2 or format == "keras3" and keras.layout3
     or keras.layout_hdf5
   local layout, order = f(path, tensors, names, opts, ctx.source_meta)
+  add_provenance(layout, ctx.provenance)
   ctx.write(path, "hdf5", order, tensors,
     { layout = json.encode(layout), progress = ctx.progress(path) })
 end

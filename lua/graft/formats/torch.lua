@@ -9,6 +9,7 @@
 -- Lua table into the object torch.save would have pickled.
 
 local util = require "graft.util"
+local json = require "graft.json"
 
 local fail = util.fail
 
@@ -248,7 +249,8 @@ function M.save(path, tensors, _, opts, ctx)
   local tree = node(tensors, "", 0, opts)
   -- An empty table is an empty state dict (an OrderedDict), not a dict.
   if next(tensors) == nil then tree = nil end
-  ctx.write(path, "torch", names, flat, { tree = tree, progress = ctx.progress(path) })
+  ctx.write(path, "torch", names, flat, { tree = tree, progress = ctx.progress(path),
+    provenance = ctx.provenance and json.encode(ctx.provenance) or nil })
 end
 
 return M

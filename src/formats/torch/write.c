@@ -505,6 +505,13 @@ static int write_archive(tw *w, gt_out *o, const char *folder, gt_err *err) {
     if (write_record(&z, o, folder, &w->recs[w->order[k]], k, buf, err) !=
         GT_OK)
       goto done;
+  /* torch.load reads members by name and ignores others (1.13 and 2.x,
+   * weights_only too): provenance rides along as one more stored member. */
+  if (w->s->provenance) {
+    snprintf(name, sizeof name, "%s/graft_provenance.json", folder);
+    if (gt_zipw_add(&z, name, w->s->provenance, w->s->provenance_len, err) != GT_OK)
+      goto done;
+  }
   snprintf(name, sizeof name, "%s/version", folder);
   if (gt_zipw_add(&z, name, "3\n", 2, err) != GT_OK) goto done;
   rc = gt_zipw_finish(&z, err);
