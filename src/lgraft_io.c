@@ -32,7 +32,25 @@
 #include "formats/tf/graph.h"
 #include "lgraft.h"
 
+/* Pushes v as Lua values. With take, each child is freed (and its slot
+ * cleared) as soon as it is converted, so a big metadata tree and its Lua
+ * copy do not both sit in memory at their full size; v itself stays with
+ * its owner, which frees what is left even if Lua raises midway. */
+static void push_value(lua_State *L, gt_value *v, int tensors, int take);
+
+static void push_child(lua_State *L, gt_value **slot, int tensors, int take) {
+  push_value(L, *slot, tensors, take);
+  if (take) {
+    gt_value_free(*slot);
+    *slot = NULL;
+  }
+}
+
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
+  push_value(L, (gt_value *)v, tensors, 0);   /* not modified: take == 0 */
+}
+
+static void push_value(lua_State *L, gt_value *v, int tensors, int take) {
   luaL_checkstack(L, 6, "metadata nested too deep");
   if (!v) {
     lua_pushnil(L);
@@ -51,19 +69,19 @@ void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
   case GT_V_LIST:
     lua_createtable(L, (int)v->n, 0);
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     break;
   case GT_V_MAP:
     lua_createtable(L, 0, (int)v->n);
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->keys[i], tensors);
+      push_child(L, &v->keys[i], tensors, take);
       if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         continue;
       }
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawset(L, -3);
     }
     break;
@@ -72,7 +90,7 @@ void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
     lua_pushlstring(L, v->str ? v->str : "", v->str ? v->len : 0);
     lua_setfield(L, -2, "__object");
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     break;
@@ -142,7 +160,16 @@ static int l_read(lua_State *L) {
     lua_pushstring(L, en->name);
     lua_rawseti(L, names, (lua_Integer)i + 1);
   }
-  if (m->meta) lg_push_value(L, m->meta, list);
+  /* The handles own the tensors now: drop the list (~0.5 KB an entry)
+   * before the metadata becomes Lua tables, so the two never peak
+   * together on a big index. */
+  gt_value *meta = m->meta;
+  const char *fmt = m->format;
+  m->meta = NULL;
+  gt_model_free(m);
+  m->meta = meta;
+  m->format = fmt;
+  if (m->meta) push_value(L, m->meta, list, 1);
   else lua_newtable(L);
   lua_pushstring(L, m->format ? m->format : format);
   lua_setfield(L, -2, "format");
