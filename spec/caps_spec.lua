@@ -78,6 +78,33 @@ describe("memory caps", function()
     end
   end)
 
+  it("a repeat-last GraphDef Const of 10^9 floats from one value is capped on first use, naming the file", function()
+    local function varint(n)
+      local t = {}
+      repeat
+        local b = n % 128
+        n = n // 128
+        t[#t + 1] = string.char(n > 0 and b + 128 or b)
+      until n == 0
+      return table.concat(t)
+    end
+    local function len(num, payload) return varint(num * 8 + 2) .. varint(#payload) .. payload end
+    local function vint(num, v) return varint(num * 8) .. varint(v) end
+    -- NodeDef "w" (Const) whose TensorProto is float [10^6, 10^3] with one
+    -- float_val: TensorFlow repeats the last value over the whole shape.
+    local tensor = vint(1, 1) .. len(2, len(2, vint(1, 1000000)) .. len(2, vint(1, 1000)))
+      .. len(5, string.pack("<f", 1.5))
+    local node = len(1, len(1, "w") .. len(2, "Const") .. len(5, len(1, "value") .. len(2, len(8, tensor))))
+    local p = H.tmpdir() .. "/repeat.pb"
+    H.write(p, node)
+    core.testing.max_bytes(64 << 20)
+    local m = graft.open(p)
+    assert.same({ 1000000, 1000 }, m.w.shape)
+    says(H.raises(function() return m.w:narrow(1, 1, 1):contiguous() end),
+      p, "4000000000", "GRAFT_MAX_BYTES")
+    says(H.raises(function() return m.w:bytes() end), p, "1000000x1000", "GRAFT_MAX_BYTES")
+  end)
+
   it("GRAFT_MAX_BYTES is read from the environment, with K/M/G suffixes", function()
     local code = 'local g = require "graft"; local c = require "graft.core"; '
       .. 'print(c.testing.max_bytes()); '

@@ -183,6 +183,10 @@ int gt_storage_ready(gt_storage *s, gt_err *err) {
       s->data = NULL;
       s->owns_data = 0;
     }
+    /* Name the file the bytes come from unless the loader did. */
+    const char *path = gt_storage_origin(s);
+    if (path && err && !strstr(err->msg, path))
+      gt_wrap(err, "%.300s", path);
     return GT_ERR;
   }
   s->load = NULL;
