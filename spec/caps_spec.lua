@@ -154,7 +154,8 @@ describe("memory caps", function()
     local per = tonumber(rss) / N
     print(string.format("\ntf index: %d entries, %.0f bytes of peak RSS each, opened in %.2f s",
       N, per, tonumber(secs)))
-    -- Measured at 8f3b1b5: ~3,190 bytes an entry; now ~2,900 (see docs/API.md).
-    assert.truthy(per < 3000, string.format("%.0f bytes an entry", per))
+    -- Measured at 8f3b1b5: ~3,190 bytes an entry; now ~2,400-2,500 (see
+    -- docs/API.md). The issue's target is 300: not reached yet.
+    assert.truthy(per < 2800, string.format("%.0f bytes an entry", per))
   end)
 end)

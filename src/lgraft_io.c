@@ -19,6 +19,7 @@
  * Format names appear only in src/formats/format.c: detection and every
  * convenience (sharding, dtype policy, ordering, option checks) live in
  * lua/graft; this file only moves between gt_model and Lua tables. */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -147,7 +148,10 @@ static int l_read(lua_State *L) {
   int names = tensors + 1;
   lua_createtable(L, (int)m->n, 0);        /* list of userdata, for meta */
   int list = tensors + 2;
-  for (size_t i = 0; i < m->n; i++) {
+  /* Last entry first, so the list can be given back to the system in
+   * chunks as its entries become handles (~0.5 KB an entry): on an index
+   * of 10^6 entries the list and the handles never peak together. */
+  for (size_t i = m->n; i-- > 0;) {
     gt_entry *en = &m->entries[i];
     lua_getfield(L, tensors, en->name);
     if (!lua_isnil(L, -1))
@@ -159,6 +163,16 @@ static int l_read(lua_State *L) {
     lua_setfield(L, tensors, en->name);
     lua_pushstring(L, en->name);
     lua_rawseti(L, names, (lua_Integer)i + 1);
+    free(en->name);
+    en->name = NULL;
+    m->n = i;   /* entries [i, n) are handed over */
+    if (i % 65536 == 0 && i > 0) {
+      gt_entry *shrunk = realloc(m->entries, i * sizeof *shrunk);
+      if (shrunk) {
+        m->entries = shrunk;
+        m->cap = i;
+      }
+    }
   }
   /* The handles own the tensors now: drop the list (~0.5 KB an entry)
    * before the metadata becomes Lua tables, so the two never peak
