@@ -5,7 +5,7 @@ local H = require "helper"
 local HOOKS = {
   "cast_force_scalar", "copy_force_scalar", "cast_paths",
   "crc32c", "crc32c_mask", "crc32c_unmask", "crc32c_force_table", "crc32c_path",
-  "tftable_build", "tftable_read", "tf_slice_key", "zip64_at",
+  "tftable_build", "tftable_read", "tf_slice_key", "zip64_at", "max_bytes",
 }
 
 describe("core.testing", function()

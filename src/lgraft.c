@@ -1,6 +1,8 @@
 /* lgraft.c: luaopen_graft_core, the one entry point of the C module. */
 #include "lgraft.h"
 
+#include "tensor/cap.h"
+
 #include <string.h>
 
 #include "io/zipwrite.h"
@@ -71,7 +73,22 @@ static int l_zip64_at(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg testing[] = {{"zip64_at", l_zip64_at}, {NULL, NULL}};
+/* testing.max_bytes([n]): the GRAFT_MAX_BYTES cap (cap.h); with n, set it
+ * (0 re-reads the environment). Returns the cap in force before. */
+static int l_max_bytes(lua_State *L) {
+  uint64_t old = gt_max_bytes();
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0, 1, "must be >= 0");
+    gt_set_max_bytes((uint64_t)n);
+  }
+  lua_pushinteger(L, old > (uint64_t)LUA_MAXINTEGER ? LUA_MAXINTEGER
+                                                     : (lua_Integer)old);
+  return 1;
+}
+
+static const luaL_Reg testing[] = {{"zip64_at", l_zip64_at},
+                                   {"max_bytes", l_max_bytes}, {NULL, NULL}};
 
 int luaopen_graft_core(lua_State *L);
 

@@ -22,6 +22,7 @@
  * Format names appear only in src/formats/format.c: detection and every
  * convenience (sharding, dtype policy, ordering, option checks) live in
  * lua/graft; this file only moves between gt_model and Lua tables. */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -38,7 +39,25 @@
 #include "formats/tf/graph.h"
 #include "lgraft.h"
 
+/* Pushes v as Lua values. With take, each child is freed (and its slot
+ * cleared) as soon as it is converted, so a big metadata tree and its Lua
+ * copy do not both sit in memory at their full size; v itself stays with
+ * its owner, which frees what is left even if Lua raises midway. */
+static void push_value(lua_State *L, gt_value *v, int tensors, int take);
+
+static void push_child(lua_State *L, gt_value **slot, int tensors, int take) {
+  push_value(L, *slot, tensors, take);
+  if (take) {
+    gt_value_free(*slot);
+    *slot = NULL;
+  }
+}
+
 void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
+  push_value(L, (gt_value *)v, tensors, 0);   /* not modified: take == 0 */
+}
+
+static void push_value(lua_State *L, gt_value *v, int tensors, int take) {
   luaL_checkstack(L, 6, "metadata nested too deep");
   if (!v) {
     lua_pushnil(L);
@@ -57,19 +76,19 @@ void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
   case GT_V_LIST:
     lua_createtable(L, (int)v->n, 0);
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     break;
   case GT_V_MAP:
     lua_createtable(L, 0, (int)v->n);
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->keys[i], tensors);
+      push_child(L, &v->keys[i], tensors, take);
       if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         continue;
       }
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawset(L, -3);
     }
     break;
@@ -78,7 +97,7 @@ void lg_push_value(lua_State *L, const gt_value *v, int tensors) {
     lua_pushlstring(L, v->str ? v->str : "", v->str ? v->len : 0);
     lua_setfield(L, -2, "__object");
     for (size_t i = 0; i < v->n; i++) {
-      lg_push_value(L, v->items[i], tensors);
+      push_child(L, &v->items[i], tensors, take);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     break;
@@ -135,7 +154,10 @@ static int l_read(lua_State *L) {
   int names = tensors + 1;
   lua_createtable(L, (int)m->n, 0);        /* list of userdata, for meta */
   int list = tensors + 2;
-  for (size_t i = 0; i < m->n; i++) {
+  /* Last entry first, so the list can be given back to the system in
+   * chunks as its entries become handles (~0.5 KB an entry): on an index
+   * of 10^6 entries the list and the handles never peak together. */
+  for (size_t i = m->n; i-- > 0;) {
     gt_entry *en = &m->entries[i];
     lua_getfield(L, tensors, en->name);
     if (!lua_isnil(L, -1))
@@ -147,8 +169,27 @@ static int l_read(lua_State *L) {
     lua_setfield(L, tensors, en->name);
     lua_pushstring(L, en->name);
     lua_rawseti(L, names, (lua_Integer)i + 1);
+    free(en->name);
+    en->name = NULL;
+    m->n = i;   /* entries [i, n) are handed over */
+    if (i % 65536 == 0 && i > 0) {
+      gt_entry *shrunk = realloc(m->entries, i * sizeof *shrunk);
+      if (shrunk) {
+        m->entries = shrunk;
+        m->cap = i;
+      }
+    }
   }
-  if (m->meta) lg_push_value(L, m->meta, list);
+  /* The handles own the tensors now: drop the list (~0.5 KB an entry)
+   * before the metadata becomes Lua tables, so the two never peak
+   * together on a big index. */
+  gt_value *meta = m->meta;
+  const char *fmt = m->format;
+  m->meta = NULL;
+  gt_model_free(m);
+  m->meta = meta;
+  m->format = fmt;
+  if (m->meta) push_value(L, m->meta, list, 1);
   else lua_newtable(L);
   lua_pushstring(L, m->format ? m->format : format);
   lua_setfield(L, -2, "format");

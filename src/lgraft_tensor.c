@@ -438,6 +438,7 @@ static int t_bytes(lua_State *L) {
   if (t->dtype == GT_STRING)
     return luaL_error(L, "graft: bytes() of a string tensor; use totable()");
   size_t n = (size_t)gt_tensor_nbytes(t);
+  if (gt_materialise_check(t, n, &e) != GT_OK) return lg_raise(L, NULL, &e);
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, n);
   if (gt_copy_into(t, t->dtype, p, &e) != GT_OK) return lg_raise(L, NULL, &e);
@@ -496,6 +497,8 @@ static int t_totable(lua_State *L) {
                    ? GT_F64 : t->dtype;
   size_t esz = gt_dtype_size(dt), n = (size_t)gt_tensor_numel(t);
   if (n > (1u << 28)) return luaL_error(L, "graft: totable: tensor too large");
+  if (gt_materialise_check(t, (uint64_t)n * esz, &e) != GT_OK)
+    return lg_raise(L, "totable", &e);
   unsigned char *buf = lua_newuserdatauv(L, n * esz + 1, 0);
   if (gt_copy_into(t, dt, buf, &e) != GT_OK) return lg_raise(L, NULL, &e);
   const unsigned char *p = buf;

@@ -27,6 +27,19 @@ static int reserve(gt_model *m, gt_err *err) {
   return GT_OK;
 }
 
+int gt_model_reserve(gt_model *m, size_t n, gt_err *err) {
+  if (n <= m->cap) return GT_OK;
+  if (n > SIZE_MAX / sizeof *m->entries)
+    return gt_fail(err, "%zu tensors are too many", n);
+  gt_entry *e = realloc(m->entries, n * sizeof *e);
+  if (!e)
+    return gt_fail(err, "out of memory for the list of %zu tensors (%zu bytes)",
+                   n, n * sizeof *e);
+  m->entries = e;
+  m->cap = n;
+  return GT_OK;
+}
+
 int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,
                  gt_err *err) {
   char *copy = name_len < SIZE_MAX ? malloc(name_len + 1) : NULL;

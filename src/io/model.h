@@ -26,6 +26,9 @@ typedef struct gt_model {
 
 void gt_model_init(gt_model *m);
 void gt_model_free(gt_model *m);
+/* Room for n entries in all (readers that know their count call it: an
+ * index of 10^6 entries should not carry doubling slack of ~0.5 KB each). */
+int gt_model_reserve(gt_model *m, size_t n, gt_err *err);
 /* Appends name -> *t; takes over t's storage reference (t is zeroed), also
  * on failure. */
 int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,

@@ -171,7 +171,7 @@ static void free_deflated(void *p) {
 static int load_deflated(gt_storage *s, gt_err *err) {
   const deflated_ctx *c = s->ctx;
   if (gt_storage_ready(s->parent, err) != GT_OK) return GT_ERR;
-  if (gt_storage_alloc_data(s, err) != GT_OK) return GT_ERR;
+  if (gt_storage_alloc_data(s, err) != GT_OK) return gt_wrap(err, "%s", c->what);
   if (inflate_span(s->parent->data, &c->m, c->off, s->size, s->data, 1, err) !=
       GT_OK)
     return gt_wrap(err, "%s", c->what);

@@ -14,10 +14,12 @@
 #include "tensor/copy.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "tensor/cap.h"
 #include "tensor/cast.h"
 #include "tensor/cast_x86.h"
 #include "tensor/expr.h"
@@ -515,9 +517,29 @@ int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err) {
   return run_plan(&p, dst, err);
 }
 
+int gt_materialise_check(const gt_tensor *t, uint64_t bytes, gt_err *err) {
+  if (gt_cap_check(bytes, err) == GT_OK) return GT_OK;
+  /* Name what was being materialised: a view from a file may be huge over
+   * a tiny storage (zero strides: torch.save of an expanded tensor), legal
+   * until copied. */
+  const char *path = gt_storage_origin(t->storage);
+  char shape[160] = "scalar";
+  int n = 0;
+  for (int d = 0; d < t->ndim && n < (int)sizeof shape - 24; d++)
+    n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%lld", d ? "x" : "",
+                  (long long)t->shape[d]);
+  if (path)
+    return gt_wrap(err, "%.200s: materialising a %s %s view of %zu stored "
+                   "bytes", path, shape, gt_dtype_name(t->dtype),
+                   t->storage ? t->storage->size : 0);
+  return gt_wrap(err, "materialising a %s %s tensor", shape,
+                 gt_dtype_name(t->dtype));
+}
+
 int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err) {
   gt_tensor r;
-  if (gt_tensor_alloc(&r, t->dtype, t->ndim, t->shape, 0, err) != GT_OK)
+  if (gt_materialise_check(t, (uint64_t)gt_tensor_nbytes(t), err) != GT_OK ||
+      gt_tensor_alloc(&r, t->dtype, t->ndim, t->shape, 0, err) != GT_OK)
     return GT_ERR;
   if (gt_copy_into(t, t->dtype, r.storage->data, err) != GT_OK) {
     gt_tensor_free(&r);

@@ -20,6 +20,11 @@ int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err);
 
 /* New plain contiguous tensor with t's values as t->dtype. */
 int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err);
+/* GT_OK when materialising `bytes` for t is within GRAFT_MAX_BYTES
+ * (tensor/cap.h); else fails naming the file t is a view of, its shape and
+ * how many bytes are actually stored. Callers that allocate a result for
+ * a view (gt_contiguous, the binding's bytes()/totable()) call it first. */
+int gt_materialise_check(const gt_tensor *t, uint64_t bytes, gt_err *err);
 
 /* Concatenate n tensors of equal dtype along dim (0-based); shapes must
  * agree elsewhere. */

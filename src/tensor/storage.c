@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tensor/cap.h"
+
 static gt_storage *alloc_header(int kind, gt_err *err) {
   gt_storage *s = calloc(1, sizeof *s);
   if (!s) {
@@ -29,6 +31,7 @@ static void *aligned_bytes(size_t size, int zero) {
 }
 
 gt_storage *gt_storage_new(size_t size, int zero, gt_err *err) {
+  if (gt_cap_check(size, err) != GT_OK) return NULL;
   gt_storage *s = alloc_header(GT_STORAGE_HEAP, err);
   if (!s) return NULL;
   s->data = aligned_bytes(size, zero);
@@ -125,6 +128,7 @@ gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
 }
 
 int gt_storage_alloc_data(gt_storage *s, gt_err *err) {
+  if (gt_cap_check(s->size, err) != GT_OK) return GT_ERR;
   s->data = aligned_bytes(s->size, 0);
   if (!s->data) return gt_fail(err, "out of memory allocating %zu bytes", s->size);
   s->owns_data = 1;
@@ -146,6 +150,11 @@ gt_storage *gt_storage_aligned(gt_storage *parent, uint64_t offset,
   gt_storage *s = gt_storage_lazy((size_t)size, r, load_aligned_copy, NULL, NULL, err);
   gt_storage_release(r);
   return s;
+}
+
+const char *gt_storage_origin(const gt_storage *s) {
+  while (s && !s->path) s = s->parent;
+  return s ? s->path : NULL;
 }
 
 void gt_storage_retain(gt_storage *s) { s->refs++; }
@@ -174,6 +183,10 @@ int gt_storage_ready(gt_storage *s, gt_err *err) {
       s->data = NULL;
       s->owns_data = 0;
     }
+    /* Name the file the bytes come from unless the loader did. */
+    const char *path = gt_storage_origin(s);
+    if (path && err && !strstr(err->msg, path))
+      gt_wrap(err, "%.300s", path);
     return GT_ERR;
   }
   s->load = NULL;

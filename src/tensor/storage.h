@@ -69,6 +69,9 @@ gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
 /* Allocate s->data for a lazy loader (64-byte aligned, owned by s). */
 int gt_storage_alloc_data(gt_storage *s, gt_err *err);
 
+/* Path of the file mapping s is (a window of), or NULL (heap data). */
+const char *gt_storage_origin(const gt_storage *s);
+
 void gt_storage_retain(gt_storage *s);
 void gt_storage_release(gt_storage *s);
 

@@ -195,7 +195,10 @@ typedef struct bundle {
   Tensorflow__BundleHeaderProto *hdr;
   gt_storage **shards;
   char **shard_paths;
-  Tensorflow__BundleEntryProto **ent;   /* per table entry; [0] unused */
+  /* Per table entry ([0] unused): unpacked on demand by entry_get and
+   * freed by entry_drop as soon as it is used, so opening an index of
+   * 10^6 entries never holds 10^6 unpacked protos at once. */
+  Tensorflow__BundleEntryProto **ent;
 } bundle;
 
 static void bundle_close(bundle *b) {
@@ -263,18 +266,28 @@ static int map_shards(bundle *b, gt_err *err) {
 }
 
 static int unpack_entries(bundle *b, gt_err *err) {
-  const gt_tftable *t = &b->table;
-  b->ent = calloc(t->n, sizeof *b->ent);
-  if (!b->ent) return gt_fail(err, "out of memory");
-  for (size_t i = 1; i < t->n; i++) {
-    b->ent[i] = tensorflow__bundle_entry_proto__unpack(NULL, t->kv[i].vlen,
-                                                        t->kv[i].val);
-    if (!b->ent[i])
-      return gt_fail(err, "%s: key \"%.*s\": value is not a BundleEntryProto",
-                     b->index_path, (int)(t->kv[i].klen > 200 ? 200 : t->kv[i].klen),
-                     (const char *)t->kv[i].key);
-  }
+  b->ent = calloc(b->table.n ? b->table.n : 1, sizeof *b->ent);
+  if (!b->ent) return gt_fail(err, "%s: out of memory for %zu entries",
+                              b->index_path, b->table.n);
   return GT_OK;
+}
+
+/* Table entry i (>= 1) unpacked, kept until entry_drop(b, i). */
+static const Tensorflow__BundleEntryProto *entry_get(bundle *b, size_t i,
+                                                     gt_err *err) {
+  const gt_tfkv *kv = &b->table.kv[i];
+  if (!b->ent[i])
+    b->ent[i] = tensorflow__bundle_entry_proto__unpack(NULL, kv->vlen, kv->val);
+  if (!b->ent[i])
+    gt_fail(err, "%s: key \"%.*s\": value is not a BundleEntryProto",
+            b->index_path, (int)(kv->klen > 200 ? 200 : kv->klen),
+            (const char *)kv->key);
+  return b->ent[i];
+}
+
+static void entry_drop(bundle *b, size_t i) {
+  if (b->ent[i]) tensorflow__bundle_entry_proto__free_unpacked(b->ent[i], NULL);
+  b->ent[i] = NULL;
 }
 
 static int open_bundle(bundle *b, const char *prefix, gt_err *err) {
@@ -371,21 +384,10 @@ static long find_key(const gt_tftable *t, const unsigned char *k, size_t kn) {
   return -1;
 }
 
-static int slice_source(const bundle *b, const char *name,
-                        const Tensorflow__TensorSliceProto *sp, int ndim,
-                        const int64_t *shape, gt_dtype dt, slice_src *out,
-                        gt_err *err) {
-  gt_tfbuf key = {0};
-  if (gt_tf_slice_bounds(sp, ndim, shape, out->start, out->len, err) != GT_OK)
-    return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
-  if (gt_tf_slice_key(name, strlen(name), sp, ndim, &key, err) != GT_OK)
-    return GT_ERR;
-  long at = find_key(&b->table, key.p, key.n);
-  gt_tfbuf_free(&key);
-  if (at < 0)
-    return gt_fail(err, "%s: key \"%s\": a slice listed in the entry has no "
-                        "slice entry", b->index_path, name);
-  const Tensorflow__BundleEntryProto *e = b->ent[at];
+/* out's bytes from slice entry e (of the tensor `name`). */
+static int slice_from(const bundle *b, const Tensorflow__BundleEntryProto *e,
+                      int ndim, gt_dtype dt, const char *name, slice_src *out,
+                      gt_err *err) {
   out->what = label(b->index_path, name, strlen(name));
   if (!out->what) return gt_fail(err, "out of memory");
   if (entry_range(b, out->what, e, err) != GT_OK) return GT_ERR;
@@ -402,7 +404,28 @@ static int slice_source(const bundle *b, const char *name,
   return GT_OK;
 }
 
-static gt_storage *part_storage(const bundle *b, const char *name,
+static int slice_source(bundle *b, const char *name,
+                        const Tensorflow__TensorSliceProto *sp, int ndim,
+                        const int64_t *shape, gt_dtype dt, slice_src *out,
+                        gt_err *err) {
+  gt_tfbuf key = {0};
+  if (gt_tf_slice_bounds(sp, ndim, shape, out->start, out->len, err) != GT_OK)
+    return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
+  if (gt_tf_slice_key(name, strlen(name), sp, ndim, &key, err) != GT_OK)
+    return GT_ERR;
+  long at = find_key(&b->table, key.p, key.n);
+  gt_tfbuf_free(&key);
+  if (at < 0)
+    return gt_fail(err, "%s: key \"%s\": a slice listed in the entry has no "
+                        "slice entry", b->index_path, name);
+  const Tensorflow__BundleEntryProto *e = entry_get(b, (size_t)at, err);
+  if (!e) return GT_ERR;
+  int rc = slice_from(b, e, ndim, dt, name, out, err);
+  entry_drop(b, (size_t)at);
+  return rc;
+}
+
+static gt_storage *part_storage(bundle *b, const char *name,
                                 const Tensorflow__BundleEntryProto *e,
                                 gt_dtype dt, int ndim, const int64_t *shape,
                                 gt_err *err) {
@@ -448,10 +471,10 @@ static int cmp_listed(const void *a, const void *b) {
 
 static gt_value *meta_map(void) { return gt_value_new(GT_V_MAP); }
 
-static int add_tensor(bundle *b, gt_model *m, size_t i, gt_value *skipped,
+static int add_tensor(bundle *b, gt_model *m, size_t i,
+                      const Tensorflow__BundleEntryProto *e, gt_value *skipped,
                       gt_err *err) {
   const gt_tfkv *kv = &b->table.kv[i];
-  const Tensorflow__BundleEntryProto *e = b->ent[i];
   char name[4096];
   if (kv->klen >= sizeof name || memchr(kv->key, 0, kv->klen))
     return gt_fail(err, "%s: a key of %zu bytes is not a usable tensor name",
@@ -590,9 +613,10 @@ static int object_graph(bundle *b, gt_value **out, gt_err *err) {
   long at = find_key(&b->table, (const unsigned char *)OBJECT_GRAPH_KEY,
                      strlen(OBJECT_GRAPH_KEY));
   if (at < 0) return GT_OK;
-  const Tensorflow__BundleEntryProto *e = b->ent[at];
+  const Tensorflow__BundleEntryProto *e = entry_get(b, (size_t)at, err);
+  if (!e) return GT_ERR;
   char *what = label(b->index_path, OBJECT_GRAPH_KEY, strlen(OBJECT_GRAPH_KEY));
-  if (!what) return gt_fail(err, "out of memory");
+  if (!what) return entry_drop(b, (size_t)at), gt_fail(err, "out of memory");
   gt_str s;
   int rc = GT_ERR;
   if (e->dtype != TENSORFLOW__DATA_TYPE__DT_STRING || !e->shape ||
@@ -612,45 +636,68 @@ static int object_graph(bundle *b, gt_value **out, gt_err *err) {
     }
   }
   free(what);
+  entry_drop(b, (size_t)at);
   return rc;
 }
 
-static int bundle_meta(bundle *b, const listed *l, size_t nl, gt_value *skipped,
-                       gt_model *m, gt_err *err) {
-  gt_value *d = meta_map(), *ents = meta_map(), *parts = meta_map(), *og;
-  if (!d || !ents || !parts) {
-    gt_value_free(d);
-    gt_value_free(ents);
-    gt_value_free(parts);
+/* meta.entries / meta.partitioned: where each listed entry lives. */
+typedef struct meta_maps {
+  gt_value *d, *ents, *parts;
+} meta_maps;
+
+static int meta_begin(meta_maps *mm, gt_value *skipped, gt_model *m,
+                      gt_err *err) {
+  mm->d = meta_map();
+  mm->ents = meta_map();
+  mm->parts = meta_map();
+  if (!mm->d || !mm->ents || !mm->parts) {
+    gt_value_free(mm->d);
+    gt_value_free(mm->ents);
+    gt_value_free(mm->parts);
     gt_value_free(skipped);
     return gt_fail(err, "out of memory");
   }
-  m->meta = d;
-  int bad = gt_value_setk(d, "entries", ents) ||
-            gt_value_setk(d, "partitioned", parts) ||
-            gt_value_setk(d, "skipped", skipped);
-  for (size_t k = 0; !bad && k < nl; k++) {
-    const gt_tfkv *kv = &b->table.kv[l[k].i];
-    const Tensorflow__BundleEntryProto *e = b->ent[l[k].i];
-    gt_value *key = gt_value_str((const char *)kv->key, kv->klen);
-    bad = e->n_slices > 0
-              ? gt_value_set(parts, key, slices_meta(e))
-              : gt_value_set(ents, gt_value_str((const char *)kv->key, kv->klen),
-                             entry_meta(e));
-    if (e->n_slices == 0) gt_value_free(key);
-  }
+  m->meta = mm->d;   /* owns ents, parts and skipped from here on */
+  if (gt_value_setk(mm->d, "entries", mm->ents) ||
+      gt_value_setk(mm->d, "partitioned", mm->parts) ||
+      gt_value_setk(mm->d, "skipped", skipped))
+    return gt_fail(err, "out of memory");
+  return GT_OK;
+}
+
+static int meta_entry(meta_maps *mm, const gt_tfkv *kv,
+                      const Tensorflow__BundleEntryProto *e, gt_err *err) {
+  gt_value *key = gt_value_str((const char *)kv->key, kv->klen);
+  int bad = e->n_slices > 0 ? gt_value_set(mm->parts, key, slices_meta(e))
+                            : gt_value_set(mm->ents, key, entry_meta(e));
+  return bad ? gt_fail(err, "out of memory") : GT_OK;
+}
+
+static int meta_end(bundle *b, meta_maps *mm, gt_err *err) {
+  gt_value *d = mm->d, *og;
   const Tensorflow__VersionDef *v = b->hdr->version;
-  bad = bad || set_str(d, "version", "v2") ||
-        set_int(d, "num_shards", b->num_shards) ||
-        set_str(d, "endianness", b->big ? "big" : "little") ||
-        set_int(d, "producer", v ? v->producer : 0) ||
-        set_int(d, "min_consumer", v ? v->min_consumer : 0) ||
-        set_int(d, "index_snappy_blocks", b->table.snappy_blocks);
+  int bad = set_str(d, "version", "v2") ||
+            set_int(d, "num_shards", b->num_shards) ||
+            set_str(d, "endianness", b->big ? "big" : "little") ||
+            set_int(d, "producer", v ? v->producer : 0) ||
+            set_int(d, "min_consumer", v ? v->min_consumer : 0) ||
+            set_int(d, "index_snappy_blocks", b->table.snappy_blocks);
   if (bad) return gt_fail(err, "out of memory");
   if (object_graph(b, &og, err) != GT_OK) return GT_ERR;
   if (og && gt_value_setk(d, "object_graph", og))
     return gt_fail(err, "out of memory");
   return GT_OK;
+}
+
+/* Tensor and metadata of listed entry i; its proto is freed after. */
+static int read_entry(bundle *b, size_t i, gt_value *skipped, meta_maps *mm,
+                      gt_model *m, gt_err *err) {
+  const Tensorflow__BundleEntryProto *e = entry_get(b, i, err);
+  if (!e) return GT_ERR;
+  int rc = add_tensor(b, m, i, e, skipped, err);
+  if (rc == GT_OK) rc = meta_entry(mm, &b->table.kv[i], e, err);
+  entry_drop(b, i);
+  return rc;
 }
 
 int gt_tfbundle_read(const char *prefix, gt_model *m, gt_err *err) {
@@ -668,21 +715,30 @@ int gt_tfbundle_read(const char *prefix, gt_model *m, gt_err *err) {
     goto done;
   }
   for (size_t i = 1; i < b.table.n; i++) {
-    const Tensorflow__BundleEntryProto *e = b.ent[i];
     /* Slice entries (OrderedCode keys start with byte 00) are hidden. */
-    if (b.table.kv[i].key[0] == 0) continue;
+    if (b.table.kv[i].klen && b.table.kv[i].key[0] == 0) continue;
+    const Tensorflow__BundleEntryProto *e = entry_get(&b, i, err);
+    if (!e) goto done;
     listed x = {i, e->shard_id, e->offset};
     if (e->n_slices > 0) {
       x.shard = b.num_shards;
       x.off = 0;
     }
+    entry_drop(&b, i);
     l[nl++] = x;
   }
   qsort(l, nl, sizeof *l, cmp_listed);
-  for (size_t k = 0; k < nl; k++)
-    if (add_tensor(&b, m, l[k].i, skipped, err) != GT_OK) goto done;
-  rc = bundle_meta(&b, l, nl, skipped, m, err);
+  if (gt_model_reserve(m, nl, err) != GT_OK) {
+    gt_wrap(err, "%s", b.index_path);
+    goto done;
+  }
+  meta_maps mm;
+  gt_value *sk = skipped;   /* meta_begin hands it to m->meta */
   skipped = NULL;
+  rc = meta_begin(&mm, sk, m, err);
+  for (size_t k = 0; rc == GT_OK && k < nl; k++)
+    rc = read_entry(&b, l[k].i, sk, &mm, m, err);
+  if (rc == GT_OK) rc = meta_end(&b, &mm, err);
 done:
   gt_value_free(skipped);
   free(l);
@@ -694,9 +750,9 @@ done:
 /* 5. Verify                                                            */
 /* ------------------------------------------------------------------ */
 
-static int verify_entry(const bundle *b, size_t i, gt_err *err) {
+static int verify_entry(const bundle *b, size_t i,
+                        const Tensorflow__BundleEntryProto *e, gt_err *err) {
   const gt_tfkv *kv = &b->table.kv[i];
-  const Tensorflow__BundleEntryProto *e = b->ent[i];
   if (e->n_slices > 0) return GT_OK;   /* its slices are entries too */
   char *what = label(b->index_path, (const char *)kv->key, kv->klen);
   if (!what) return gt_fail(err, "out of memory");
@@ -725,8 +781,10 @@ int gt_tfbundle_verify(const char *prefix, size_t *checked, gt_err *err) {
   *checked = 0;
   int rc = open_bundle(&b, prefix, err);
   for (size_t i = 1; rc == GT_OK && i < b.table.n; i++) {
-    rc = verify_entry(&b, i, err);
-    if (rc == GT_OK && b.ent[i]->n_slices == 0) (*checked)++;
+    const Tensorflow__BundleEntryProto *e = entry_get(&b, i, err);
+    rc = e ? verify_entry(&b, i, e, err) : GT_ERR;
+    if (rc == GT_OK && e->n_slices == 0) (*checked)++;
+    entry_drop(&b, i);
   }
   bundle_close(&b);
   return rc;

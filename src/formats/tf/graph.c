@@ -413,7 +413,8 @@ static int tensor_from_proto(gt_storage *file, const pb_rec *tr, gt_tensor *out,
     }
     c->tp = tp;
     c->numel = (size_t)numel;
-    s = gt_storage_lazy((size_t)nbytes, NULL, load_typed, c, free_typed, err);
+    /* The file is the parent only so errors can name it (storage.h). */
+    s = gt_storage_lazy((size_t)nbytes, file, load_typed, c, free_typed, err);
   }
   if (!s) return GT_ERR;
   rc = gt_tensor_make(out, s, dt, ndim, shape, 0, err);
