@@ -21,6 +21,7 @@
 #include "formats/torch/types.h"
 #include "io/zipmap.h"
 #include "io/zipmember.h"
+#include "tensor/cast.h"
 
 #include <cjson/cJSON.h>
 
@@ -183,6 +184,8 @@ static gt_value *pid_storage(reader *r, const gt_value *pid, gt_err *err) {
   char kbuf[32];
   const char *key = text_of(pid->items[2]);
   int64_t ik, numel;
+  if (key && strlen(key) != pid->items[2]->len) /* a NUL would cut the key */
+    return gt_fail(err, "storage persistent id key \"%.200s\\0...\" holds a NUL byte", key), NULL;
   if (!key && gt_pickle_int(pid->items[2], &ik) == GT_OK) {
     snprintf(kbuf, sizeof kbuf, "%lld", (long long)ik);
     key = kbuf;
@@ -443,6 +446,133 @@ static int numpy_hook(reader *r, gt_value *obj, int built, gt_err *err) {
   return GT_OK;
 }
 
+/* ------------------------------------------------------------ torch <= 0.3 */
+
+/* Plain pickles of torch 0.1.x-0.3 objects (pickle.dump, not torch.save):
+ *   torch.FloatStorage(list)   _StorageBase.__reduce__ = (type, (tolist(),))
+ *   torch.FloatTensor(list)    a tensor given by its nested-list values
+ *   torch.FloatTensor() + BUILD (storage, offset, size, stride)
+ *                              no __reduce__: NEWOBJ (protocol 2) or
+ *                              copyreg._reconstructor (0/1), state from
+ *                              __getstate__, restored by set_
+ *   torch._utils._rebuild_tensor(storage, offset, size, stride)   (0.2/0.3)
+ * Class names may carry "torch.cuda.". Storages made here have no key. */
+
+/* The type of a legacy class "torch[.cuda].<Name><suffix>" ("Tensor" or
+ * "Storage"), or NULL. */
+static const gt_torch_type *legacy_class(const char *g, const char *suffix) {
+  if (strncmp(g, "torch.cuda.", 11) == 0) g += 11;
+  else if (strncmp(g, "torch.", 6) == 0) g += 6;
+  else return NULL;
+  size_t n = strlen(g), sl = strlen(suffix);
+  char buf[64];
+  if (n <= sl || n - sl + 8 >= sizeof buf || strcmp(g + n - sl, suffix) != 0) return NULL;
+  memcpy(buf, g, n - sl);
+  memcpy(buf + n - sl, "Storage", 8);
+  const gt_torch_type *t = gt_torch_type_by_storage(buf);
+  return t && t->storage && t->gt >= 0 ? t : NULL;
+}
+
+/* One number into element i of a storage of type t. */
+static int put_number(const gt_torch_type *t, unsigned char *p, const gt_value *v) {
+  double d;
+  int64_t i;
+  if (v && (v->kind == GT_V_INT || v->kind == GT_V_BOOL)) i = v->i, d = (double)v->i;
+  else if (v && v->kind == GT_V_FLOAT) d = v->f, i = (int64_t)(d == d && d > -9.2e18 && d < 9.2e18 ? d : 0);
+  else return GT_ERR;
+  switch ((gt_dtype)t->gt) {
+  case GT_F64: memcpy(p, &d, 8); break;
+  case GT_F32: { float f = (float)d; memcpy(p, &f, 4); break; }
+  case GT_F16: { uint16_t h = gt_f64_to_f16(d); memcpy(p, &h, 2); break; }
+  case GT_BF16: { uint16_t h = gt_f32_to_bf16((float)d); memcpy(p, &h, 2); break; }
+  case GT_I64: memcpy(p, &i, 8); break;
+  case GT_I32: { int32_t x = (int32_t)i; memcpy(p, &x, 4); break; }
+  case GT_I16: { int16_t x = (int16_t)i; memcpy(p, &x, 2); break; }
+  case GT_I8: { int8_t x = (int8_t)i; memcpy(p, &x, 1); break; }
+  case GT_U8: { uint8_t x = (uint8_t)i; memcpy(p, &x, 1); break; }
+  case GT_BOOL: { uint8_t x = d != 0; memcpy(p, &x, 1); break; }
+  default: return GT_ERR; /* complex: never saved as lists by old torch */
+  }
+  return GT_OK;
+}
+
+/* Shape of a nested list of numbers (rectangular), or GT_ERR. */
+static int list_shape(const gt_value *v, int64_t *shape, int *nd, uint64_t *numel) {
+  *nd = 0;
+  *numel = 1;
+  while (v && v->kind == GT_V_LIST && v->i <= 1) {
+    if (*nd == GT_MAXDIM) return GT_ERR;
+    shape[(*nd)++] = (int64_t)v->n;
+    *numel *= v->n; /* bounded by the pickle's node budget */
+    v = v->n ? v->items[0] : NULL;
+  }
+  return *nd ? GT_OK : GT_ERR;
+}
+
+/* Flatten v (depth d of nd, shape checked) into p; *k counts elements. */
+static int list_fill(const gt_torch_type *t, const gt_value *v, const int64_t *shape,
+                     int d, int nd, unsigned char *p, uint64_t *k) {
+  if (!v || v->kind != GT_V_LIST || v->i > 1 || (int64_t)v->n != shape[d]) return GT_ERR;
+  for (size_t i = 0; i < v->n; i++) {
+    if (d + 1 < nd) {
+      if (list_fill(t, v->items[i], shape, d + 1, nd, p, k)) return GT_ERR;
+    } else {
+      if (put_number(t, p + *k * t->itemsize, v->items[i])) return GT_ERR;
+      (*k)++;
+    }
+  }
+  return GT_OK;
+}
+
+/* A keyless storage of type t holding the values of the nested list v;
+ * shape gets the list's shape. */
+static int list_storage(reader *r, const char *g, const gt_torch_type *t, const gt_value *v,
+                        int64_t *shape, int *nd, size_t *idx, gt_err *err) {
+  uint64_t numel, k = 0, nbytes;
+  if (list_shape(v, shape, nd, &numel) ||
+      gt_mul_u64(numel, t->itemsize, (unsigned long long *)&nbytes))
+    return gt_fail(err, "%s: the argument is not a nested list of numbers", g);
+  gt_storage *s = gt_storage_new(nbytes, 0, err);
+  if (!s) return gt_wrap(err, "%s", g);
+  if (list_fill(t, v, shape, 0, *nd, s->data, &k) || k != numel) {
+    gt_storage_release(s);
+    return gt_fail(err, "%s: the argument is not a rectangular nested list of numbers", g);
+  }
+  return inline_storage(r, t, numel, s, idx, err);
+}
+
+static int old_torch_hook(reader *r, gt_value *obj, int built, gt_err *err) {
+  const char *g = obj->str;
+  const gt_value *args = obj->items[GT_PK_ARGS], *a0 = gt_pickle_item(args, 0);
+  const gt_torch_type *t;
+  int64_t shape[GT_MAXDIM], strides[GT_MAXDIM];
+  int nd;
+  size_t idx, rec;
+  if (!built && (t = legacy_class(g, "Storage")) && args && args->n == 1 &&
+      a0 && a0->kind == GT_V_LIST) {
+    if (list_storage(r, g, t, a0, shape, &nd, &idx, err)) return GT_ERR;
+    if (nd != 1) return gt_fail(err, "%s: the argument is not a flat list of numbers", g);
+    gt_pickle_become(obj, GT_V_TENSOR, (int64_t)idx, 1);
+    return GT_OK;
+  }
+  if (!(t = legacy_class(g, "Tensor"))) return GT_OK;
+  if (!built && args && args->n == 1 && a0 && a0->kind == GT_V_LIST) {
+    if (list_storage(r, g, t, a0, shape, &nd, &idx, err)) return GT_ERR;
+    int64_t st = 1;
+    for (int i = nd - 1; i >= 0; i--) {
+      strides[i] = st;
+      st *= shape[i] ? shape[i] : 1;
+    }
+    if (add_record(r, idx, t, 0, nd, shape, strides, -1, &rec, err)) return GT_ERR;
+    gt_pickle_become(obj, GT_V_TENSOR, (int64_t)rec, 0);
+    return GT_OK;
+  }
+  const gt_value *st = obj->items[GT_PK_STATE];
+  if (built && st && st->kind == GT_V_LIST && st->n == 4) /* set_(*state) */
+    return rebuild(r, obj, st, 0, err);
+  return GT_OK;
+}
+
 /* ------------------------------------------------------------ object hook */
 
 static int rebuild_kind(const char *g) {
@@ -475,6 +605,8 @@ static int object_hook(void *ctx, gt_value *obj, int built, gt_err *err) {
       return GT_OK;
     }
   }
+  if (old_torch_hook(r, obj, built, err)) return GT_ERR;
+  if (obj->kind != GT_V_OBJECT) return GT_OK;
   return numpy_hook(r, obj, built, err);
 }
 
@@ -540,6 +672,9 @@ static gt_storage *record_bytes(zipread *z, const gt_zip_member *mm, gt_err *err
 
 static int path_push(reader *r, const char *seg, size_t n, size_t *mark, gt_err *err) {
   *mark = r->path_len;
+  if (n && memchr(seg, 0, n)) /* names are C strings: a NUL would cut them */
+    return gt_fail(err, "key \"%.200s\\0...\" under \"%.200s\" holds a NUL byte", seg,
+                   r->path_len ? r->path : "(top)");
   size_t need = r->path_len + n + 2;
   if (gt_grow((void **)&r->path, &r->path_cap, need, 1)) return gt_fail(err, "out of memory");
   if (r->path_len) r->path[r->path_len++] = '.';
@@ -696,6 +831,26 @@ bad:
   return NULL;
 }
 
+/* Whether g names a torch class or function that makes a plain tensor or
+ * storage: left as a placeholder it means data was lost (quantized, sparse
+ * and other rebuilds graft has no tensor for stay inert and are listed). */
+static int tensor_maker(const char *g) {
+  static const char *exact[] = {
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch.nn.parameter.Parameter",
+    "torch.storage._load_from_bytes", "torch.autograd.variable.Variable",
+    "torch.Tensor", "torch._tensor._rebuild_from_type_v2"};
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (strcmp(g, exact[i]) == 0) return 1;
+  const char *n = strncmp(g, "torch.cuda.", 11) == 0 ? g + 11
+                : strncmp(g, "torch.", 6) == 0 ? g + 6 : NULL;
+  if (!n || strchr(n, '.')) return 0;
+  size_t len = strlen(n);
+  return (len > 6 && strcmp(n + len - 6, "Tensor") == 0) ||
+         (len > 7 && strcmp(n + len - 7, "Storage") == 0 && gt_torch_type_by_storage(n));
+}
+
 /* An instance placeholder as {global, args, state, dictitems, listitems,
  * kwargs}. Tensors in its state are named as attributes (module slots
  * transparent), in its items by key or index, in its arguments under
@@ -706,6 +861,11 @@ static gt_value *walk_object(reader *r, const gt_value *v, int name_tensors, gt_
   if (!o || gt_value_setk(o, "global", gt_value_str(v->str, v->len)))
     return gt_value_free(o), gt_fail(err, "out of memory"), NULL;
   if (note_global(r, v->str, err)) return gt_value_free(o), NULL;
+  if (v->i == 1 && tensor_maker(v->str)) {
+    gt_value_free(o);
+    return gt_fail(err, "\"%s\": a %s(...) this reader cannot decode into a tensor "
+                        "(refusing to drop it)", r->path_len ? r->path : "(top)", v->str), NULL;
+  }
   for (int k = 0; v->i == 1 && k < GT_PK_NSLOTS && (size_t)k < v->n; k++) {
     const gt_value *c = v->items[k];
     if (c->kind == GT_V_NIL) continue;
@@ -1177,6 +1337,10 @@ int gt_torch_read(gt_storage *file, gt_model *m, gt_err *err) {
   if (kind && strcmp(kind, "zip") == 0) rc = read_zip(&r, meta, err);
   else if (kind && strcmp(kind, "legacy") == 0) rc = read_legacy(&r, meta, err);
   else rc = read_plain(&r, meta, err);
+  for (size_t i = 0; rc == GT_OK && m->n == 0 && i < r.globals->n; i++)
+    if (tensor_maker(r.globals->items[i]->str))
+      rc = gt_fail(err, "no tensor decoded, but the pickle names %s (refusing to open it as "
+                        "empty)", r.globals->items[i]->str);
   if (rc == GT_OK) {
     if (r.globals->n > 1) qsort(r.globals->items, r.globals->n, sizeof *r.globals->items, cmp_str);
     if (gt_value_setk(meta, "globals", r.globals)) rc = gt_fail(err, "out of memory");
