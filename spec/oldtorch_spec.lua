@@ -1,0 +1,157 @@
+-- The oldest PyTorch files: plain pickles of torch 0.1.x-0.3 tensors and
+-- modules (issue 14 item 5), nothing silently lost (issue 13 item 5) and
+-- NUL bytes in keys refused (issue 13 item 6). spec/fixtures/gen_oldtorch.py
+-- writes the pickles opcode by opcode as those releases did and records in
+-- ref.json what torch 1.13 (Debian's python3-torch) reads from each.
+local graft = require "graft"
+local json = require "graft.json"
+local H = require "helper"
+
+local DIR, REF
+
+local function fixtures()
+  if DIR then return DIR end
+  DIR = H.tmpdir()
+  H.py(H.read("spec/fixtures/gen_oldtorch.py"), DIR)
+  REF = json.decode(H.read(DIR .. "/ref.json"))
+  return DIR
+end
+
+local ROOT = (function()
+  local p = io.popen("pwd")
+  local d = p:read("l")
+  p:close()
+  return d
+end)()
+
+-- `graft ARGS...` as a user runs it: stdout, stderr, exit code.
+local function cli(...)
+  local dir = H.tmpdir()
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = H.q(a) end
+  local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s lua5.4 bin/graft %s >%s/out 2>%s/err </dev/null",
+    H.q(ROOT), H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"),
+    H.q(ROOT .. "/build/?.so;;"), table.concat(args, " "), dir, dir)
+  local _, _, code = os.execute(cmd)
+  return H.read(dir .. "/out"), H.read(dir .. "/err"), code
+end
+
+local function err_of(fn)
+  local ok, e = pcall(fn)
+  assert.is_false(ok, "expected an error")
+  return tostring(e)
+end
+
+describe("torch 0.1.x-0.3 plain pickles", function()
+  for _, name in ipairs({ "lists.pkl", "setstate.pkl", "rebuild.pkl", "module.pkl" }) do
+    it(name .. " opens to the values torch 1.13 reads", function()
+      local path = fixtures() .. "/" .. name
+      local m = graft.open(path)
+      local ref = REF[name]
+      assert.is_true(#ref.names > 0)
+      assert.are.same(ref.names, graft.names(m))
+      for n, r in pairs(ref.tensors) do
+        local t = m[n]
+        assert.are.equal(r.dtype, t.dtype, n)
+        assert.are.same(r.shape, t.shape, n)
+        assert.are.same(r.values, H.flat(t:cast("float64"):totable()), n)
+      end
+    end)
+  end
+
+  it("keeps one storage for the set_ views of a shared storage", function()
+    local m = graft.open(fixtures() .. "/setstate.pkl")
+    local id = m.full:storage_id()
+    assert.are.equal(id, (m.t:storage_id()))
+    assert.are.equal(id, (m.part:storage_id()))
+    assert.are_not.equal(id, (m.longs:storage_id()))
+  end)
+
+  it("names a whole 0.1.x module's parameters like its state_dict", function()
+    local m = graft.open(fixtures() .. "/module.pkl")
+    local meta = graft.meta(m)
+    assert.are.equal("pickle", meta.kind)
+    assert.are.equal("torch.nn.modules.linear.Linear", meta.tree.global)
+    assert.are.equal(3, meta.tree.state.in_features)
+  end)
+
+  it("issue 13 reproducer: graft ls / verify list the tensors and exit 0", function()
+    local out, err, code = cli("ls", fixtures() .. "/lists.pkl")
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("4 tensors"), out)
+    out, err, code = cli("verify", fixtures() .. "/module.pkl")
+    assert.are.equal(0, code, err)
+  end)
+end)
+
+describe("nothing silently lost", function()
+  it("a pickle of plain numbers opens with 0 tensors and its tree", function()
+    local m = graft.open(fixtures() .. "/numbers.pkl")
+    assert.are.same({}, graft.names(m))
+    assert.are.equal(0.1, graft.meta(m).tree.lr)
+  end)
+
+  it("a tensor constructor graft cannot decode is an error naming file and key", function()
+    local path = fixtures() .. "/lost.pkl"
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find(path, 1, true), e)
+    assert.truthy(e:find('"w"', 1, true), e)
+    assert.truthy(e:find("torch.FloatTensor", 1, true), e)
+    for _, cmd in ipairs({ "ls", "verify" }) do
+      local _, err, code = cli(cmd, path)
+      assert.are_not.equal(0, code, cmd)
+      assert.truthy(err:find("torch.FloatTensor", 1, true), err)
+    end
+  end)
+
+  it("0 tensors while the pickle names a tensor class is an error", function()
+    local path = H.tmpdir() .. "/classes.pkl"
+    -- {"kind": torch.FloatTensor} (the class itself, not an instance)
+    H.write(path, "\x80\x02}X\x04\0\0\0kindctorch\nFloatTensor\ns.")
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find("no tensor decoded", 1, true), e)
+    assert.truthy(e:find("torch.FloatTensor", 1, true), e)
+  end)
+
+  it("a storage of a type the reader knows only as a placeholder still opens", function()
+    -- quantized tensors stay inert placeholders (torch_read_spec): only
+    -- plain tensor constructors are refused
+    local path = H.tmpdir() .. "/numbers2.pkl"
+    H.write(path, "\x80\x02}X\x01\0\0\0a\x4b\x01s.")
+    assert.are.same({}, graft.names(graft.open(path)))
+  end)
+end)
+
+describe("NUL bytes in keys", function()
+  it("a dict key holding a NUL is refused, not truncated", function()
+    local path = H.tmpdir() .. "/nulkey.pkl"
+    -- {"a\0b": torch.FloatTensor([1.0])}
+    H.write(path, "\x80\x02}X\x03\0\0\0a\0bctorch\nFloatTensor\n(]G?\xf0\0\0\0\0\0\0atRs.")
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find("NUL", 1, true), e)
+    assert.truthy(e:find(path, 1, true), e)
+  end)
+
+  it("a NUL inside a persistent-id storage key is refused", function()
+    local dir = H.tmpdir()
+    H.py([[
+import io, pickle, pickletools, struct, sys, torch
+b = io.BytesIO()
+torch.save({"w": torch.ones(2)}, b, _use_new_zipfile_serialization=False)
+d = b.getvalue()
+pos = 0
+for _ in range(4):  # magic, protocol, sys_info, object: the key list is next
+    for op, arg, p in pickletools.genops(d[pos:]):
+        end = p
+    pos += end + 1
+key = pickle.loads(d[pos:])[0].encode()
+old = b"X" + struct.pack("<I", len(key)) + key
+new = b"X" + struct.pack("<I", len(key) + 2) + key + b"\0x"
+assert d.count(old) == 2
+open(sys.argv[1] + "/nulpid.pt", "wb").write(d.replace(old, new))
+]], dir)
+    local e = err_of(function() graft.open(dir .. "/nulpid.pt") end)
+    assert.truthy(e:find("NUL", 1, true), e)
+    assert.truthy(e:find("nulpid.pt", 1, true), e)
+  end)
+end)
