@@ -43,7 +43,7 @@ local function err_of(fn)
 end
 
 describe("torch 0.1.x-0.3 plain pickles", function()
-  for _, name in ipairs({ "lists.pkl", "setstate.pkl", "rebuild.pkl", "module.pkl" }) do
+  for _, name in ipairs({ "lists.pkl", "setstate.pkl", "rebuild.pkl", "module.pkl", "old.tar" }) do
     it(name .. " opens to the values torch 1.13 reads", function()
       local path = fixtures() .. "/" .. name
       local m = graft.open(path)
@@ -81,6 +81,29 @@ describe("torch 0.1.x-0.3 plain pickles", function()
     assert.truthy(out:find("4 tensors"), out)
     out, err, code = cli("verify", fixtures() .. "/module.pkl")
     assert.are.equal(0, code, err)
+  end)
+end)
+
+describe("torch <= 0.1.9 tar files", function()
+  it("opens as kind tar with the object tree, shared storages kept", function()
+    local m = graft.open(fixtures() .. "/old.tar")
+    local meta = graft.meta(m)
+    assert.are.equal("tar", meta.kind)
+    assert.are.equal(3, meta.tree.epoch)
+    assert.are.equal(m.w:storage_id(), (m.wt:storage_id()))
+  end)
+
+  it("a truncated tar is a clear error, never a crash", function()
+    local data = H.read(fixtures() .. "/old.tar")
+    local dir = H.tmpdir()
+    for _, n in ipairs({ 1024, 1536, 2100, 2600, 3000, #data - 1024 }) do
+      if n < #data then
+        H.write(dir .. "/cut.tar", data:sub(1, n))
+        local ok, e = pcall(graft.open, dir .. "/cut.tar")
+        if not ok then assert.truthy(tostring(e):find("cut.tar", 1, true), e) end
+        if ok then assert.truthy(#graft.names(e) > 0) end
+      end
+    end
   end)
 end)
 
