@@ -43,7 +43,8 @@ local function err_of(fn)
 end
 
 describe("torch 0.1.x-0.3 plain pickles", function()
-  for _, name in ipairs({ "lists.pkl", "setstate.pkl", "rebuild.pkl", "module.pkl", "old.tar" }) do
+  for _, name in ipairs({ "lists.pkl", "setstate.pkl", "rebuild.pkl", "module.pkl", "old.tar",
+                              "dumps2.pkl", "dumps4.pkl" }) do
     it(name .. " opens to the values torch 1.13 reads", function()
       local path = fixtures() .. "/" .. name
       local m = graft.open(path)
@@ -81,6 +82,16 @@ describe("torch 0.1.x-0.3 plain pickles", function()
     assert.truthy(out:find("4 tensors"), out)
     out, err, code = cli("verify", fixtures() .. "/module.pkl")
     assert.are.equal(0, code, err)
+  end)
+end)
+
+describe("torch >= 0.4 plain pickles", function()
+  it("reads each _load_from_bytes storage (a legacy file in the pickle)", function()
+    -- each tensor pickles its own copy of the storage (TypedStorage.__reduce__
+    -- makes a new file each time): torch does not share them either
+    local m = graft.open(fixtures() .. "/dumps2.pkl")
+    assert.are.same({ 3, 4, 5 }, m.row:totable())
+    assert.are.equal("pickle", graft.meta(m).kind)
   end)
 end)
 

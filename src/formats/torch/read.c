@@ -56,6 +56,7 @@ typedef struct reader {
   int swap;                   /* file is big-endian */
   int legacy;                 /* persistent ids are 6-tuples */
   int tar;                    /* persistent ids are "<key>" of tar_keys */
+  int nested;                 /* reading the bytes of _load_from_bytes */
   struct tarkey *tkeys;       /* tar: tensor keys -> records, sorted */
   size_t ntkeys, cap_tkeys;
   tstore *st;
@@ -596,10 +597,17 @@ static int rebuild_kind(const char *g) {
   return 0;
 }
 
+static int from_bytes(reader *r, gt_value *obj, const gt_value *b, gt_err *err);
+
 static int object_hook(void *ctx, gt_value *obj, int built, gt_err *err) {
   reader *r = ctx;
   const char *g = obj->str;
   const gt_value *args = obj->items[GT_PK_ARGS];
+  if (!built && strcmp(g, "torch.storage._load_from_bytes") == 0) {
+    const gt_value *b = gt_pickle_item(args, 0);
+    if (args->n == 1 && b && b->kind == GT_V_STR && b->i == 1) return from_bytes(r, obj, b, err);
+    return GT_OK;
+  }
   if (!built) {
     int k = rebuild_kind(g);
     if (k) return rebuild(r, obj, args, k == 3, err);
@@ -1312,6 +1320,50 @@ static int read_legacy(reader *r, gt_value *meta, gt_err *err) {
   gt_value_free(tree);
   gt_value_free(keys);
   return rc;
+}
+
+/* ------------------------------------------------------------ nested */
+
+/* torch.storage._load_from_bytes(b): how torch >= 0.4 pickles a storage
+ * for pickle.dump (TypedStorage.__reduce__): b is a whole legacy file
+ * (torch.save(storage, _use_new_zipfile_serialization=False)) whose object
+ * is the storage itself. It is read with a reader of its own (its keys are
+ * its own) and its one storage joins r as a keyless storage. Such a file
+ * never nests another one (its object pickle is a persistent id). */
+static int from_bytes(reader *r, gt_value *obj, const gt_value *b, gt_err *err) {
+  if (r->nested) return gt_fail(err, "_load_from_bytes inside _load_from_bytes");
+  gt_storage *blob = np_bytes(r, b, err);
+  if (!blob) return gt_wrap(err, "torch.storage._load_from_bytes");
+  reader sub;
+  memset(&sub, 0, sizeof sub);
+  sub.file = blob;
+  sub.legacy = 1;
+  sub.nested = 1;
+  sub.globals = gt_value_new(GT_V_LIST);
+  gt_value *meta = gt_value_new(GT_V_MAP), *tree = NULL, *keys = NULL;
+  uint64_t pos;
+  int rc = sub.globals && meta ? GT_OK : gt_fail(err, "out of memory");
+  if (rc == GT_OK && !is_legacy(blob->data, blob->size))
+    rc = gt_fail(err, "the bytes are not a legacy torch file");
+  if (rc == GT_OK) rc = legacy_header(&sub, &pos, meta, err);
+  if (rc == GT_OK) rc = next_pickle(&sub, &pos, 1, &tree, err);
+  if (rc == GT_OK) rc = next_pickle(&sub, &pos, 0, &keys, err);
+  if (rc == GT_OK) rc = legacy_storages(&sub, pos, keys, err);
+  if (rc == GT_OK && !(tree->kind == GT_V_TENSOR && tree->f == 1))
+    rc = gt_fail(err, "the legacy file inside does not hold a storage");
+  size_t idx = 0;
+  if (rc == GT_OK) {
+    tstore *st = &sub.st[tree->i];
+    gt_storage_retain(st->s);
+    rc = inline_storage(r, st->type, st->numel, st->s, &idx, err);
+  }
+  if (rc == GT_OK) gt_pickle_become(obj, GT_V_TENSOR, (int64_t)idx, 1);
+  gt_value_free(meta);
+  gt_value_free(tree);
+  gt_value_free(keys);
+  reader_free(&sub);
+  gt_storage_release(blob);
+  return rc == GT_OK ? GT_OK : gt_wrap(err, "torch.storage._load_from_bytes");
 }
 
 /* ------------------------------------------------------------ tar */
