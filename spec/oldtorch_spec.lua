@@ -156,6 +156,28 @@ describe("nothing silently lost", function()
   end)
 end)
 
+describe("old torch values that lie", function()
+  it("a nested list repeated through the memo cannot ask for more than the file holds", function()
+    local path = H.tmpdir() .. "/bomb.pkl"
+    -- FloatTensor([[A] * 100] * 100) with A = 100 floats: 10^6 numbers in 1.4 KB
+    H.write(path, "\x80\x02}X\x01\0\0\0wctorch\nFloatTensor\n("
+      .. "]q\0(" .. string.rep("G?\xf0\0\0\0\0\0\0", 100) .. "e0"
+      .. "]q\1(" .. string.rep("h\0", 100) .. "e0"
+      .. "](" .. string.rep("h\1", 100) .. "etRs.")
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find("more numbers than the file has bytes", 1, true), e)
+    assert.truthy(e:find("bomb.pkl", 1, true), e)
+  end)
+
+  it("a rectangular list with a ragged row is refused", function()
+    local path = H.tmpdir() .. "/ragged.pkl"
+    H.write(path, "\x80\x02}X\x01\0\0\0wctorch\nFloatTensor\n("
+      .. "](" .. "](K\x01K\x02e" .. "]K\x03a" .. "etRs.") -- [[1, 2], [3]]
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find("rectangular", 1, true), e)
+  end)
+end)
+
 describe("NUL bytes in keys", function()
   it("a dict key holding a NUL is refused, not truncated", function()
     local path = H.tmpdir() .. "/nulkey.pkl"
@@ -187,5 +209,32 @@ open(sys.argv[1] + "/nulpid.pt", "wb").write(d.replace(old, new))
     local e = err_of(function() graft.open(dir .. "/nulpid.pt") end)
     assert.truthy(e:find("NUL", 1, true), e)
     assert.truthy(e:find("nulpid.pt", 1, true), e)
+  end)
+
+  it("a tensor name with a NUL from any reader is refused (npz member)", function()
+    local dir = H.tmpdir()
+    H.py([[
+import io, sys, zipfile
+import numpy as np
+b = io.BytesIO()
+np.save(b, np.ones(2, np.float32))
+o = io.BytesIO()
+with zipfile.ZipFile(o, "w") as z:
+    z.writestr("aQb.npy", b.getvalue())
+# zipfile itself cuts names at a NUL: patch both headers' names
+open(sys.argv[1] + "/nul.npz", "wb").write(o.getvalue().replace(b"aQb.npy", b"a\0b.npy"))
+]], dir)
+    local e = err_of(function() graft.open(dir .. "/nul.npz") end)
+    assert.truthy(e:find("NUL", 1, true), e)
+    assert.truthy(e:find("nul.npz", 1, true), e)
+  end)
+
+  it("a safetensors name with \\u0000 is refused", function()
+    local path = H.tmpdir() .. "/nul.safetensors"
+    local h = '{"a\\u0000b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    H.write(path, string.pack("<I8", #h) .. h .. string.pack("<f", 1))
+    local e = err_of(function() graft.open(path) end)
+    assert.truthy(e:find("\\u0000", 1, true), e)
+    assert.truthy(e:find("nul.safetensors", 1, true), e)
   end)
 end)

@@ -20,7 +20,7 @@ local open_options = {
 }
 
 M.formats = {
-  { name = "torch", description = "PyTorch torch.save file (zip archive, legacy pickle or torch <= 0.1.9 tar)",
+  { name = "torch", description = "PyTorch torch.save file (zip, legacy or 0.1.x tar)",
     extensions = { "pt", "pth", "bin" }, read = true, write = true, nested = true,
     open_options = open_options },
   { name = "pickle", description = "a plain Python pickle of tensors and containers",

@@ -511,14 +511,19 @@ static int put_number(const gt_torch_type *t, unsigned char *p, const gt_value *
   return GT_OK;
 }
 
-/* Shape of a nested list of numbers (rectangular), or GT_ERR. */
-static int list_shape(const gt_value *v, int64_t *shape, int *nd, uint64_t *numel) {
+/* Shape of a nested list of numbers (rectangular), or GT_ERR. The memo
+ * lets one list stand for many, so the element count is capped by the
+ * file's size: every number of a real tolist() is written out (pickle
+ * memoizes no numbers), taking at least one byte. */
+static int list_shape(const reader *r, const gt_value *v, int64_t *shape, int *nd,
+                      uint64_t *numel) {
   *nd = 0;
   *numel = 1;
   while (v && v->kind == GT_V_LIST && v->i <= 1) {
-    if (*nd == GT_MAXDIM) return GT_ERR;
+    if (*nd == GT_MAXDIM || gt_mul_u64(*numel, v->n, (unsigned long long *)numel) ||
+        *numel > r->file->size)
+      return GT_ERR;
     shape[(*nd)++] = (int64_t)v->n;
-    *numel *= v->n; /* bounded by the pickle's node budget */
     v = v->n ? v->items[0] : NULL;
   }
   return *nd ? GT_OK : GT_ERR;
@@ -544,9 +549,10 @@ static int list_fill(const gt_torch_type *t, const gt_value *v, const int64_t *s
 static int list_storage(reader *r, const char *g, const gt_torch_type *t, const gt_value *v,
                         int64_t *shape, int *nd, size_t *idx, gt_err *err) {
   uint64_t numel, k = 0, nbytes;
-  if (list_shape(v, shape, nd, &numel) ||
+  if (list_shape(r, v, shape, nd, &numel) ||
       gt_mul_u64(numel, t->itemsize, (unsigned long long *)&nbytes))
-    return gt_fail(err, "%s: the argument is not a nested list of numbers", g);
+    return gt_fail(err, "%s: the argument is not a nested list of numbers, or stands for "
+                        "more numbers than the file has bytes", g);
   gt_storage *s = gt_storage_new(nbytes, 0, err);
   if (!s) return gt_wrap(err, "%s", g);
   if (list_fill(t, v, shape, 0, *nd, s->data, &k) || k != numel) {
@@ -605,7 +611,7 @@ static int object_hook(void *ctx, gt_value *obj, int built, gt_err *err) {
   const gt_value *args = obj->items[GT_PK_ARGS];
   if (!built && strcmp(g, "torch.storage._load_from_bytes") == 0) {
     const gt_value *b = gt_pickle_item(args, 0);
-    if (args->n == 1 && b && b->kind == GT_V_STR && b->i == 1) return from_bytes(r, obj, b, err);
+    if (b && args->n == 1 && b->kind == GT_V_STR && b->i == 1) return from_bytes(r, obj, b, err);
     return GT_OK;
   }
   if (!built) {
