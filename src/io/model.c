@@ -42,6 +42,12 @@ int gt_model_reserve(gt_model *m, size_t n, gt_err *err) {
 
 int gt_model_add(gt_model *m, const char *name, size_t name_len, gt_tensor *t,
                  gt_err *err) {
+  if (name_len && memchr(name, 0, name_len)) { /* names are C strings downstream */
+    gt_fail(err, "tensor name \"%.200s\\0...\" holds a NUL byte", name);
+    gt_tensor_free(t);
+    memset(t, 0, sizeof *t);
+    return GT_ERR;
+  }
   char *copy = name_len < SIZE_MAX ? malloc(name_len + 1) : NULL;
   if (!copy || reserve(m, err) != GT_OK) {
     if (!copy) gt_fail(err, "out of memory");

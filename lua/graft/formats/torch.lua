@@ -21,7 +21,7 @@ local open_options = {
 }
 
 M.formats = {
-  { name = "torch", description = "PyTorch torch.save file (zip archive or legacy pickle)",
+  { name = "torch", description = "PyTorch torch.save file (zip, legacy or 0.1.x tar)",
     extensions = { "pt", "pth", "bin" }, read = true, write = true, nested = true,
     open_options = open_options },
   { name = "pickle", description = "a plain Python pickle of tensors and containers",
@@ -74,6 +74,15 @@ local function is_pickle(path, head)
   local b1, b2 = head:byte(1, 2)
   if b1 == 0x80 and b2 and b2 <= 5 then return true end
   return has_torch_ext(path) and head:find("^[%(}%]c]") ~= nil
+end
+
+-- torch <= 0.1.9 saved a POSIX tar whose members are sys_info, pickle,
+-- tensors and storages: claimed when the first member is one of them.
+local tar_members = { sys_info = true, pickle = true, tensors = true, storages = true }
+
+local function is_tar(head)
+  if #head < 512 or head:sub(258, 262) ~= "ustar" then return false end
+  return tar_members[head:sub(1, 100):match("^[^%z]*")] == true
 end
 
 local function starts(s, prefix)
@@ -161,6 +170,7 @@ function M.detect(head, path, ctx)
   if ctx.stage ~= "bytes" then return nil end
   if head:sub(1, 4) == "PK\3\4" and is_zip(path, head) then return "torch" end
   if is_pickle(path, head) then return "torch" end
+  if is_tar(head) then return "torch" end
   return nil
 end
 

@@ -8,9 +8,15 @@
  *   legacy  torch.save(..., _use_new_zipfile_serialization=False): magic,
  *           protocol and sys_info pickles, the object pickle, the storage key
  *           list, then each storage as an i64 element count + raw bytes.
+ *   tar     torch <= 0.1.9: a tar of sys_info, pickle, tensors and
+ *           storages members (docs/formats/torch.md, Tar format).
  *   pickle  a plain pickle (pickle.dump of a dict of numpy arrays, or of
  *           tensors without storages); numpy array bytes inside the pickle
- *           are used in place.
+ *           are used in place; torch 0.1.x-0.3 tensors pickled by value
+ *           (torch.FloatStorage(list), torch.FloatTensor(list), set_ BUILD
+ *           states) are decoded.
+ * A torch tensor or storage constructor left undecoded, or 0 tensors in a
+ * file whose tree names one, is an error (never an empty success).
  * The pickle is interpreted by pickle.c; tensor rebuilds
  * (torch._utils._rebuild_tensor{,_v2,_v3}, _rebuild_parameter{,_with_state},
  * torch._tensor._rebuild_from_type_v2, nn.Parameter, numpy _reconstruct /
@@ -31,7 +37,7 @@
  * pickled module gives its state_dict names). A bare tensor is "tensor";
  * TorchScript constants are "constants.<i>".
  *
- * m->meta (a MAP): kind ("zip" | "torchscript" | "legacy" | "pickle"),
+ * m->meta (a MAP): kind ("zip" | "torchscript" | "legacy" | "tar" | "pickle"),
  * archive (zip folder), byteorder, version (zip record text, legacy protocol
  * number), tree (the unpickled object: tensors as GT_V_TENSOR entry indices,
  * unknown globals as MAPs {global, args, state, dictitems, listitems,
@@ -45,7 +51,7 @@
 /* Read the PyTorch file mapped as `file` (zip, legacy or plain pickle). */
 int gt_torch_read(gt_storage *file, gt_model *m, gt_err *err);
 
-/* Which layout p[0, len) looks like: "zip", "legacy", "pickle" or NULL. */
+/* Which layout p[0, len) looks like: "zip", "legacy", "tar", "pickle" or NULL. */
 const char *gt_torch_sniff(const unsigned char *p, uint64_t len);
 
 #endif
