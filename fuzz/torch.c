@@ -1,4 +1,6 @@
-/* libFuzzer target: a PyTorch file: zip archive (data.pkl + records), legacy pre-1.6 stream, or a plain pickle. */
+/* libFuzzer target: a PyTorch file: zip archive (data.pkl + records), legacy
+ * pre-1.6 stream, torch <= 0.1.9 tar, or a plain pickle (torch 0.1.x-0.3
+ * values by value, _load_from_bytes storages). */
 #include "fuzz.h"
 #include "formats/torch/read.h"
 
