@@ -3,7 +3,8 @@
 --   graft show FILE NAME
 --   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--OPTION VALUE ...]
 --   graft diff A B [--map RECIPE] [--atol X]
---   graft run RECIPE.lua [ARGS...]
+--   graft check FILE TEMPLATE [--map RECIPE] [--json]
+--   graft run RECIPE.lua [--dry-run] [ARGS...]
 --   graft verify FILE
 --   graft formats [--json]
 
@@ -19,10 +20,11 @@ usage: graft ls FILE [--json]
        graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--max-shard-size S]
                      [--OPTION VALUE ...]   (any save option of OUT's format, see graft formats)
        graft diff A B [--map RECIPE] [--atol X]
-       graft run RECIPE.lua [ARGS...]
+       graft check FILE TEMPLATE [--map RECIPE] [--json]
+       graft run RECIPE.lua [--dry-run] [ARGS...]
        graft verify FILE
        graft formats [--json]
-exit status: 0 done (diff: same), 1 diff: different, 2 error]==]
+exit status: 0 done (diff: same; check: clean), 1 diff: different, check: problems, 2 error]==]
 
 local function human(n)
   local units = { "B", "KiB", "MiB", "GiB", "TiB" }
@@ -33,7 +35,7 @@ end
 
 -- Split argv into positionals and --options (an option takes the next
 -- word as its value unless it is a known flag).
-local flags = { json = true, help = true }
+local flags = { json = true, help = true, ["dry-run"] = true }
 -- `graft run` passes everything after the recipe to it untouched.
 local function parse(argv, cmd)
   local pos, opt = {}, {}
@@ -186,13 +188,88 @@ function cli.diff(pos, opt, out)
   return differ == 0 and 0 or 1
 end
 
-function cli.run(pos)
+-- --dry-run: every graft.map of the recipe prints its plan (graft.map's
+-- opts.dry_run) and still returns its lazy result, so the recipe goes on;
+-- every graft.save prints what it would write and writes nothing.
+local function dry_run_hooks(out)
+  local map, save = graft.map, graft.save
+  graft.map = function(m, rules, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.dry_run = true
+    local plan = map(m, rules, o)
+    out:write(string.format("plan (%d step%s):\n", #plan, #plan == 1 and "" or "s"), tostring(plan), "\n")
+    return map(m, rules, opts)
+  end
+  graft.save = function(path, tensors)
+    local names = type(tensors) == "table" and graft.names(tensors) or {}
+    out:write(string.format("would write %s: %d tensor%s (dry run: nothing written)\n", tostring(path),
+      #names, #names == 1 and "" or "s"))
+  end
+  return function() graft.map, graft.save = map, save end
+end
+
+function cli.run(pos, opt, out)
+  local dry = opt["dry-run"]
+  local rest = {}
+  for i = 2, #pos do
+    if pos[i] == "--dry-run" then dry = true else rest[#rest + 1] = pos[i] end
+  end
   local recipe = pos[1] or error("graft: run needs RECIPE.lua", 0)
   local chunk = load_recipe(recipe)
   local args = { [0] = recipe }
-  for i = 2, #pos do args[#args + 1] = pos[i] end
+  for _, a in ipairs(rest) do args[#args + 1] = a end
   _G.arg = args
-  chunk(table.unpack(args))
+  if not dry then
+    chunk(table.unpack(args))
+    return
+  end
+  local restore = dry_run_hooks(out)
+  local ok, err = pcall(chunk, table.unpack(args))
+  restore()
+  if not ok then error(err, 0) end
+end
+
+-- A TEMPLATE is a file graft opens, or a Lua file returning a table of
+-- shapes ({name = {d1, ...} or {shape = ..., dtype = ...}}) or tensors.
+local function open_template(path)
+  if path:match("%.lua$") then
+    local t = load_recipe(path)()
+    if type(t) ~= "table" then error("graft: " .. path .. ": a template recipe returns a table", 0) end
+    return t
+  end
+  return graft.open(path)
+end
+
+local function json_problem(p)
+  local e = {}
+  for k, v in pairs(p) do
+    e[k] = type(v) == "table" and setmetatable(v, json.array_mt) or v
+  end
+  return e
+end
+
+-- graft check FILE TEMPLATE: graft.check with strict (unexpected names
+-- are problems). --json: {file, template, ok, count, problems = [{kind,
+-- name, got, want, permute, hint, closest, distance}]}. Exit 0 clean, 1
+-- problems, 2 bad input.
+function cli.check(pos, opt, out)
+  local file, tpl = pos[1], pos[2]
+  if not file or not tpl then error("graft: check needs FILE TEMPLATE", 0) end
+  for k in pairs(opt) do
+    if k ~= "map" and k ~= "json" then error("graft: check: unknown option --" .. k, 0) end
+  end
+  local m = apply_map(graft.open(file), opt.map)
+  local ok, report = graft.check(m, open_template(tpl), { strict = true })
+  if opt.json then
+    local list = setmetatable({}, json.array_mt)
+    for i, p in ipairs(report.problems) do list[i] = json_problem(p) end
+    out:write(json.encode({ file = file, template = tpl, ok = ok, count = report.count,
+      problems = list }), "\n")
+  else
+    out:write(report.summary, "\n")
+  end
+  return ok and 0 or 1
 end
 
 -- Checks every checksum the file carries: through its format's own
@@ -245,7 +322,7 @@ function cli.formats(_, opt, out)
 end
 
 local commands = { ls = true, show = true, convert = true, diff = true, run = true, verify = true,
-                   formats = true }
+                   formats = true, check = true }
 
 -- Returns the exit status; every error is one line on stderr, no traceback.
 function cli.main(argv, out)
