@@ -21,7 +21,8 @@ usage: graft ls FILE [--json]
                      [--OPTION VALUE ...]   (any save option of OUT's format, see graft formats)
        graft diff A B [--map RECIPE] [--atol X]
        graft check FILE TEMPLATE [--map RECIPE] [--json]
-       graft run RECIPE.lua [--dry-run] [ARGS...]
+       graft run RECIPE.lua [ARGS...]
+                 [--dry-run]   (print each graft.map's plan; graft.save writes nothing)
        graft verify FILE
        graft formats [--json]
 exit status: 0 done (diff: same; check: clean), 1 diff: different, check: problems, 2 error]==]
