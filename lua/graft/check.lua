@@ -144,15 +144,15 @@ local function misspellings(unexpected, missing)
   return pairs_, used_u, used_m
 end
 
-local function summary(r, ntemplate, strict)
+local function summary(r, paired, ntemplate, strict)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = string.format(fmt, ...) end
   for _, p in ipairs(r.misspelt) do add("misspelt: %s -> %s?", p.name, p.closest) end
   for _, n in ipairs(r.missing) do
-    if not r.paired[n] then add("missing: %s", n) end
+    if not paired[n] then add("missing: %s", n) end
   end
   for _, n in ipairs(r.unexpected) do
-    if not r.paired[n] then add("unexpected: %s%s", n, strict and "" or " (allowed: not strict)") end
+    if not paired[n] then add("unexpected: %s%s", n, strict and "" or " (allowed: not strict)") end
   end
   for _, e in ipairs(r.problems) do
     if e.kind == "shape" then
@@ -213,9 +213,9 @@ function M.check(out, template, opts, ctx)
   end
   local paired_u, paired_m
   r.misspelt, paired_u, paired_m = misspellings(r.unexpected, r.missing)
-  r.paired = {}
-  for n in pairs(paired_u) do r.paired[n] = true end
-  for n in pairs(paired_m) do r.paired[n] = true end
+  local paired = {}
+  for n in pairs(paired_u) do paired[n] = true end
+  for n in pairs(paired_m) do paired[n] = true end
   for _, p in ipairs(r.misspelt) do
     r.problems[#r.problems + 1] = { kind = "misspelt", name = p.name, closest = p.closest,
       distance = p.distance }
@@ -231,7 +231,7 @@ function M.check(out, template, opts, ctx)
   for _, e in ipairs(sizes) do r.problems[#r.problems + 1] = e end
   r.count = #r.problems
   r.ok = r.count == 0
-  r.summary = summary(r, #tnames, opts.strict)
+  r.summary = summary(r, paired, #tnames, opts.strict)
   return r.ok, setmetatable(r, report_mt)
 end
 
