@@ -257,3 +257,231 @@ describe("graft.names and graft.meta", function()
     assert.are.equal("npz", graft.meta(m).format)
   end)
 end)
+
+-- numpy's float32 result of `expr` over the named float32 arrays (each
+-- given as name=v1,v2,...;shape=d1,d2), as a graft tensor of `shape`.
+local function np_eval(expr, shape, arrays)
+  local args = {}
+  for name, a in pairs(arrays) do
+    args[#args + 1] = name .. "=" .. table.concat(a[1], ",") .. ";" .. table.concat(a[2], ",")
+  end
+  table.sort(args)
+  local hex = H.py([[
+import sys, numpy as np
+env = {"np": np}
+for a in sys.argv[2:]:
+    name, rest = a.split("=")
+    vals, shape = rest.split(";")
+    env[name] = np.array([float(x) for x in vals.split(",")], dtype="<f8").reshape([int(d) for d in shape.split(",")])
+r = eval(sys.argv[1], env).astype("<f4")
+sys.stdout.write(np.ascontiguousarray(r).tobytes().hex())
+]], expr, table.unpack(args))
+  return graft.tensor(H.unhex(hex), "float32", shape)
+end
+
+local function values(t)
+  return H.flat(t:totable())
+end
+
+describe("graft.map rules: matchers, several outputs, several inputs, dry runs", function()
+  after_each(H.cleanup)
+
+  it("a function matcher's captures fill %1.. (and %0 is the name)", function()
+    local out = graft.map(keras_like(), {
+      { function(name) return name:match("^conv(%d)/(%a+)$") end, "features.%1.%2" },
+      { function(name) return name == "dense/kernel" end, "%0.orig" },
+      { function() return false end, "never" },
+      { ".", graft.drop },
+    })
+    assert.are.same({ "dense/kernel.orig", "features.1.bias", "features.1.kernel",
+      "features.2.bias", "features.2.kernel" }, sorted(graft.names(out)))
+    local err = H.raises(function()
+      graft.map(keras_like(), { { function() return true end, "%1" } })
+    end)
+    assert.truthy(err:find("invalid capture index %1", 1, true), err)
+    err = H.raises(function()
+      graft.map(keras_like(), { { function() error("boom") end, "x" } })
+    end)
+    assert.truthy(err:find("^graft: map: conv1/bias: rule 1: matcher: .*boom$"), err)
+  end)
+
+  it("several outputs: a zero second bias, a fused qkv split into three", function()
+    local src = { ["rnn.bias"] = graft.tensor({ 1, 2, 3, 4 }), ["attn.qkv.weight"] = iota({ 6, 2 }) }
+    local out = graft.map(src, {
+      { "^(.*)bias$", { "%1bias_ih", "%1bias_hh" }, function(t) return t, graft.zeros(t.shape, t.dtype) end },
+      { "^(.*)qkv%.weight$", { "%1q.weight", "%1k.weight", "%1v.weight" },
+        function(t) return table.unpack(t:chunk(3, 1)) end },
+    })
+    assert.are.same({ "attn.k.weight", "attn.q.weight", "attn.v.weight", "rnn.bias_hh", "rnn.bias_ih" },
+      sorted(graft.names(out)))
+    assert.are.same({ 1, 2, 3, 4 }, values(out["rnn.bias_ih"]))
+    assert.are.same({ 0, 0, 0, 0 }, values(out["rnn.bias_hh"]))
+    assert.are.same({ 0, 1, 2, 3 }, values(out["attn.q.weight"]))
+    assert.are.same({ 4, 5, 6, 7 }, values(out["attn.k.weight"]))
+    assert.are.same({ 8, 9, 10, 11 }, values(out["attn.v.weight"]))
+    -- without a transform each output is the input; too few results is an error
+    out = graft.map(src, { { "^.*bias$", { "a", "b" } }, { ".", graft.drop } })
+    assert.are.equal(src["rnn.bias"], out.a)
+    assert.are.equal(src["rnn.bias"], out.b)
+    local err = H.raises(function()
+      graft.map(src, { { "bias$", { "a", "b" }, function(t) return t end }, { ".", graft.drop } })
+    end)
+    assert.truthy(err:find('transform of "rnn.bias" returned 1 value for 2 outputs', 1, true), err)
+  end)
+
+  it("several inputs: q,k,v merged, two biases summed (numpy's values)", function()
+    local src = {
+      ["l0.q.weight"] = iota({ 2, 3 }), ["l0.k.weight"] = iota({ 2, 3 }) + 10,
+      ["l0.v.weight"] = iota({ 2, 3 }) + 20,
+      ["l0.bias_ih"] = graft.tensor({ 0.5, 1.5 }), ["l0.bias_hh"] = graft.tensor({ 2.25, -1 }),
+    }
+    local out = graft.map(src, {
+      { "^(.*)%.q%.weight$", "%1.qkv.weight", function(q, k, v) return graft.cat({ q, k, v }) end,
+        from = { "%1.q.weight", "%1.k.weight", "%1.v.weight" } },
+      { "^(.*)%.bias_ih$", "%1.bias", function(a, b) return a + b end,
+        from = { "%1.bias_ih", "%1.bias_hh" } },
+    })
+    assert.are.same({ "l0.bias", "l0.qkv.weight" }, sorted(graft.names(out)))
+    assert.are.same({ 6, 3 }, out["l0.qkv.weight"].shape)
+    assert.are.same({ 0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 25 },
+      values(out["l0.qkv.weight"]))
+    local want = np_eval("a + b", { 2 }, { a = { { 0.5, 1.5 }, { 2 } }, b = { { 2.25, -1 }, { 2 } } })
+    assert.is_true(out["l0.bias"]:equal(want))
+  end)
+
+  it("folds BatchNorm into the preceding conv, whatever the source order (numpy's values)", function()
+    local w = {}
+    for i = 1, 4 * 2 * 3 * 3 do w[i] = (i - 36) / 10 end
+    local gamma, beta, mean, var = { 0.5, 1, 1.5, 2 }, { 0.1, -0.2, 0.3, 0 }, { 1, -1, 0.5, 0 },
+      { 1, 2, 3, 4 }
+    local cb = { 0.25, 0.5, -0.75, 1 }
+    -- bn.* before conv.*: the conv rule claims its inputs before any other rule runs
+    local src = {
+      ["bn.weight"] = graft.tensor(gamma), ["bn.bias"] = graft.tensor(beta),
+      ["bn.running_mean"] = graft.tensor(mean), ["bn.running_var"] = graft.tensor(var),
+      ["bn.num_batches_tracked"] = graft.tensor({ 3 }, "int64"),
+      ["conv.weight"] = graft.tensor(w):reshape({ 4, 2, 3, 3 }),
+      ["conv.bias"] = graft.tensor(cb),
+    }
+    local eps = 1e-5
+    local function fold(cw, cbias, g, b, m, v)
+      local scale = g / (v + eps):sqrt()
+      return cw * scale:unsqueeze(2):unsqueeze(3):unsqueeze(4), (cbias - m) * scale + b
+    end
+    local rules = {
+      { "^(.*)conv%.weight$", { "%1conv.weight", "%1conv.bias" }, fold, name = "fold_bn",
+        from = { "%1conv.weight", "%1conv.bias", "%1bn.weight", "%1bn.bias", "%1bn.running_mean",
+                 "%1bn.running_var" } },
+      { "num_batches_tracked$", graft.drop },
+    }
+    local out = graft.map(src, rules)
+    assert.are.same({ "conv.bias", "conv.weight" }, sorted(graft.names(out)))
+    local arrays = { w = { w, { 4, 2, 3, 3 } }, cb = { cb, { 4 } }, g = { gamma, { 4 } },
+      b = { beta, { 4 } }, m = { mean, { 4 } }, v = { var, { 4 } } }
+    local want_w = np_eval("w * (g / np.sqrt(v + 1e-5))[:, None, None, None]", { 4, 2, 3, 3 }, arrays)
+    local want_b = np_eval("(cb - m) * (g / np.sqrt(v + 1e-5)) + b", { 4 }, arrays)
+    assert.is_true(out["conv.weight"]:max_abs_diff(want_w) <= 1e-6)
+    assert.is_true(out["conv.bias"]:max_abs_diff(want_b) <= 1e-6)
+    -- the plan names the inputs, the outputs and the transform
+    local plan = graft.map(src, rules, { dry_run = true })
+    assert.are.same({ "conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean",
+      "bn.running_var" }, plan[2].from)
+    assert.are.same({ "conv.weight", "conv.bias" }, plan[2].to)
+    assert.are.equal("fold_bn", plan[2].transform)
+  end)
+
+  it("bad multi-input rules: a missing input, a rule not taking its own name, an input claimed twice", function()
+    local src = { ["a.x"] = graft.tensor({ 1 }), ["a.y"] = graft.tensor({ 2 }) }
+    local err = H.raises(function()
+      graft.map(src, { { "^a%.x$", "z", graft.cat, from = { "a.x", "a.w" } }, { ".", graft.keep } })
+    end)
+    assert.truthy(err:find('a.x: rule 1: input "a.w" (from[2]) is not in the model', 1, true), err)
+    err = H.raises(function()
+      graft.map(src, { { "^a%.x$", "z", graft.cat, from = { "a.y" } }, { ".", graft.keep } })
+    end)
+    assert.truthy(err:find("from must include the name it matched", 1, true), err)
+    err = H.raises(function()
+      graft.map(src, { { "^a%.(.)$", "z%1", graft.cat, from = { "a.x", "a.y" } } })
+    end)
+    assert.truthy(err:find('"a.x" is an input of two rules', 1, true), err)
+    err = H.raises(function()
+      graft.map(src, { { "^a%.x$", "z", from = { "a.x", "a.y" } } })
+    end)
+    assert.truthy(err:find("rule 1 takes 2 inputs and needs a transform", 1, true), err)
+  end)
+
+  it("every unmatched name in ONE error", function()
+    local err = H.raises(function() graft.map(loaded(), { { "^conv", graft.keep } }) end)
+    assert.truthy(err:find('^graft: map: no rule matches "dense/kernel", "dense/bias", "optimizer/step" %(3 names%)'),
+      err)
+  end)
+
+  it("unknown options are errors with the closest accepted key", function()
+    local err = H.raises(function() graft.map(loaded(), { { ".", graft.keep } }, { dry_runn = true }) end)
+    assert.truthy(err:find('map: option "dry_runn" is not accepted; did you mean "dry_run"?', 1, true), err)
+    err = H.raises(function() graft.map(loaded(), { { ".", graft.keep } }, { keep = true }) end)
+    assert.truthy(err:find("(accepted: dry_run, keep_unmatched, order)", 1, true), err)
+  end)
+
+  it("dry_run returns the plan and reads no data: a corrupt checkpoint maps only for real", function()
+    local dir = H.tmpdir()
+    graft.save(dir .. "/ck", keras_like(), { format = "tf" })
+    -- flip every byte of the data shard: each tensor's crc32c now fails on first read
+    local data = dir .. "/ck.data-00000-of-00001"
+    local bytes = H.read(data)
+    H.write(data, (bytes:gsub(".", function(c) return string.char(255 - c:byte()) end)))
+    local m = graft.open(dir .. "/ck")
+    local calls = 0
+    local rules = {
+      { "^conv(%d)/kernel$", "c%1.weight", "hwio_to_oihw" },
+      { "^conv(%d)/bias$", { "c%1.b_ih", "c%1.b_hh" }, function(t) calls = calls + 1; return t, t end },
+      { "^dense/kernel$", "fc.weight", function(t) calls = calls + 1; return t:t():contiguous() end },
+      { "^dense/bias$", graft.keep },
+      { "^optimizer/", graft.drop },
+    }
+    local plan = graft.map(m, rules, { dry_run = true })
+    assert.are.equal(0, calls)
+    assert.are.equal(#graft.names(m), #plan)
+    local by = {}
+    for _, s in ipairs(plan) do by[s.from[1]] = s end
+    assert.are.same({ "c1.weight" }, by["conv1/kernel"].to)
+    assert.are.same({ { 3, 3, 2, 4 } }, by["conv1/kernel"].shapes)
+    assert.are.same({ "float32" }, by["conv1/kernel"].dtypes)
+    assert.are.equal("hwio_to_oihw", by["conv1/kernel"].transform)
+    assert.are.same({ "c2.b_ih", "c2.b_hh" }, by["conv2/bias"].to)
+    assert.truthy(by["dense/kernel"].transform:find("^function .*map_spec%.lua:%d+$"), by["dense/kernel"].transform)
+    assert.are.same({}, by["optimizer/step"].to)
+    assert.is_nil(by["dense/bias"].transform)
+    local text = tostring(plan)
+    assert.truthy(text:find("conv1/kernel float32 {3,3,2,4} -> c1.weight  [hwio_to_oihw]", 1, true), text)
+    assert.truthy(text:find("optimizer/step int64 {1} -> (dropped)", 1, true), text)
+    -- mapping for real reads the data, and the corrupt bytes are found
+    local err = H.raises(function() graft.map(m, rules) end)
+    assert.truthy(err:find("crc", 1, true), err)
+  end)
+
+  it("recipes compose: one returns its rules, another extends them", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/base.lua", [[
+local graft = require "graft"
+return {
+  { "^conv(%d+)/kernel$", "features.%1.weight", "hwio_to_oihw" },
+  { "^conv(%d+)/bias$", "features.%1.bias" },
+  { "^dense/kernel$", "classifier.weight", "t" },
+  { "^dense/bias$", "classifier.bias" },
+}
+]])
+    H.write(dir .. "/mine.lua", [[
+local graft = require "graft"
+local base = dofile(... .. "/base.lua")
+return graft.rules.extend({ { "^dense/bias$", "fc.bias" } }, base, { { "^optimizer/", graft.drop } })
+]])
+    local rules = loadfile(dir .. "/mine.lua")(dir)
+    local out = graft.map(keras_like(), rules)
+    assert.are.same({ "classifier.weight", "fc.bias", "features.1.bias", "features.1.weight",
+      "features.2.bias", "features.2.weight" }, sorted(graft.names(out)))
+    assert.are.same({ 4, 2, 3, 3 }, out["features.1.weight"].shape)
+    local err = H.raises(function() graft.rules.extend({}, "x") end)
+    assert.truthy(err:find("rules.extend: argument 2 is not a rules list", 1, true), err)
+  end)
+end)

@@ -6,7 +6,8 @@
 --   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--no-provenance]
 --                 [--json] [--OPTION VALUE ...]
 --   graft diff A B [--map RECIPE] [--atol X] [--json]
---   graft run RECIPE.lua [ARGS...]      (graft run --json RECIPE ... for a JSON summary)
+--   graft check FILE TEMPLATE [--map RECIPE] [--json]
+--   graft run RECIPE.lua [--dry-run] [ARGS...]   (graft run --json RECIPE ... for a JSON summary)
 --   graft verify FILE [--json]
 --   graft formats [--json]
 -- Exit status: 0 done (diff: same), 1 diff: different (verify: a check
@@ -37,17 +38,20 @@ local commands = {
   diff = { usage = "graft diff A B [--map RECIPE] [--atol X] [--json]", npos = { 2, 2 },
            need = "A B",
            opts = { json = "flag", map = "string", atol = "number>=0" } },
-  run = { usage = "graft run RECIPE.lua [ARGS...]",
-          extra = "  graft run --json RECIPE.lua [ARGS...]: a JSON summary on stdout after the "
+  check = { usage = "graft check FILE TEMPLATE [--map RECIPE] [--json]", npos = { 2, 2 },
+            need = "FILE TEMPLATE", opts = { json = "flag", map = "string" } },
+  run = { usage = "graft run RECIPE.lua [ARGS...]\n       graft run RECIPE.lua --dry-run [ARGS...]",
+          extra = "  --dry-run: every graft.map prints its plan; graft.save writes nothing\n"
+            .. "  graft run --json RECIPE.lua [ARGS...]: a JSON summary on stdout after the "
             .. "recipe's own output\n  (options before RECIPE.lua are graft's, after it the "
-            .. "recipe's)", npos = { 1, math.huge }, need = "RECIPE.lua",
-          opts = { json = "flag" }, rest = true },
+            .. "recipe's, but --dry-run)", npos = { 1, math.huge }, need = "RECIPE.lua",
+          opts = { json = "flag", ["dry-run"] = "flag" }, rest = true },
   verify = { usage = "graft verify FILE [--json]", npos = { 1, 1 }, need = "a FILE",
              opts = { json = "flag" } },
   formats = { usage = "graft formats [--json]", npos = { 0, 0 },
               opts = { json = "flag" } },
 }
-local order = { "ls", "show", "convert", "diff", "run", "verify", "formats" }
+local order = { "ls", "show", "convert", "diff", "check", "run", "verify", "formats" }
 
 local function usage_text()
   local lines = {}
@@ -417,20 +421,90 @@ function cli.diff(pos, opt, out)
   return #diffs == 0 and 0 or 1
 end
 
+-- --dry-run: every graft.map of the recipe prints its plan (graft.map's
+-- opts.dry_run) and still returns its lazy result, so the recipe goes on;
+-- every graft.save prints what it would write and writes nothing.
+local function dry_run_hooks(out)
+  local map, save = graft.map, graft.save
+  graft.map = function(m, rules, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.dry_run = true
+    local plan = map(m, rules, o)
+    out:write(string.format("plan (%d step%s):\n", #plan, #plan == 1 and "" or "s"), tostring(plan), "\n")
+    return map(m, rules, opts)
+  end
+  graft.save = function(path, tensors)
+    local names = type(tensors) == "table" and graft.names(tensors) or {}
+    out:write(string.format("would write %s: %d tensor%s (dry run: nothing written)\n", tostring(path),
+      #names, #names == 1 and "" or "s"))
+  end
+  return function() graft.map, graft.save = map, save end
+end
+
 -- Runs the recipe with its own arguments as `arg` and `...`; it is
--- registered for provenance (graft.provenance.recipe()) first.
+-- registered for provenance (graft.provenance.recipe()) first. --dry-run
+-- (before or after the recipe) prints plans and writes nothing.
 function cli.run(pos, opt, out)
   local recipe = pos[1]
+  local dry = opt["dry-run"]
+  local args = { [0] = recipe }
+  for i = 2, #pos do
+    if pos[i] == "--dry-run" then dry = true else args[#args + 1] = pos[i] end
+  end
   local chunk = load_recipe(recipe)
   local sha = provenance.register(recipe)
-  local args = { [0] = recipe }
-  for i = 2, #pos do args[#args + 1] = pos[i] end
   _G.arg = args
-  chunk(table.unpack(args))
+  if dry then
+    local restore = dry_run_hooks(out)
+    local ok, err = pcall(chunk, table.unpack(args))
+    restore()
+    if not ok then error(err, 0) end
+  else
+    chunk(table.unpack(args))
+  end
   if opt.json then
     out:write(json.encode({ recipe = recipe, recipe_sha256 = sha, ok = true }), "\n")
   end
   return 0
+end
+
+-- A TEMPLATE is a file graft opens, or a Lua file returning a table of
+-- shapes ({name = {d1, ...} or {shape = ..., dtype = ...}}) or tensors.
+local function open_template(path)
+  if path:match("%.lua$") then
+    local t = load_recipe(path)()
+    if type(t) ~= "table" then error("graft: " .. path .. ": a template recipe returns a table", 0) end
+    return t
+  end
+  return graft.open(path)
+end
+
+local function json_problem(p)
+  local e = {}
+  for k, v in pairs(p) do
+    e[k] = type(v) == "table" and setmetatable(v, json.array_mt) or v
+  end
+  return e
+end
+
+-- graft check FILE TEMPLATE: graft.check with strict (unexpected names
+-- are problems). --json: {file, template, ok, count, problems = [{kind,
+-- name, got, want, permute, hint, closest, distance}]}. Exit 0 clean, 1
+-- problems, 2 bad input.
+function cli.check(pos, opt, out)
+  local file, tpl = pos[1], pos[2]
+  local m = apply_map(graft.open(file), opt.map)
+  local ok, report = graft.check(m, open_template(tpl), { strict = true })
+  if opt.json then
+    local list = setmetatable({}, json.array_mt)
+    for i, p in ipairs(report.problems) do list[i] = json_problem(p) end
+    out:write(json.encode({ file = file, template = tpl, ok = ok, count = report.count,
+      problems = list }), "\n")
+  else
+    out:write(report.summary, "\n")
+  end
+  return ok and 0 or 1
 end
 
 -- Checks every checksum the file carries: through its format's own

@@ -38,8 +38,8 @@ graft.drop = map.drop
 graft.layouts = require "graft.layouts"
 graft.layout = graft.layouts.layout
 graft.map = map.map
-graft.check = check.check
 graft.provenance = provenance
+graft.rules = map.rules
 
 -- The registry: name, family, description, extensions, read, write, and
 -- every open and save option (common ones included) with a description.
@@ -121,6 +121,11 @@ function graft.save(path, tensors, opts)
   local names = model.ordered_names(tensors, opts)
   local out = model.apply_dtype(path, tensors, names, opts.dtype, f.keeps_blocks)
   return f.family.save(path, out, names, opts, ctx)
+end
+
+-- graft.check(out, template [, opts]): either may be a path graft opens.
+function graft.check(out, template, opts)
+  return check.check(out, template, opts, { open = graft.open })
 end
 
 return graft

@@ -39,6 +39,8 @@ local function distance(a, b)
   return prev[#b]
 end
 
+M.distance = distance
+
 -- The accepted key closest to `key` when it is close enough to be a slip
 -- (at most 2 edits, fewer than the key's length), else nil.
 function M.closest(key, accepted)
