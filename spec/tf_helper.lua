@@ -1,6 +1,6 @@
 -- Hand-built TensorFlow bundles for specs: protobuf encoding of
--- BundleHeaderProto / BundleEntryProto (field numbers of FORMATS.md 1.3,
--- 1.4, 1.9) and a bundle writer that takes raw entries, so specs can make
+-- BundleHeaderProto / BundleEntryProto (field numbers of docs/formats/tf.md#bundle-header,
+-- docs/formats/tf.md#bundle-entries, docs/formats/tf.md#small-protos) and a bundle writer that takes raw entries, so specs can make
 -- what graft's writer never would (partitioned variables, broken files).
 local core = require "graft.core"
 local H = require "helper"
@@ -68,7 +68,7 @@ function T.plain(dtype, shape, data, offset, shard)
                    size = #data, crc = T.crc(data) })
 end
 
--- A DT_STRING entry's bytes (FORMATS.md 1.6): varint lengths, the masked
+-- A DT_STRING entry's bytes (docs/formats/tf.md#string-tensors): varint lengths, the masked
 -- crc of the lengths (each as u32 LE), the bytes. Returns bytes, entry crc.
 function T.strings(list)
   local lens, lc = {}, 0

@@ -156,7 +156,7 @@ last_preserved_timestamp: 1689999999.25
     local s2 = { start = { 2, 0 }, length = { 2, -1 } }
     local key1 = graft.core.testing.tf_slice_key("w", { 0, 0 }, { 2, -1 })
     local key2 = graft.core.testing.tf_slice_key("w", { 2, 0 }, { 2, -1 })
-    -- FORMATS.md 1.7: variable w, rows 5..9 of [10,4] -> 00 77 00 01 01 02 85 85 80 7F
+    -- docs/formats/tf.md#slice-keys: variable w, rows 5..9 of [10,4] -> 00 77 00 01 01 02 85 85 80 7F
     assert.equal("0077000101028585807f", H.hex(graft.core.testing.tf_slice_key("w", { 5, 0 }, { 5, -1 })))
     local p = T.write(dir, {
       w = T.entry({ dtype = 1, shape = { 4, 3 }, slices = { s1, s2 } }),

@@ -162,7 +162,7 @@ describe("torch reader", function()
       assert.are.same(r.shape, m[n].shape, n)
       assert.are.equal(r.hex, H.hex(m[n]:bytes()), n)
     end
-    -- the byte layouts of FORMATS.md 4.5 / torch: e4m3fn bias 7, e5m2 bias 15
+    -- the byte layouts of docs/formats/dtypes.md#graft-dtypes / torch: e4m3fn bias 7, e5m2 bias 15
     assert.are.same({ { 1, 0.5, -2 }, { 448, 0, 2 ^ -9 } }, m.e4m3:cast("float64"):totable())
     assert.are.same({ 1, 0.5, -2, 57344 }, m.e5m2:cast("float64"):totable())
     assert.are.same({ 1, 65535, 300 }, m.u16:totable())

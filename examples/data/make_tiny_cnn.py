@@ -4,7 +4,7 @@
 # attributes layer_names / backend / keras_version, one group per layer with
 # a weight_names attribute, datasets at <layer>/<layer>/<weight>:0, conv
 # kernels HWIO and dense kernels [in, out]. Keras is not in Debian, so the
-# file is written with h5py following that layout (FORMATS.md 3b; the real
+# file is written with h5py following that layout (docs/formats/keras.md#weights-only-files; the real
 # Keras files in shared/fixtures/real/keras_h5 have the same structure).
 # Run with Debian's python3-h5py:
 #   /usr/bin/python3 examples/data/make_tiny_cnn.py

@@ -1,4 +1,4 @@
-/* npy.c: NumPy .npy, read and write (see npy.h, FORMATS.md 6); the
+/* npy.c: NumPy .npy, read and write (see npy.h, docs/formats/numpy.md); the
  * .npy encoding of one array is also what npz.c reads and writes members
  * with.
  *

@@ -1,6 +1,6 @@
 /* npy.h: NumPy .npy (versions 1-3); npz.h builds .npz on it.
  *
- * Reading (FORMATS.md 6): the header dict is parsed by a strict small
+ * Reading (docs/formats/numpy.md#npy): the header dict is parsed by a strict small
  * parser (keys descr, fortran_order, shape in any order, nothing else);
  * numeric data is mapped zero-copy when its offset suits the element
  * alignment, else copied to aligned memory on first use; big-endian data

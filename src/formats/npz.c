@@ -1,4 +1,4 @@
-/* npz.c: NumPy .npz, read and write (see npz.h, FORMATS.md 6).
+/* npz.c: NumPy .npz, read and write (see npz.h, docs/formats/numpy.md#npz).
  *
  * Reading indexes the archive with zipmap, parses each .npy member's
  * header (a deflated member's by inflating only its first bytes) and gives

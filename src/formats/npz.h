@@ -1,5 +1,5 @@
 /* npz.h: NumPy .npz, a zip archive of .npy members (np.savez stores them,
- * np.savez_compressed deflates them; FORMATS.md 6). Each member is read
+ * np.savez_compressed deflates them; docs/formats/numpy.md#npz). Each member is read
  * and written with the .npy encoding of npy.h; the archive is read through
  * io/zipmap.h and io/zipmember.h, written through libzip. */
 #ifndef GT_NPZ_H

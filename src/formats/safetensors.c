@@ -1,6 +1,6 @@
 /* safetensors.c: reader and writer for the safetensors format.
  *
- * Layout (FORMATS.md section 5): u64 N (little-endian), N bytes of UTF-8
+ * Layout (docs/formats/safetensors.md#layout): u64 N (little-endian), N bytes of UTF-8
  * JSON (an object; padded with spaces), then the data buffer. The header
  * maps each tensor name to {"dtype", "shape", "data_offsets": [BEGIN, END]}
  * (byte offsets into the data buffer, END exclusive) and may hold one

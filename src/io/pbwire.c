@@ -1,6 +1,6 @@
 /* pbwire.c: protobuf wire records with offsets (see pbwire.h).
  *
- * Wire format facts (FORMATS.md 0.1): tag = varint(field << 3 | type);
+ * Wire format facts (docs/formats/tfgraph.md#protobuf-wire-format): tag = varint(field << 3 | type);
  * a varint is at most 10 bytes, the 10th holding only bit 63; LEN payloads
  * are a varint length then that many bytes; I64 and I32 are fixed 8 and 4
  * little-endian bytes; wire types 3 and 4 (groups) never occur in the

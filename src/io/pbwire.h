@@ -4,7 +4,7 @@
  * where a field's bytes sit in the input. Two things need exactly that: a
  * Const's tensor_content is mapped from the file without a copy, and a
  * patched Const is spliced into a graph with every other byte kept. This
- * walker reads one level of records of a message (FORMATS.md 0.1) and
+ * walker reads one level of records of a message (docs/formats/tfgraph.md#protobuf-wire-format) and
  * reports each with its offsets; decoding of whole (small) messages stays
  * with protobuf-c, behind pb_unpack, which first bounds the nesting depth
  * (protobuf-c recurses without limit, so hostile nesting would exhaust the

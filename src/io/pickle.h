@@ -1,6 +1,6 @@
 /* pickle.h: a pickle interpreter that never executes anything.
  *
- * gt_pickle_load turns one pickle (protocols 0 to 5, FORMATS.md 4.6) into a
+ * gt_pickle_load turns one pickle (protocols 0 to 5, docs/formats/torch.md#pickle-opcodes) into a
  * gt_value tree. Globals are only names: a GLOBAL / STACK_GLOBAL pushes a
  * GT_V_OBJECT naming "module.name"; calling it (REDUCE, NEWOBJ, NEWOBJ_EX,
  * INST, OBJ) makes an inert instance placeholder holding its arguments, and

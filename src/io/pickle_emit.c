@@ -1,6 +1,6 @@
 /* pickle_emit.c: protocol-2 opcodes as CPython's pickle.Pickler writes them
  * (Lib/pickle.py: save_long, save_float, save_str, save_tuple, memoize,
- * put, get; FORMATS.md 4.6). Multi-byte arguments are little-endian except
+ * put, get; docs/formats/torch.md#pickle-opcodes). Multi-byte arguments are little-endian except
  * BINFLOAT's double, which is big-endian. */
 #include "io/pickle_emit.h"
 

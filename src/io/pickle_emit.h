@@ -1,6 +1,6 @@
 /* pickle_emit.h: writing a protocol-2 pickle the way CPython's pickler does.
  *
- * Only what a torch.save data.pkl needs (FORMATS.md 4.2, 4.6): the opcodes
+ * Only what a torch.save data.pkl needs (docs/formats/torch.md#pickled-object, docs/formats/torch.md#pickle-opcodes): the opcodes
  * PROTO, GLOBAL, BINPUT/LONG_BINPUT, BINGET/LONG_BINGET, MARK, TUPLE,
  * TUPLE1-3, EMPTY_TUPLE, EMPTY_DICT, EMPTY_LIST, SETITEM(S), APPEND(S),
  * BININT1/BININT2/BININT/LONG1, BINFLOAT, BINUNICODE, NEWTRUE/NEWFALSE,

@@ -1,6 +1,6 @@
 /* zipmap.c: the zip central directory, read only as far as offsets need.
  *
- * Layout facts used (PKWARE APPNOTE 4.3, FORMATS.md 0.3), all little-endian:
+ * Layout facts used (PKWARE APPNOTE 4.3, docs/formats/zip.md#records), all little-endian:
  *   EOCD          "PK\5\6", 22 bytes + comment (<= 65535), at the very end;
  *   ZIP64 locator "PK\6\7", 20 bytes, immediately before the EOCD;
  *   ZIP64 EOCD    "PK\6\6", 56 bytes at the offset the locator gives;

@@ -23,7 +23,7 @@
  *     stored and deflated members, data descriptors and ZIP64 records numpy
  *     reads, with no alignment need.
  *
- * This is the small part of the zip format (FORMATS.md 0.3) needed to find
+ * This is the small part of the zip format (docs/formats/zip.md#records) needed to find
  * members: the end of central directory record (and its ZIP64 form), the
  * central directory entries (with their ZIP64 extra field), and each local
  * header, checked against the central directory. Nothing here decompresses

@@ -1,5 +1,5 @@
-/* zipwrite.c: the records of zipwrite.h (PKWARE APPNOTE 4.3; FORMATS.md 0.3,
- * 4.1), all little-endian:
+/* zipwrite.c: the records of zipwrite.h (PKWARE APPNOTE 4.3; docs/formats/zip.md#records,
+ * docs/formats/zip.md#alignment), all little-endian:
  *   local header  "PK\3\4" ver flags method time date crc csize size
  *                 nlen xlen, name, extra (ZIP64 0x0001 then "FB" padding);
  *   descriptor    "PK\7\8" crc csize size (u32 sizes, or u64 when the local

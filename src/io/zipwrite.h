@@ -1,7 +1,7 @@
 /* zipwrite.h: a zip archive written front to back, as torch.save lays it out.
  *
  * libzip cannot place a member's data at a chosen alignment, which torch
- * archives require (FORMATS.md 4.1), so this writes the few records itself,
+ * archives require (docs/formats/zip.md#alignment), so this writes the few records itself,
  * straight into a gt_out (atomic temp + fsync + rename):
  *   - every member is stored (method 0); its local header has flags 0x0808
  *     (data descriptor follows, UTF-8 name), zero CRC and sizes, and an

@@ -1,7 +1,7 @@
 -- graft.formats.keras: HDF5 files, and the Keras layouts over them, through
 -- the generic HDF5 reader and writer (src/formats/hdf5/).
 --
--- Reading: a Keras 2 file (model.save or save_weights, FORMATS.md 3a/3b) is
+-- Reading: a Keras 2 file (model.save or save_weights, docs/formats/keras.md#keras-2-files) is
 -- read in the order `layer_names` and each layer's `weight_names` give;
 -- tensors are named "<layer>/<weight>" with the ":0" suffix and the
 -- repeated layer prefix dropped ("dense/kernel", nested models
@@ -244,7 +244,7 @@ local function snake(name)
 end
 keras.snake = snake
 
--- Variable names of common layers in their save order (FORMATS.md 3c).
+-- Variable names of common layers in their save order (docs/formats/keras.md#layer-variable-order).
 local VARS = {
   dense = { "kernel", "bias" }, einsum_dense = { "kernel", "bias" },
   conv1d = { "kernel", "bias" }, conv2d = { "kernel", "bias" }, conv3d = { "kernel", "bias" },

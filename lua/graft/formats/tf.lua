@@ -3,7 +3,7 @@
 -- passes into a bundle prefix, reads and writes `checkpoint` state files,
 -- and gives TF2 object-based checkpoints short names.
 --
--- Path forms that open a checkpoint (FORMATS.md 1.1, 1.10):
+-- Path forms that open a checkpoint (docs/formats/tf.md#path-forms):
 --   a directory          its `checkpoint` state file names the latest prefix;
 --                        without one, a SavedModel's variables/variables or
 --                        the only *.index in it

@@ -45,7 +45,7 @@ local function read_all(p)
   return s
 end
 
--- The variables bundle a SavedModel keeps in variables/ (FORMATS.md 1.10):
+-- The variables bundle a SavedModel keeps in variables/ (docs/formats/tfgraph.md#savedmodel-layout):
 -- replaced, never copied.
 local function is_bundle(rel)
   return rel == "variables/variables.index"

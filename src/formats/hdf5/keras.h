@@ -1,7 +1,7 @@
 /* keras.h: the Keras 3 `.keras` zip archive.
  *
  * A `.keras` file (model.save in Keras 3) is a zip holding metadata.json,
- * config.json and model.weights.h5 (FORMATS.md 3c). The weights member is
+ * config.json and model.weights.h5 (docs/formats/keras.md#keras-archive). The weights member is
  * opened as an HDF5 file image straight from the archive's bytes: a stored
  * member is a window of the mapped zip (no copy, no temporary file), a
  * deflated one is inflated into memory first. Naming the tensors by layer

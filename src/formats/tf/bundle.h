@@ -1,4 +1,4 @@
-/* tfbundle.h: TensorFlow tensor bundles ("checkpoint V2", FORMATS.md 1).
+/* tfbundle.h: TensorFlow tensor bundles ("checkpoint V2", docs/formats/tf.md#tensor-bundles).
  *
  * A bundle with prefix P is P.index (a table, tftable.h: key "" ->
  * BundleHeaderProto, other keys -> BundleEntryProto) and the data shards

@@ -2,7 +2,7 @@
  * node walker and TensorProto decoding here are shared with graph_patch.c
  * through graphdef.h.
  *
- * Message layouts (FORMATS.md 2.1-2.6): GraphDef node = 1 (NodeDef),
+ * Message layouts (docs/formats/tfgraph.md): GraphDef node = 1 (NodeDef),
  * versions = 4 (VersionDef, producer = 1); NodeDef name = 1, op = 2,
  * attr = 5 (map entries key = 1, value = 2 AttrValue); AttrValue type = 6,
  * shape = 7, tensor = 8; TensorProto dtype = 1, tensor_shape = 2,
@@ -599,7 +599,7 @@ static gt_value *signatures_value(const Tensorflow__MetaGraphDef *mg) {
   return v;
 }
 
-/* A local name escaped for a checkpoint key (FORMATS.md 1.11): "." -> "..",
+/* A local name escaped for a checkpoint key (docs/formats/tf.md#object-based-checkpoints): "." -> "..",
  * then "/" -> ".S". Appends to buf at *n (buf has room for 2 x len). */
 static void escape_name(const char *s, char *buf, size_t *n) {
   for (; *s; s++) {
@@ -611,7 +611,7 @@ static void escape_name(const char *s, char *buf, size_t *n) {
 
 /* Optimizer slot variables hang off the optimizer's node (slot_variables),
  * not off children: their path is "<variable path>/.OPTIMIZER_SLOT/
- * <optimizer path>/<escaped slot name>" (FORMATS.md 1.11). */
+ * <optimizer path>/<escaped slot name>" (docs/formats/tfgraph.md#savedobjectgraph). */
 static void add_slot_paths(const Tensorflow__SavedObjectGraph *og, char **paths) {
   size_t n = og->n_nodes;
   for (size_t id = 0; id < n; id++) {

@@ -1,5 +1,5 @@
 /* tfgraph.h: TensorFlow GraphDef (.pb), MetaGraphDef (.meta) and
- * SavedModel (saved_model.pb) files (FORMATS.md 2).
+ * SavedModel (saved_model.pb) files (docs/formats/tfgraph.md).
  *
  * Reading. Every `Const` node of a graph becomes a tensor named after the
  * node. Its TensorProto (attr "value") is decoded as Tensor::FromProto does:

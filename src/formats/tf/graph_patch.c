@@ -49,7 +49,7 @@ static int cmp_pconst(const void *a, const void *b) {
   return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
-/* Fields of TensorProto that carry values (FORMATS.md 2.3); a patch
+/* Fields of TensorProto that carry values (docs/formats/tfgraph.md#tensorproto); a patch
  * replaces them all, keeping every other record byte for byte. */
 static int is_value_field(uint32_t num) {
   return (num >= 4 && num <= 13) || (num >= 16 && num <= 18);

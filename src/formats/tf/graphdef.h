@@ -1,7 +1,7 @@
 /* graphdef.h: GraphDef nodes and TensorProtos as both the reader (graph.c)
  * and the patcher (graph_patch.c) walk them; private to src/formats/tf.
  *
- * Field numbers (FORMATS.md 2.1-2.3): GraphDef node = 1, versions = 4;
+ * Field numbers (docs/formats/tfgraph.md): GraphDef node = 1, versions = 4;
  * NodeDef name = 1, op = 2, attr = 5 (map entries key = 1, value = 2);
  * AttrValue type = 6, shape = 7, tensor = 8; TensorProto tensor_content =
  * 4. Offsets are found with pbwire, so a node's records can be spliced. */

@@ -1,7 +1,7 @@
 /* tfproto.h: TensorFlow protobuf pieces shared by the TF readers and
  * writers (bundles, V1 checkpoints, GraphDef/SavedModel): dtype and shape
  * conversion, TensorProto decoding, and the OrderedCode keys of tensor
- * slices (FORMATS.md 1.7, 1.8, 2.3). The messages are protobuf-c's
+ * slices (docs/formats/tf.md#partitioned-variables, docs/formats/tf.md#datatype-enum, docs/formats/tfgraph.md#tensorproto). The messages are protobuf-c's
  * (proto/NAME.pb-c.h). */
 #ifndef GT_TFPROTO_H
 #define GT_TFPROTO_H

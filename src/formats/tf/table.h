@@ -1,5 +1,5 @@
 /* tftable.h: the LevelDB-style sorted string table of TensorFlow `.index`
- * files and V1 checkpoints (FORMATS.md 1.2).
+ * files and V1 checkpoints (docs/formats/tf.md#sstable).
  *
  * File: data blocks, an (empty) metaindex block, the index block, each
  * followed by a 5-byte trailer (type 0 raw / 1 snappy, masked crc32c of the

@@ -1,4 +1,4 @@
-/* tfv1.h: TensorFlow V1 checkpoints (TensorSliceWriter, FORMATS.md 1.14).
+/* tfv1.h: TensorFlow V1 checkpoints (TensorSliceWriter, docs/formats/tf.md#v1-checkpoints).
  *
  * One table file per shard (tftable.h): key "" -> SavedTensorSlices{meta}
  * listing every tensor (name, shape, type, slices); every other key is an

@@ -1,4 +1,4 @@
-/* torch.h: reading PyTorch files (FORMATS.md 4) without running them.
+/* torch.h: reading PyTorch files (docs/formats/torch.md) without running them.
  *
  * Three layouts, told apart by their first bytes:
  *   zip     torch.save since 1.6 (and torch.jit.save archives): one top-level

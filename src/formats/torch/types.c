@@ -1,4 +1,4 @@
-/* torch_types.c: the table of torch element types (FORMATS.md 4.5;
+/* torch_types.c: the table of torch element types (docs/formats/torch.md#storage-classes-and-dtypes;
  * torch/storage.py _dtype_to_storage_type_map and _new_dtypes). */
 #include "formats/torch/types.h"
 

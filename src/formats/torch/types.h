@@ -1,4 +1,4 @@
-/* torch_types.h: PyTorch's storage class and dtype names (FORMATS.md 4.5).
+/* torch_types.h: PyTorch's storage class and dtype names (docs/formats/torch.md#storage-classes-and-dtypes).
  *
  * A torch file names element types two ways: the legacy typed-storage class
  * in a persistent id ("FloatStorage", given without the "torch." module) and

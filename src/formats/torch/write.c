@@ -16,7 +16,7 @@
 #include "formats/torch/types.h"
 #include "io/zipwrite.h"
 
-/* The legacy typed-storage class of dt (FORMATS.md 4.5), or NULL when
+/* The legacy typed-storage class of dt (docs/formats/torch.md#storage-classes-and-dtypes), or NULL when
  * torch 1.13 has none (types saved only through UntypedStorage and
  * _rebuild_tensor_v3 in 2.x, strings). */
 static const char *storage_class(gt_dtype dt) {

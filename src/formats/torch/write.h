@@ -1,4 +1,4 @@
-/* torch_write.h: writing a torch.save zip archive (FORMATS.md 4.1, 4.2).
+/* torch_write.h: writing a torch.save zip archive (docs/formats/torch.md#zip-archive, docs/formats/torch.md#pickled-object).
  *
  * The archive is what torch.save writes with its default protocol 2:
  * <folder>/data.pkl, <folder>/byteorder ("little"), <folder>/data/<key> per
