@@ -75,6 +75,11 @@ asan:
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 sh tools/run-specs; \
 	  status=$$?; $(MAKE) clean; exit $$status
 
+# Every fixture generator of spec/fixtures/ into build/fixtures/ (the specs
+# run them into temporary folders themselves; this is for looking at them).
+fixtures: $(MODULE)
+	@GRAFT_ORACLE_PYTHON="$${GRAFT_ORACLE_PYTHON:-$(ORACLE_PYTHON)}" sh tools/make-fixtures
+
 bench: $(MODULE)
 	@GRAFT_ORACLE_PYTHON="$${GRAFT_ORACLE_PYTHON:-$(ORACLE_PYTHON)}" sh bench/run
 

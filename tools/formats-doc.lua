@@ -2,7 +2,7 @@
 -- graft.formats() (the registry), between the markers below.
 --   lua5.4 tools/formats-doc.lua          rewrite docs/API.md
 --   lua5.4 tools/formats-doc.lua --check  exit 1 when it is out of date
--- spec/registry_spec.lua checks the file against the registry too.
+-- spec/registry/registry_spec.lua checks the file against the registry too.
 -- Run from the repository root after `make`.
 
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path

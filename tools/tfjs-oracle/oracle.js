@@ -1,4 +1,4 @@
-// TF.js oracle for graft's specs (spec/tfjs_spec.lua), run with Node from
+// TF.js oracle for graft's specs (spec/formats/tfjs/tfjs_spec.lua), run with Node from
 // the folder tools/install-deps --test installs @tensorflow/tfjs into
 // (.node-oracles/tfjs, from this folder's package.json + package-lock.json).
 //

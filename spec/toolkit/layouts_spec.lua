@@ -2,7 +2,7 @@
 -- python3, numpy) writes random inputs and, from each framework's
 -- documented layout, what every helper must give. Permutations and gate
 -- reorders are compared exactly, the BatchNorm fold within 1e-6 of a
--- float64 reference. Framework forward passes: spec/layouts_oracle_spec.lua.
+-- float64 reference. Framework forward passes: spec/toolkit/layouts_oracle_spec.lua.
 local graft = require "graft"
 local H = require "helper"
 local L = graft.layouts
