@@ -143,4 +143,30 @@ function H.raises(fn)
   return tostring(err)
 end
 
+
+-- The checkout's root, and the `graft` command run as a user runs it:
+-- lua5.4 bin/graft with LUA_PATH/LUA_CPATH pointing at this checkout's lua/
+-- and build/ (what `luarocks make` installs).
+H.ROOT = (function()
+  local p = io.popen("pwd")
+  local d = p:read("l")
+  p:close()
+  return d
+end)()
+H.GRAFT_ENV = "LUA_PATH=" .. shell_quote(H.ROOT .. "/lua/?.lua;" .. H.ROOT .. "/lua/?/init.lua;;")
+  .. " LUA_CPATH=" .. shell_quote(H.ROOT .. "/build/?.so;;")
+H.GRAFT_CMD = "lua5.4 " .. shell_quote(H.ROOT .. "/bin/graft")
+
+-- Runs `graft ARGS...` in the checkout's root; returns stdout, stderr and
+-- the exit code.
+function H.graft(...)
+  local dir = H.tmpdir()
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = shell_quote(a) end
+  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err </dev/null",
+    shell_quote(H.ROOT), H.GRAFT_ENV, H.GRAFT_CMD, table.concat(args, " "), dir, dir)
+  local _, _, code = os.execute(cmd)
+  return H.read(dir .. "/out"), H.read(dir .. "/err"), code
+end
+
 return H

@@ -7,25 +7,11 @@ local graft = require "graft"
 local json = require "graft.json"
 local H = require "helper"
 
-local ROOT = (function()
-  local p = io.popen("pwd")
-  local d = p:read("l")
-  p:close()
-  return d
-end)()
-local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
-  .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
-local GRAFT = "lua5.4 " .. H.q(ROOT .. "/bin/graft")
+local ROOT = H.ROOT
+local ENV = H.GRAFT_ENV
+local GRAFT = H.GRAFT_CMD
 
-local function run(...)
-  local dir = H.tmpdir()
-  local args = {}
-  for i, a in ipairs({ ... }) do args[i] = H.q(a) end
-  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err </dev/null",
-    H.q(ROOT), ENV, GRAFT, table.concat(args, " "), dir, dir)
-  local _, _, code = os.execute(cmd)
-  return H.read(dir .. "/out"), H.read(dir .. "/err"), code
-end
+local run = H.graft
 
 -- distinct float32 values 0 .. n-1 in `shape`
 local function iota(shape)

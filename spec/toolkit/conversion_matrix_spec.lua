@@ -10,15 +10,9 @@
 -- relative. Two oracle processes in all: generate, then check every cell.
 local H = require "helper"
 
-local ROOT = (function()
-  local p = io.popen("pwd")
-  local d = p:read("l")
-  p:close()
-  return d
-end)()
-local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
-  .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
-local GRAFT = "lua5.4 " .. H.q(ROOT .. "/bin/graft")
+local ROOT = H.ROOT
+local ENV = H.GRAFT_ENV
+local GRAFT = H.GRAFT_CMD
 local GEN = ROOT .. "/spec/fixtures/gen_matrix.py"
 local RECIPES = ROOT .. "/spec/fixtures/matrix/"
 

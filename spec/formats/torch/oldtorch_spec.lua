@@ -17,13 +17,7 @@ local function fixtures()
   return DIR
 end
 
-local ROOT = (function()
-  local p = io.popen("pwd")
-  local d = p:read("l")
-  p:close()
-  return d
-end)()
-
+local ROOT = H.ROOT
 -- `graft ARGS...` as a user runs it: stdout, stderr, exit code.
 local function cli(...)
   local dir = H.tmpdir()
