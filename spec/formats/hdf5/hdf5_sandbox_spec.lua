@@ -43,6 +43,22 @@ describe("libhdf5 in a sandbox", function()
     assert.is_true(#graft.names(graft.open(p)) > 0)
   end)
 
+  it("a crashing child prints nothing: the parent's error says it all", function()
+    local p = fixture_copy(H.tmpdir())
+    local script = H.tmpdir() .. "/crash.lua"
+    H.write(script, [[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+local graft = require "graft"
+require("graft.core").testing.sandbox_fault(1)
+print(pcall(graft.open, arg[1]))
+]])
+    local dir = H.tmpdir()
+    os.execute("lua5.4 " .. H.q(script) .. " " .. H.q(p) .. " >" .. dir .. "/out 2>" .. dir .. "/err")
+    assert.matches("^false\tgraft: .*libhdf5 crashed", H.read(dir .. "/out"))
+    assert.are.equal("", H.read(dir .. "/err"))
+  end)
+
   it("a child that allocates without bound is stopped at its memory limit", function()
     local p = fixture_copy(H.tmpdir())
     core.testing.sandbox_fault(3)
