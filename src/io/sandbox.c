@@ -40,6 +40,8 @@ enum { NOTE_MAX = 256 };
 static char *note_page;
 static int in_child;
 
+int gt_sandbox_in_child(void) { return in_child; }
+
 void gt_sandbox_note(const char *fmt, ...) {
   if (!in_child || !note_page) return;
   va_list ap;
@@ -147,8 +149,20 @@ static void write_all(int fd, const void *p, size_t n) {
   }
 }
 
-/* Result on the pipe: one status byte ('O' ok, 'E' error) then the result
- * or the error message. */
+/* Result on the pipe: one status byte ('O' ok, 'E' error), the length of
+ * what follows (u64, little-endian), then the result or the error message.
+ * The child closes the pipe as soon as it is written: a complete message
+ * is the child's answer whatever happens to it afterwards, so the parent
+ * need not wait for its address space to be torn down. */
+static void write_msg(int fd, char status, const void *p, size_t n) {
+  unsigned char h[9];
+  h[0] = (unsigned char)status;
+  for (int i = 0; i < 8; i++) h[1 + i] = (unsigned char)((uint64_t)n >> (8 * i));
+  write_all(fd, h, sizeof h);
+  write_all(fd, p, n);
+  close(fd);
+}
+
 static void child(int fd, gt_sandbox_fn fn, void *ctx,
                   const gt_sandbox_limits *lim) {
   in_child = 1;
@@ -191,13 +205,8 @@ static void child(int fd, gt_sandbox_fn fn, void *ctx,
   gt_sbuf out = {0};
   gt_err e;
   e.msg[0] = 0;
-  if (fn(ctx, &out, &e) == GT_OK) {
-    write_all(fd, "O", 1);
-    write_all(fd, out.p, out.n);
-  } else {
-    write_all(fd, "E", 1);
-    write_all(fd, e.msg, strlen(e.msg));
-  }
+  if (fn(ctx, &out, &e) == GT_OK) write_msg(fd, 'O', out.p, out.n);
+  else write_msg(fd, 'E', e.msg, strlen(e.msg));
   _exit(0);
 }
 
@@ -240,9 +249,32 @@ static int collect(int fd, const gt_sandbox_limits *lim, gt_sbuf *b) {
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) return -1;
     if (got == 0) return 0;
-    if ((uint64_t)b->n + (uint64_t)got > lim->max_out + 1) return 2;
+    if ((uint64_t)b->n + (uint64_t)got > lim->max_out + 9) return 2;
     if (gt_sbuf_put(b, chunk, (size_t)got, NULL) != GT_OK) return -1;
   }
+}
+
+/* Children whose answer was complete but that had not exited yet when it
+ * arrived: reaped (without blocking) by later calls. */
+enum { MAX_PENDING = 64 };
+static pid_t pending[MAX_PENDING];
+static int npending;
+
+static void reap_pending(void) {
+  int k = 0;
+  for (int i = 0; i < npending; i++) {
+    pid_t r = waitpid(pending[i], NULL, WNOHANG);
+    if (r == 0) pending[k++] = pending[i];  /* still exiting */
+  }
+  npending = k;
+}
+
+/* The message's length field says it is all there. */
+static int complete(const gt_sbuf *b) {
+  if (b->n < 9) return 0;
+  uint64_t len = 0;
+  for (int i = 0; i < 8; i++) len |= (uint64_t)b->p[1 + i] << (8 * i);
+  return len == b->n - 9;
 }
 
 int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
@@ -254,6 +286,7 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   *out = NULL;
   *out_len = 0;
   note_setup();
+  reap_pending();
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
     return gt_fail(err, "cannot start the sandbox: pipe: %s", strerror(errno));
@@ -274,7 +307,17 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   close(fds[0]);
   if (how != 0) kill(pid, SIGKILL);
   int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  pid_t done = 0;
+  if (how == 0 && complete(&b)) {
+    /* The answer is whole: reap the child if it is gone, else later. */
+    while ((done = waitpid(pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (done == 0 && npending < MAX_PENDING) pending[npending++] = pid;
+    else if (done == 0) waitpid(pid, &st, 0);
+    st = 0;
+  } else {
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
   }
   int rc = GT_SANDBOX_FAULT;
   if (how == 1) {
@@ -290,19 +333,19 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
   } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
     gt_fail(err, "failed (exit status %d; out of memory at the %llu MiB limit?)",
             WEXITSTATUS(st), (unsigned long long)(lim.max_mem >> 20));
-  } else if (b.n == 0) {
-    gt_fail(err, "ended without a result");
+  } else if (!complete(&b)) {
+    gt_fail(err, b.n ? "sent a truncated result" : "ended without a result");
   } else if (b.p[0] == 'E') {
     rc = GT_ERR;
-    size_t n = b.n - 1 < sizeof err->msg - 1 ? b.n - 1 : sizeof err->msg - 1;
+    size_t n = b.n - 9 < sizeof err->msg - 1 ? b.n - 9 : sizeof err->msg - 1;
     if (err) {
-      memcpy(err->msg, b.p + 1, n);
+      memcpy(err->msg, b.p + 9, n);
       err->msg[n] = 0;
     }
   } else if (b.p[0] == 'O') {
-    memmove(b.p, b.p + 1, b.n - 1);
+    memmove(b.p, b.p + 9, b.n - 9);
     *out = b.p;
-    *out_len = b.n - 1;
+    *out_len = b.n - 9;
     return GT_OK;
   } else {
     gt_fail(err, "sent a malformed result");

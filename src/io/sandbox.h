@@ -67,6 +67,10 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *lim,
  * no-op. printf-style, truncated at 255 bytes. */
 void gt_sandbox_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Whether this process is a sandbox child (work that only keeps the
+ * parent's memory small, such as dropping pages, is pointless there). */
+int gt_sandbox_in_child(void);
+
 /* Testing: make the next children crash (1), hang (2) or allocate without
  * bound (3) before running fn; 0 turns it off. */
 void gt_sandbox_test_fault(int kind);

@@ -785,8 +785,10 @@ static int add_dataset(walk *w, hid_t did, const char *path) {
    * its metadata cache; object headers sit between the datasets' data, and
    * each touch may map a whole large folio, so drop them as the walk goes
    * every 16 datasets (the open stays some 32 MiB resident at most,
-   * whatever the file's size; each call walks the whole mapping). */
-  if (rc == GT_OK && w->m->n % 16 == 0)
+   * whatever the file's size; each call walks the whole mapping). A
+   * sandbox child skips it: its pages go with it, and the parent never
+   * touches the headers. */
+  if (rc == GT_OK && w->m->n % 16 == 0 && !gt_sandbox_in_child())
     gt_storage_done_with(w->f->image, 0, w->f->image->size);
 out:
   if (s) gt_storage_release(s);
