@@ -156,6 +156,10 @@ describe("memory caps", function()
       N, per, tonumber(secs)))
     -- Measured at 8f3b1b5: ~3,190 bytes an entry; now ~2,400-2,500 (see
     -- docs/API.md). The issue's target is 300: not reached yet.
-    assert.truthy(per < 2800, string.format("%.0f bytes an entry", per))
+    -- Under a sanitizer build (make asan) every allocation carries the
+    -- sanitizer's redzones and bookkeeping: about twice the bytes.
+    local sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan") ~= nil
+    local bound = sanitized and 2 * 2800 or 2800
+    assert.truthy(per < bound, string.format("%.0f bytes an entry", per))
   end)
 end)

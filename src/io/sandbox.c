@@ -166,6 +166,12 @@ static void write_msg(int fd, char status, const void *p, size_t n) {
 static void child(int fd, gt_sandbox_fn fn, void *ctx,
                   const gt_sandbox_limits *lim) {
   in_child = 1;
+  /* A fault kills the child with its signal, whatever handler the parent
+   * had (a sanitizer's turns SIGSEGV into exit(1)): the parent names it. */
+  signal(SIGSEGV, SIG_DFL);
+  signal(SIGBUS, SIG_DFL);
+  signal(SIGFPE, SIG_DFL);
+  signal(SIGILL, SIG_DFL);
   /* What a dying library prints (glibc's "free(): invalid pointer") is not
    * the user's business: the parent reports the death itself. */
   int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -331,8 +337,8 @@ int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *limits,
     int sig = WTERMSIG(st);
     gt_fail(err, "crashed (signal %d, %s)", sig, signame(sig));
   } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-    gt_fail(err, "failed (exit status %d; out of memory at the %llu MiB limit?)",
-            WEXITSTATUS(st), (unsigned long long)(lim.max_mem >> 20));
+    gt_fail(err, "failed (exit status %d, e.g. out of memory past its %llu MiB "
+            "budget)", WEXITSTATUS(st), (unsigned long long)(lim.max_mem >> 20));
   } else if (!complete(&b)) {
     gt_fail(err, b.n ? "sent a truncated result" : "ended without a result");
   } else if (b.p[0] == 'E') {
