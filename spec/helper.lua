@@ -169,4 +169,30 @@ function H.graft(...)
   return H.read(dir .. "/out"), H.read(dir .. "/err"), code
 end
 
+
+-- A float32 tensor of `shape` holding 0 .. n-1 (distinct values, so a
+-- wrong transpose shows).
+function H.iota(shape)
+  local graft = require "graft"
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  local parts = {}
+  for i = 1, n do parts[i] = string.pack("<f", i - 1) end
+  return graft.tensor(table.concat(parts), "float32", shape)
+end
+
+-- A small Keras-named table: two convs, a dense layer, an optimizer step.
+function H.keras_like()
+  local graft = require "graft"
+  return {
+    ["conv1/kernel"] = H.iota({ 3, 3, 2, 4 }),
+    ["conv1/bias"] = graft.zeros({ 4 }),
+    ["conv2/kernel"] = H.iota({ 1, 1, 4, 5 }),
+    ["conv2/bias"] = graft.zeros({ 5 }),
+    ["dense/kernel"] = H.iota({ 6, 3 }),
+    ["dense/bias"] = graft.tensor({ 1, 2, 3 }),
+    ["optimizer/step"] = graft.tensor({ 10 }, "int64"),
+  }
+end
+
 return H

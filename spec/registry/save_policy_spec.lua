@@ -4,26 +4,7 @@
 local graft = require "graft"
 local H = require "helper"
 
--- A 4-d tensor with distinct values 0 .. n-1 (float32).
-local function iota(shape)
-  local n = 1
-  for _, d in ipairs(shape) do n = n * d end
-  local parts = {}
-  for i = 1, n do parts[i] = string.pack("<f", i - 1) end
-  return graft.tensor(table.concat(parts), "float32", shape)
-end
-
-local function keras_like()
-  return {
-    ["conv1/kernel"] = iota({ 3, 3, 2, 4 }),
-    ["conv1/bias"] = graft.zeros({ 4 }),
-    ["conv2/kernel"] = iota({ 1, 1, 4, 5 }),
-    ["conv2/bias"] = graft.zeros({ 5 }),
-    ["dense/kernel"] = iota({ 6, 3 }),
-    ["dense/bias"] = graft.tensor({ 1, 2, 3 }),
-    ["optimizer/step"] = graft.tensor({ 10 }, "int64"),
-  }
-end
+local iota, keras_like = H.iota, H.keras_like
 
 describe("graft.save policy", function()
   after_each(H.cleanup)

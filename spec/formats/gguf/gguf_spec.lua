@@ -377,23 +377,7 @@ end)
 
 describe("gguf: the graft command", function()
   teardown(H.cleanup)
-  local ROOT = (function()
-    local p = io.popen("pwd")
-    local d = p:read("l")
-    p:close()
-    return d
-  end)()
-  local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
-    .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
-  local function run(...)
-    local dir = H.tmpdir()
-    local args = {}
-    for i, a in ipairs({ ... }) do args[i] = H.q(a) end
-    local cmd = string.format("cd %s && %s lua5.4 bin/graft %s >%s/out 2>%s/err </dev/null",
-      H.q(ROOT), ENV, table.concat(args, " "), dir, dir)
-    local _, _, code = os.execute(cmd)
-    return H.read(dir .. "/out"), H.read(dir .. "/err"), code
-  end
+  local run = H.graft
 
   it("ls, show, convert (dequantising for other formats), diff and verify", function()
     local dir = H.tmpdir()

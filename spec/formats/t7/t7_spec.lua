@@ -178,23 +178,7 @@ describe("t7: generated files (gen_t7.py)", function()
 end)
 
 describe("t7 on the command line (graft ls/show/convert/diff)", function()
-  local ROOT = (function()
-    local p = io.popen("pwd")
-    local d = p:read("l")
-    p:close()
-    return d
-  end)()
-  local ENV = "LUA_PATH=" .. H.q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
-    .. " LUA_CPATH=" .. H.q(ROOT .. "/build/?.so;;")
-  local function run(...)
-    local dir = H.tmpdir()
-    local args = {}
-    for i, a in ipairs({ ... }) do args[i] = H.q(a) end
-    local cmd = string.format("cd %s && %s lua5.4 bin/graft %s >%s/out 2>%s/err </dev/null",
-      H.q(ROOT), ENV, table.concat(args, " "), dir, dir)
-    local _, _, code = os.execute(cmd)
-    return H.read(dir .. "/out"), H.read(dir .. "/err"), code
-  end
+  local run = H.graft
 
   it("lists, shows, converts to safetensors and diffs a generated big-endian model", function()
     local dir = H.tmpdir()
