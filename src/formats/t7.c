@@ -308,6 +308,17 @@ static obj *new_obj(rd *r, int64_t index, int kind) {
   return o;
 }
 
+/* The storage object a value stands for, or NULL. A storage is passed up as
+ * an OBJECT "t7.storage" with no items whose i is its index; an instance of a
+ * class a file names "t7.storage" has its state as an item and no storage
+ * behind its i, so a file cannot forge one. */
+static obj *storage_of(rd *r, const gt_value *v) {
+  if (!v || v->kind != GT_V_OBJECT || v->n != 0 || !v->str || strcmp(v->str, "t7.storage") != 0)
+    return NULL;
+  obj *o = find_obj(r, v->i);
+  return o && o->kind == O_STORAGE ? o : NULL;
+}
+
 static gt_value *ref_value(const obj *o) {
   gt_value *v = gt_value_new(GT_V_OBJECT);
   if (!v) return NULL;
@@ -439,9 +450,7 @@ static int read_tensor(rd *r, obj *o, gt_tensor *t) {
   gt_value *sv = NULL;
   r->want_storage = 1;
   if (read_object(r, &sv) != GT_OK) return GT_ERR;
-  const obj *so = NULL;
-  if (sv && sv->kind == GT_V_OBJECT && sv->str && strcmp(sv->str, "t7.storage") == 0)
-    so = find_obj(r, sv->i);
+  const obj *so = storage_of(r, sv);
   int nil = !sv || sv->kind == GT_V_NIL;
   gt_value_free(sv);
   if (!nil && !so) return gt_fail(r->err, "tensor's storage is not a storage");
@@ -717,8 +726,7 @@ static int seen_object(rd *r, obj *o, int64_t index, int tag, gt_value **out) {
 
 /* A storage standing on its own (not a tensor's): its 1-D view is an entry
  * (the first time) and *out becomes a reference to it. */
-static int storage_entry(rd *r, gt_value **out) {
-  obj *o = find_obj(r, (*out)->i);
+static int storage_entry(rd *r, obj *o, gt_value **out) {
   gt_value_free(*out);
   *out = NULL;
   if (o->entry < 0) {
@@ -783,8 +791,8 @@ static int read_object(rd *r, gt_value **out) {
     *out = NULL;
     return GT_ERR;
   }
-  if (standalone && *out && (*out)->kind == GT_V_OBJECT && strcmp((*out)->str, "t7.storage") == 0)
-    return storage_entry(r, out);
+  obj *so = standalone ? storage_of(r, *out) : NULL;
+  if (so) return storage_entry(r, so, out);
   return GT_OK;
 }
 

@@ -128,6 +128,14 @@ describe("t7 bad input", function()
     assert.are.same({ "-3.0999999999999999e+231" }, graft.names(m))
   end)
 
+  it("an object whose class is named t7.storage is an object, not a storage (found by fuzz/t7_fuzz.c)", function()
+    -- standing alone: torch_head's state is a nil
+    local m = graft.open(file(table_of(1, key("x") .. torch_head(2, "t7.storage") .. i4(0), 1)), { format = "t7" })
+    assert.are.same({}, graft.names(m))
+    -- as a tensor's storage
+    fails(tensor(1, { 1 }, { 1 }, 1, torch_head(2, "t7.storage") .. i4(0)), "not a storage")
+  end)
+
   it("deep nesting is capped", function()
     local depth = 5000
     local b = {}
