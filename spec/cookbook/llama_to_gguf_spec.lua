@@ -76,6 +76,22 @@ describe("cookbook (h): llama torch state dict -> GGUF with llama.cpp's names an
     end
   end)
 
+  it("--dry-run shows every output's name, dtype and shape and writes nothing", function()
+    local path = dir .. "/dry.gguf"
+    local out, err, code = H.graft("run", RECIPE, dir .. "/llama.pt", path, "outtype=f16", "--dry-run")
+    assert(code == 0, err)
+    for _, line in ipairs({
+      "model.layers.1.self_attn.k_proj.weight float32 {16,64} -> blk.1.attn_k.weight float16 {16,64}"
+        .. "  [rope_permute(n_head, n_kv_head)]",
+      "model.layers.0.input_layernorm.weight float32 {64} -> blk.0.attn_norm.weight float32 {64}  [store]",
+      "model.layers.0.self_attn.rotary_emb.inv_freq float32 {4} -> (dropped)",
+      "would write " .. path .. ": 21 tensors (dry run: nothing written)",
+    }) do
+      assert.truthy(out:find(line, 1, true), line .. "\n" .. out)
+    end
+    assert.is_false(H.exists(path))
+  end)
+
   it("a recipe without the permute, or permuting k with n_head, is caught", function()
     for _, k in ipairs({ "no_permute", "k_with_n_head" }) do
       local r = results[k]
