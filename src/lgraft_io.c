@@ -15,11 +15,16 @@
  *     layout    (hdf5) JSON text placing groups, datasets and attributes;
  *     compress  (npz) boolean, deflate the members.
  *   Any other key is an error.
+ * core.safetensors_write_set(index_path, index_text, shards, tensors
+ *   [, opts]): a sharded safetensors checkpoint committed as a set (see
+ *   l_safetensors_write_set).
  * core.formats() -> list of {name, read, write, input}: the C registry.
  * core.zip_names(path) -> list of the member names of a zip archive, from
  *   its central directory (src/io/zipmap.c).
  * core.testing.sandbox_fault(kind): see l_sandbox_fault.
- * Format names appear only in src/formats/format.c: detection and every
+ * Format names appear only in src/formats/format.c (and in
+ * core.safetensors_write_set: a set of files committed together is not one
+ * registry row's single path): detection and every
  * convenience (sharding, dtype policy, ordering, option checks) live in
  * lua/graft; this file only moves between gt_model and Lua tables. */
 #include <stdlib.h>
@@ -36,6 +41,7 @@
 #include "io/zipmap.h"
 #include "io/zipwrite.h"
 #include "formats/format.h"
+#include "formats/safetensors.h"
 #include "formats/tf/graph.h"
 #include "lgraft.h"
 
@@ -413,6 +419,53 @@ static int l_write(lua_State *L) {
   return 0;
 }
 
+/* core.safetensors_write_set(index_path, index_text, shards, tensors
+ * [, opts]): a sharded safetensors checkpoint committed as a set
+ * (formats/safetensors.h gt_safetensors_write_set). shards: a list of
+ * {path = ..., names = {...}}; tensors: name -> tensor; opts: metadata
+ * (string -> string, every shard's __metadata__) and progress (over the
+ * whole set). Which tensor goes to which shard, and the index text, are
+ * policy (lua/graft/formats/safetensors.lua). */
+static int l_safetensors_write_set(lua_State *L) {
+  const char *index_path = luaL_checkstring(L, 1);
+  size_t index_len;
+  const char *index = luaL_checklstring(L, 2, &index_len);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
+  lua_settop(L, 5);
+  if (lua_isnil(L, 5)) lua_pushnil(L);
+  else lua_getfield(L, 5, "progress");                 /* 6: progress */
+  lg_progress pc = {L, 6};
+  gt_progress_fn prog = lua_isfunction(L, 6) ? lg_progress_cb : NULL;
+  gt_err e;
+  lua_Integer n = luaL_len(L, 3);
+  if (n < 1 || n > 99999) return luaL_error(L, "graft: %s: bad shard count", index_path);
+  save_box *b = lg_push_box(L, sizeof *b, "graft.savebox", save_gc);  /* 7 */
+  gt_st_shard *sh = lua_newuserdatauv(L, (size_t)n * sizeof *sh, 0); /* 8 */
+  for (lua_Integer k = 1; k <= n; k++) {
+    luaL_checkstack(L, 4, "too many shards");
+    lua_rawgeti(L, 3, k);                          /* the shard, kept */
+    int shard = lua_gettop(L);
+    if (!lua_istable(L, shard) || lua_getfield(L, shard, "path") != LUA_TSTRING ||
+        lua_getfield(L, shard, "names") != LUA_TTABLE)
+      return luaL_error(L, "graft: %s: shards[%d] must be {path = ..., names = {...}}",
+                        index_path, (int)k);
+    const char *path = lua_tostring(L, shard + 1);
+    int names = shard + 2;
+    lua_Integer m = lg_count_names(L, names);
+    gt_entry *ents = lua_newuserdatauv(L, (size_t)(m ? m : 1) * sizeof *ents, 0);
+    for (lua_Integer i = 1; i <= m; i++) lg_entry(L, names, 4, i, path, &ents[i - 1]);
+    sh[k - 1] = (gt_st_shard){path, {ents, (size_t)m, prog, &pc, NULL, 0}};
+  }
+  if (!lua_isnil(L, 5) && lua_getfield(L, 5, "metadata") == LUA_TTABLE) {
+    if (!(b->meta = metadata_from_lua(L, lua_gettop(L), &e))) return lg_raise(L, index_path, &e);
+  }
+  if (gt_safetensors_write_set(sh, (size_t)n, b->meta, index_path, index, index_len, &e) != GT_OK)
+    return lg_raise(L, NULL, &e);
+  return 0;
+}
+
 /* core.tfgraph_patch(path, base, names, tensors [, progress]): the GraphDef
  * `base` written to path with the Consts named in `names` replaced. */
 static int l_tfgraph_patch(lua_State *L) {
@@ -662,7 +715,7 @@ static int l_zip_names(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
-  {"zip_write", l_zip_write},
+  {"zip_write", l_zip_write}, {"safetensors_write_set", l_safetensors_write_set},
   {"formats", l_formats}, {"zip_names", l_zip_names},
   {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode},

@@ -772,6 +772,27 @@ static int g_zeros(lua_State *L) {
   return 1;
 }
 
+/* phantom(shape, dtype): a tensor with a shape and a dtype and no data
+ * (tensor/storage.h): graft.map's dry run hands these to transforms. */
+static int g_phantom(lua_State *L) {
+  gt_err e;
+  gt_tensor out;
+  int64_t shape[GT_MAXDIM];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = lg_shape(L, 1, shape);
+  gt_dtype dt = lg_dtype(L, 2, -1);
+  if (gt_tensor_phantom(&out, dt, n, shape, &e) != GT_OK) return lg_raise(L, "phantom", &e);
+  lg_push_tensor(L, &out);
+  return 1;
+}
+
+/* is_phantom(t): whether t is a view of a phantom. */
+static int g_is_phantom(lua_State *L) {
+  gt_tensor *t = lg_check_tensor(L, 1);
+  lua_pushboolean(L, gt_storage_is_phantom(t->storage));
+  return 1;
+}
+
 /* full(shape, value, dtype="float32"): one stored element, stride 0. */
 static int full_impl(lua_State *L, int vidx, int didx, const char *name) {
   gt_err e;
@@ -893,7 +914,7 @@ static const luaL_Reg methods[] = {
 
 static const luaL_Reg funcs[] = {
   {"tensor", g_tensor}, {"zeros", g_zeros}, {"ones", g_ones},
-  {"full", g_full}, {"cat", g_cat},
+  {"full", g_full}, {"cat", g_cat}, {"phantom", g_phantom}, {"is_phantom", g_is_phantom},
   {"stack", g_stack}, {"is_tensor", g_is_tensor}, {"is_released", g_is_released},
   {"threads", g_threads},
   {NULL, NULL}};

@@ -434,10 +434,20 @@ local function dry_run_hooks(out)
     out:write(string.format("plan (%d step%s):\n", #plan, #plan == 1 and "" or "s"), tostring(plan), "\n")
     return map(m, rules, opts)
   end
-  graft.save = function(path, tensors)
+  graft.save = function(path, tensors, opts)
     local names = type(tensors) == "table" and graft.names(tensors) or {}
     out:write(string.format("would write %s: %d tensor%s (dry run: nothing written)\n", tostring(path),
       #names, #names == 1 and "" or "s"))
+    -- each tensor as it would be written (save's dtype option applied to
+    -- floating tensors, as graft.save does), from shapes only
+    local to = type(opts) == "table" and opts.dtype
+    for _, n in ipairs(names) do
+      local t = tensors[n]
+      if core.is_tensor(t) then
+        local dt = (to and t.dtype:find("^b?float")) and to or t.dtype
+        out:write(string.format("  %s %s {%s}\n", n, dt, table.concat(t.shape, ",")))
+      end
+    end
   end
   return function() graft.map, graft.save = map, save end
 end

@@ -269,6 +269,50 @@ local function shape_str(shape)
   return "{" .. table.concat(shape, ",") .. "}"
 end
 
+-- What a dry run says when an output's shape cannot be known without data.
+local READS_DATA = "the transform needs tensor data"
+
+-- The shapes and dtypes of a step's outputs, without reading data: the
+-- transform runs on phantoms (core.phantom: a shape and a dtype, no bytes),
+-- so views, casts, arithmetic, reshape and cat give the result's shape and
+-- dtype while anything needing values (totable, a comparison, evaluating
+-- an expression) fails. Returns shapes, dtypes, or nil and why not.
+local function dry_outputs(step, m, outs)
+  local f = step.rule[3]
+  local ins = {}
+  for k, src in ipairs(step.from) do
+    local ok, p = pcall(core.phantom, m[src].shape, m[src].dtype)
+    if not ok then return nil, nil, inner(p) end
+    ins[k] = p
+  end
+  local res
+  if f == nil then
+    if #ins > 1 then return nil, nil, "several inputs and no transform" end
+    res = {}
+    for k = 1, #outs do res[k] = ins[1] end
+  else
+    if type(f) == "string" then f = layouts[f] end
+    if type(f) ~= "function" then return nil, nil, "the transform is not a function" end
+    ins[#ins + 1] = step.name
+    local r = table.pack(pcall(f, table.unpack(ins, 1, #ins)))
+    if not r[1] then
+      local msg = inner(r[2])
+      if tostring(msg):find("no data: a dry run's stand-in", 1, true) then return nil, nil, READS_DATA end
+      return nil, nil, "the transform failed: " .. tostring(msg)
+    end
+    res = {}
+    for k = 1, #outs do
+      if not core.is_tensor(r[k + 1]) then
+        return nil, nil, string.format("the transform returned %s for output %d", type(r[k + 1]), k)
+      end
+      res[k] = r[k + 1]
+    end
+  end
+  local shapes, dtypes = {}, {}
+  for k, t in ipairs(res) do shapes[k], dtypes[k] = t.shape, t.dtype end
+  return shapes, dtypes
+end
+
 -- A printable plan: one line per step.
 local plan_mt = {}
 function plan_mt.__tostring(plan)
@@ -278,7 +322,13 @@ function plan_mt.__tostring(plan)
     for k, n in ipairs(s.from) do
       ins[k] = string.format("%s %s %s", n, s.dtypes[k], shape_str(s.shapes[k]))
     end
-    local to = #s.to == 0 and "(dropped)" or table.concat(s.to, ", ")
+    local to = {}
+    for k, n in ipairs(s.to) do
+      to[k] = s.to_shapes and string.format("%s %s %s", n, s.to_dtypes[k], shape_str(s.to_shapes[k]))
+        or n
+    end
+    to = #s.to == 0 and "(dropped)" or table.concat(to, ", ")
+    if #s.to > 0 and not s.to_shapes then to = to .. " ? (" .. s.unknown .. ")" end
     lines[#lines + 1] = string.format("%s -> %s%s", table.concat(ins, " + "), to,
       s.transform and ("  [" .. s.transform .. "]") or "")
   end
@@ -291,8 +341,11 @@ M.plan_mt = plan_mt
 -- "rules" orders the result by the rule that made each name (source order
 -- within a rule), for positional formats such as Keras; opts.dry_run
 -- returns the plan instead: a list of {rule, from = {names}, to = {names},
--- shapes, dtypes, transform} (tostring prints it), computed from names,
--- shapes and dtypes only: no transform runs and no tensor data is read.
+-- shapes, dtypes, to_shapes, to_dtypes, unknown, transform} (tostring
+-- prints it), computed from names, shapes and dtypes only: no tensor data
+-- is read. Output shapes and dtypes come from running the transform on
+-- phantoms (see dry_outputs); when it needs values (or fails), to_shapes
+-- and to_dtypes are nil and `unknown` says why.
 function M.map(m, rules, opts)
   opts = opts or {}
   check_opts(opts)
@@ -304,8 +357,12 @@ function M.map(m, rules, opts)
     for _, s in ipairs(steps) do
       local shapes, dtypes = {}, {}
       for k, n in ipairs(s.from) do shapes[k], dtypes[k] = m[n].shape, m[n].dtype end
-      plan[#plan + 1] = { rule = s.index, from = s.from, to = targets_of(s, m), shapes = shapes,
-        dtypes = dtypes, transform = s.rule.name or transform_name(s.rule[3]) }
+      local to = targets_of(s, m)
+      local to_shapes, to_dtypes, unknown
+      if #to > 0 then to_shapes, to_dtypes, unknown = dry_outputs(s, m, to) end
+      plan[#plan + 1] = { rule = s.index, from = s.from, to = to, shapes = shapes,
+        dtypes = dtypes, to_shapes = to_shapes, to_dtypes = to_dtypes, unknown = unknown,
+        transform = s.rule.name or transform_name(s.rule[3]) }
     end
     return setmetatable(plan, plan_mt)
   end

@@ -1,6 +1,7 @@
 -- Multi-file outputs commit as a set (issue 13): overwriting a TF
--- checkpoint goes from the complete old set, through "no checkpoint at this
--- prefix", to the complete new set; never new data under an old index.
+-- checkpoint or a sharded safetensors set goes from the complete old set,
+-- through "no checkpoint at this prefix / no index", to the complete new
+-- set; never new data under an old index.
 -- Proven at every step of the commit by stopping there as a kill would
 -- (core.testing.commit_crash_before), not by random kills. Temporary files
 -- carry the writer's pid; a later save removes those of dead writers.
@@ -66,6 +67,63 @@ describe("a TF checkpoint overwritten in place", function()
     graft.save(dir .. "/model", tensors(NEW), { format = "tf", num_shards = 2 })
     assert.are.same(NEW, values(graft.open(dir .. "/model")))
     assert.are.same({}, temp_files(dir))
+  end)
+end)
+
+describe("a sharded safetensors set overwritten in place", function()
+  after_each(H.cleanup)
+
+  -- a and b are 12 and 8 bytes: a 12-byte limit puts each in its own shard.
+  local function save_set(dir, v)
+    graft.save(dir .. "/model.safetensors", tensors(v), { max_shard_size = 12, order = { "a", "b" } })
+  end
+  local SET = { "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json" }
+
+  -- 2 shards + the index: steps 0 (remove the old index), 1 and 2 (rename
+  -- the shards), 3 (rename the index).
+  for step = 0, 3 do
+    it("stopped before commit step " .. step .. " leaves the old set or no index, never a mix", function()
+      local dir = H.tmpdir()
+      local index = dir .. "/model.safetensors.index.json"
+      save_set(dir, OLD)
+      assert.are.same(SET, H.ls(dir))
+      core.testing.commit_crash_before(step)
+      local err = H.raises(function() save_set(dir, NEW) end)
+      assert.matches("stopped before commit step " .. step, err, 1, true)
+      local ok, m = pcall(graft.open, index)
+      if step == 0 then
+        assert.is_true(ok, tostring(m))
+        assert.are.same(OLD, values(m))
+      else
+        assert.is_false(ok)
+        assert.matches("model.safetensors.index.json: cannot open: No such file or directory", m, 1, true)
+      end
+      for _, f in ipairs(temp_files(dir)) do os.remove(dir .. "/" .. f) end
+      save_set(dir, NEW)
+      assert.are.same(NEW, values(graft.open(index)))
+    end)
+  end
+
+  it("without a stop, replaces the set and leaves no temporary file", function()
+    local dir = H.tmpdir()
+    save_set(dir, OLD)
+    save_set(dir, NEW)
+    assert.are.same(NEW, values(graft.open(dir .. "/model.safetensors.index.json")))
+    assert.are.same(SET, H.ls(dir))
+  end)
+
+  it("a failed write leaves the old set whole and no temporary file", function()
+    local dir = H.tmpdir()
+    save_set(dir, OLD)
+    local bad = tensors(NEW)
+    bad.b = graft.zeros({ 2 }, "complex128") -- safetensors has no complex type
+    local err = H.raises(function()
+      graft.save(dir .. "/model.safetensors", bad, { max_shard_size = 12, order = { "a", "b" } })
+    end)
+    assert.matches("model-00002-of-00002.safetensors", err, 1, true)
+    assert.are.same(OLD, values(graft.open(dir .. "/model.safetensors.index.json")))
+    assert.are.same(SET, H.ls(dir))
   end)
 end)
 

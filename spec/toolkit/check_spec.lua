@@ -237,10 +237,14 @@ graft.save(dst, out)
       "--dry-run")
     assert.are.equal(0, code, err)
     assert.truthy(out:find("plan (4 steps):", 1, true), out)
-    assert.truthy(out:find("conv1/kernel float32 {3,3,3,8} -> conv1.weight  [hwio_to_oihw]", 1, true), out)
-    assert.truthy(out:find("fc/kernel float32 {32,10} -> fc.weight  [t]", 1, true), out)
-    assert.truthy(out:find("would write " .. dir .. "/out.safetensors: 4 tensors (dry run: nothing written)",
-      1, true), out)
+    -- each step: the sources' and the outputs' dtypes and shapes
+    assert.truthy(out:find("conv1/kernel float32 {3,3,3,8} -> conv1.weight float32 {8,3,3,3}  [hwio_to_oihw]", 1,
+      true), out)
+    assert.truthy(out:find("fc/kernel float32 {32,10} -> fc.weight float32 {10,32}  [t]", 1, true), out)
+    assert.truthy(out:find("would write " .. dir .. "/out.safetensors: 4 tensors (dry run: nothing written)\n"
+      .. "  conv1.bias float32 {8}\n", 1, true), out)
+    assert.truthy(out:find("\n  conv1.weight float32 {8,3,3,3}\n", 1, true), out)
+    assert.truthy(out:find("\n  fc.weight float32 {10,32}\n", 1, true), out)
     assert.is_false(H.exists(dir .. "/out.safetensors"))
     -- without --dry-run the recipe writes
     _, err, code = run("run", dir .. "/recipe.lua", dir .. "/tf.npz", dir .. "/out.safetensors")

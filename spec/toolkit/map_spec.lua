@@ -2,6 +2,7 @@
 -- graft.meta. graft.save's policy is in save_policy_spec.lua, graft.json in
 -- json_spec.lua.
 local graft = require "graft"
+local core = require "graft.core"
 local H = require "helper"
 
 local iota, keras_like = H.iota, H.keras_like
@@ -412,16 +413,23 @@ describe("graft.map rules: matchers, several outputs, several inputs, dry runs",
     local bytes = H.read(data)
     H.write(data, (bytes:gsub(".", function(c) return string.char(255 - c:byte()) end)))
     local m = graft.open(dir .. "/ck")
-    local calls = 0
+    -- transforms run in a dry run on phantoms only (a shape and a dtype,
+    -- no bytes): every input they get is one
+    local calls, phantoms = 0, 0
+    local function seen(t)
+      calls = calls + 1
+      if core.is_phantom(t) then phantoms = phantoms + 1 end
+    end
     local rules = {
       { "^conv(%d)/kernel$", "c%1.weight", "hwio_to_oihw" },
-      { "^conv(%d)/bias$", { "c%1.b_ih", "c%1.b_hh" }, function(t) calls = calls + 1; return t, t end },
-      { "^dense/kernel$", "fc.weight", function(t) calls = calls + 1; return t:t():contiguous() end },
+      { "^conv(%d)/bias$", { "c%1.b_ih", "c%1.b_hh" }, function(t) seen(t); return t, t end },
+      { "^dense/kernel$", "fc.weight", function(t) seen(t); return t:t():contiguous() end },
       { "^dense/bias$", graft.keep },
       { "^optimizer/", graft.drop },
     }
     local plan = graft.map(m, rules, { dry_run = true })
-    assert.are.equal(0, calls)
+    assert.are.equal(3, calls)
+    assert.are.equal(3, phantoms)
     assert.are.equal(#graft.names(m), #plan)
     local by = {}
     for _, s in ipairs(plan) do by[s.from[1]] = s end
@@ -433,12 +441,51 @@ describe("graft.map rules: matchers, several outputs, several inputs, dry runs",
     assert.truthy(by["dense/kernel"].transform:find("^function .*map_spec%.lua:%d+$"), by["dense/kernel"].transform)
     assert.are.same({}, by["optimizer/step"].to)
     assert.is_nil(by["dense/bias"].transform)
+    -- each output's shape and dtype, from the transform run on phantoms
+    assert.are.same({ { 4, 2, 3, 3 } }, by["conv1/kernel"].to_shapes)
+    assert.are.same({ "float32" }, by["conv1/kernel"].to_dtypes)
+    assert.are.same({ { 5 }, { 5 } }, by["conv2/bias"].to_shapes)
+    assert.are.same({ { 3, 6 } }, by["dense/kernel"].to_shapes)
+    assert.are.same({ { 3 } }, by["dense/bias"].to_shapes)
     local text = tostring(plan)
-    assert.truthy(text:find("conv1/kernel float32 {3,3,2,4} -> c1.weight  [hwio_to_oihw]", 1, true), text)
+    assert.truthy(text:find("conv1/kernel float32 {3,3,2,4} -> c1.weight float32 {4,2,3,3}  [hwio_to_oihw]", 1,
+      true), text)
+    assert.truthy(text:find("conv2/bias float32 {5} -> c2.b_ih float32 {5}, c2.b_hh float32 {5}  [function", 1,
+      true), text)
     assert.truthy(text:find("optimizer/step int64 {1} -> (dropped)", 1, true), text)
     -- mapping for real reads the data, and the corrupt bytes are found
     local err = H.raises(function() graft.map(m, rules) end)
     assert.truthy(err:find("crc", 1, true), err)
+  end)
+
+  it("dry_run: output shapes through casts, arithmetic, reshape and cat; 'unknown' when values are needed", function()
+    local src = {
+      ["q.weight"] = H.iota({ 8, 4 }), ["k.weight"] = H.iota({ 4, 4 }), ["v.weight"] = H.iota({ 4, 4 }),
+      ["b1"] = H.iota({ 4 }), ["b2"] = H.iota({ 4 }), ["scale"] = H.iota({ 2 }),
+    }
+    local L = graft.layouts
+    local plan = graft.map(src, {
+      { "^q%.weight$", "qkv.weight", function(q, k, v) return L.qkv_merge(L.rope_permute(q, 2), k, v) end,
+        from = { "q.weight", "k.weight", "v.weight" }, name = "rope + merge" },
+      { "^b1$", "bias", function(a, b) return (a + b):cast("float16") end, from = { "b1", "b2" } },
+      { "^scale$", "scale", function(t) return graft.tensor(t:totable()) end, name = "via Lua" },
+    }, { dry_run = true })
+    local by = {}
+    for _, s in ipairs(plan) do by[s.to[1]] = s end
+    assert.are.same({ { 16, 4 } }, by["qkv.weight"].to_shapes)
+    assert.are.same({ "float32" }, by["qkv.weight"].to_dtypes)
+    assert.are.same({ { 4 } }, by.bias.to_shapes)
+    assert.are.same({ "float16" }, by.bias.to_dtypes)
+    assert.is_nil(by.scale.to_shapes)
+    assert.are.equal("the transform needs tensor data", by.scale.unknown)
+    local text = tostring(plan)
+    assert.truthy(text:find("-> qkv.weight float32 {16,4}  [rope + merge]", 1, true), text)
+    assert.truthy(text:find("scale float32 {2} -> scale ? (the transform needs tensor data)  [via Lua]", 1, true),
+      text)
+    -- a transform that fails on shapes says so in the plan
+    plan = graft.map({ ["q.weight"] = src["q.weight"] },
+      { { "^q%.weight$", "q", function(t) return L.rope_permute(t, 3) end } }, { dry_run = true })
+    assert.truthy(plan[1].unknown:find("^the transform failed: .*rope_permute"), plan[1].unknown)
   end)
 
   it("recipes compose: one returns its rules, another extends them", function()

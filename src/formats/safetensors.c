@@ -831,23 +831,23 @@ static int plan(const gt_save *s, wentry **out, gt_err *err) {
   return GT_OK;
 }
 
-static int write_file(const char *path, const gt_save *s, const wentry *ws,
-                      const jbuf *hdr, gt_err *err) {
-  gt_out o;
-  if (gt_out_open(&o, path, s, err) != GT_OK) return GT_ERR;
-  int rc = gt_out_write(&o, hdr->p, hdr->n, err);
+/* Writes the whole file into o's temporary file (opened here) without
+ * publishing it; on failure o is aborted (the temporary file removed). */
+static int write_body(gt_out *o, const char *path, const gt_save *s,
+                      const wentry *ws, const jbuf *hdr, gt_err *err) {
+  if (gt_out_open(o, path, s, err) != GT_OK) return GT_ERR;
+  int rc = gt_out_write(o, hdr->p, hdr->n, err);
   for (size_t i = 0; rc == GT_OK && i < s->n; i++)
-    if ((rc = gt_out_tensor(&o, &ws[i].e->t, err)) != GT_OK)
+    if ((rc = gt_out_tensor(o, &ws[i].e->t, err)) != GT_OK)
       name_fail(err, ws[i].e->name);
-  if (rc != GT_OK) {
-    gt_out_abort(&o);
-    return GT_ERR;
-  }
-  return gt_out_commit(&o, err);
+  if (rc != GT_OK) gt_out_abort(o);
+  return rc;
 }
 
-int gt_safetensors_write(const char *path, const gt_save *s,
-                         const gt_value *metadata, gt_err *err) {
+/* One safetensors file written into *o, left finished-to-be (unpublished):
+ * validation, header, then the bytes. */
+static int write_unpublished(gt_out *o, const char *path, const gt_save *s,
+                             const gt_value *metadata, gt_err *err) {
   wentry *ws = NULL;
   kv *pairs = NULL;
   jbuf hdr = {0};
@@ -855,9 +855,87 @@ int gt_safetensors_write(const char *path, const gt_save *s,
   if (rc == GT_OK) rc = sorted_metadata(metadata, &pairs, err);
   if (rc == GT_OK) rc = build_header(ws, s->n, metadata, pairs, &hdr, err);
   if (rc == GT_OK) rc = gt_out_check_inputs(path, s->entries, s->n, err);
-  if (rc == GT_OK) rc = write_file(path, s, ws, &hdr, err);
+  if (rc == GT_OK) rc = write_body(o, path, s, ws, &hdr, err);
   free(ws);
   free(pairs);
   free(hdr.p);
+  return rc;
+}
+
+int gt_safetensors_write(const char *path, const gt_save *s,
+                         const gt_value *metadata, gt_err *err) {
+  gt_out o;
+  if (write_unpublished(&o, path, s, metadata, err) != GT_OK) return GT_ERR;
+  return gt_out_commit(&o, err);
+}
+
+static uint64_t save_bytes(const gt_save *s) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < s->n; i++)
+    total += (uint64_t)gt_tensor_nbytes(&s->entries[i].t);
+  return total;
+}
+
+/* The index as the last member of the set, under its temporary name. */
+static int write_index(gt_out *o, const char *path, const char *text,
+                       size_t len, gt_err *err) {
+  if (gt_out_open(o, path, NULL, err) != GT_OK) return GT_ERR;
+  if (gt_out_write(o, text, len, err) != GT_OK) {
+    gt_out_abort(o);
+    return GT_ERR;
+  }
+  return GT_OK;
+}
+
+/* Progress over a whole set: a shard's bytes come after those of the
+ * shards before it. */
+typedef struct set_progress {
+  gt_progress_fn fn;
+  void *ctx;
+  uint64_t before, total;
+} set_progress;
+
+static void set_progress_cb(void *c, uint64_t done, uint64_t shard_total) {
+  const set_progress *p = c;
+  (void)shard_total;
+  p->fn(p->ctx, p->before + done, p->total);
+}
+
+int gt_safetensors_write_set(const gt_st_shard *shards, size_t n,
+                             const gt_value *metadata, const char *index_path,
+                             const char *index, size_t index_len,
+                             gt_err *err) {
+  if (n == 0) return gt_fail(err, "a sharded set needs at least one shard");
+  gt_out *outs = calloc(n + 1, sizeof *outs);
+  if (!outs) return gt_fail(err, "out of memory");
+  uint64_t total = 0, done = 0;
+  for (size_t k = 0; k < n; k++) total += save_bytes(&shards[k].s);
+  int rc = GT_OK;
+  for (size_t k = 0; k < n && rc == GT_OK; k++) {
+    const gt_st_shard *sh = &shards[k];
+    set_progress sp = {sh->s.progress, sh->s.progress_ctx, done, total};
+    gt_save s = sh->s;
+    if (s.progress) {
+      s.progress = set_progress_cb;
+      s.progress_ctx = &sp;
+    }
+    rc = write_unpublished(&outs[k], sh->path, &s, metadata, err);
+    if (rc != GT_OK) gt_wrap(err, "%s", sh->path);
+    done += save_bytes(&sh->s);
+  }
+  if (rc == GT_OK && write_index(&outs[n], index_path, index, index_len,
+                                 err) != GT_OK) {
+    gt_wrap(err, "%s", index_path);
+    rc = GT_ERR;
+  }
+  if (rc == GT_OK) {
+    /* Members first, the index last and only after the old one is gone:
+     * a reader sees the old set, no set, or the new set. Frees outs[*]. */
+    rc = gt_out_commit_set(outs, n + 1, err);
+    if (rc != GT_OK) gt_wrap(err, "%s", index_path);
+  } else {
+    for (size_t k = 0; k <= n; k++) gt_out_abort(&outs[k]);
+  }
+  free(outs);
   return rc;
 }

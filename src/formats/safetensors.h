@@ -25,4 +25,24 @@ int gt_safetensors_read(gt_storage *file, gt_model *m, gt_err *err);
 int gt_safetensors_write(const char *path, const gt_save *s,
                          const gt_value *metadata, gt_err *err);
 
+/* One file of a sharded set: its path and its tensors. */
+typedef struct gt_st_shard {
+  const char *path;
+  gt_save s;
+} gt_st_shard;
+
+/* A sharded checkpoint written as a set (Hugging Face's layout): every
+ * shard as gt_safetensors_write would write it (each with `metadata`),
+ * then `index` (the *.safetensors.index.json text, built by the caller) at
+ * index_path, all under temporary names; committed with gt_out_commit_set,
+ * the index last. A reader of the index therefore finds the complete old
+ * set, no index ("not found"), or the complete new set, never new shards
+ * under the old index. Progress (shards[k].s.progress) counts bytes over
+ * the whole set. On failure nothing at the targets changes (before the
+ * commit) and every temporary file is removed. */
+int gt_safetensors_write_set(const gt_st_shard *shards, size_t n,
+                             const gt_value *metadata, const char *index_path,
+                             const char *index, size_t index_len,
+                             gt_err *err);
+
 #endif

@@ -538,6 +538,10 @@ int gt_materialise_check(const gt_tensor *t, uint64_t bytes, gt_err *err) {
 
 int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err) {
   gt_tensor r;
+  /* A copy of a phantom is a phantom of the same shape (a dry run's
+   * reshape of a permuted view): nothing to read. */
+  if (gt_storage_is_phantom(t->storage))
+    return gt_tensor_phantom(out, t->dtype, t->ndim, t->shape, err);
   if (gt_materialise_check(t, (uint64_t)gt_tensor_nbytes(t), err) != GT_OK ||
       gt_tensor_alloc(&r, t->dtype, t->ndim, t->shape, 0, err) != GT_OK)
     return GT_ERR;
@@ -594,6 +598,9 @@ int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err) {
     if (__builtin_add_overflow(shape[dim], t->shape[dim], &shape[dim]))
       return gt_fail(err, "cat: result too large");
   }
+  for (int k = 0; k < n; k++)   /* phantoms in: a phantom out (dry runs) */
+    if (gt_storage_is_phantom(ts[k].storage))
+      return gt_tensor_phantom(out, f->dtype, f->ndim, shape, err);
   gt_tensor r;
   if (gt_tensor_alloc(&r, f->dtype, f->ndim, shape, 0, err) != GT_OK) return GT_ERR;
   int64_t outer = 1, inner = 1;

@@ -18,7 +18,8 @@
  * room for numel * size(ddt) bytes). Loads lazy storages first. */
 int gt_copy_into(const gt_tensor *t, gt_dtype ddt, void *dst, gt_err *err);
 
-/* New plain contiguous tensor with t's values as t->dtype. */
+/* New plain contiguous tensor with t's values as t->dtype (for a view of a
+ * phantom, a phantom: storage.h). */
 int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err);
 /* GT_OK when materialising `bytes` for t is within GRAFT_MAX_BYTES
  * (tensor/cap.h); else fails naming the file t is a view of, its shape and
@@ -27,7 +28,7 @@ int gt_contiguous(const gt_tensor *t, gt_tensor *out, gt_err *err);
 int gt_materialise_check(const gt_tensor *t, uint64_t bytes, gt_err *err);
 
 /* Concatenate n tensors of equal dtype along dim (0-based); shapes must
- * agree elsewhere. */
+ * agree elsewhere. Any phantom among them makes the result a phantom. */
 int gt_cat(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err);
 /* Stack n tensors of equal shape along a new dim. */
 int gt_stack(const gt_tensor *ts, int n, int dim, gt_tensor *out, gt_err *err);

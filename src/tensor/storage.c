@@ -127,6 +127,20 @@ gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
   return s;
 }
 
+/* A phantom's loader: there are no bytes, ever. */
+static int load_phantom(gt_storage *s, gt_err *err) {
+  (void)s;
+  return gt_fail(err, "%s", GT_PHANTOM_MSG);
+}
+
+gt_storage *gt_storage_phantom(size_t size, gt_err *err) {
+  return gt_storage_lazy(size, NULL, load_phantom, NULL, NULL, err);
+}
+
+int gt_storage_is_phantom(const gt_storage *s) {
+  return s && s->kind == GT_STORAGE_LAZY && s->load == load_phantom;
+}
+
 int gt_storage_alloc_data(gt_storage *s, gt_err *err) {
   if (gt_cap_check(s->size, err) != GT_OK) return GT_ERR;
   s->data = aligned_bytes(s->size, 0);

@@ -66,6 +66,14 @@ gt_storage *gt_storage_aligned(gt_storage *parent, uint64_t offset,
  * free_ctx (may be NULL). parent (may be NULL) is retained. */
 gt_storage *gt_storage_lazy(size_t size, gt_storage *parent, gt_load_fn load,
                             void *ctx, gt_free_fn free_ctx, gt_err *err);
+/* A phantom: a lazy storage of `size` bytes that never has any (its
+ * loader always fails with GT_PHANTOM_MSG). Tensors on phantoms carry a
+ * shape and a dtype only: a dry run passes them to transforms so views,
+ * casts and arithmetic give the result's shape and dtype while anything
+ * that needs the values fails instead of reading a file. */
+gt_storage *gt_storage_phantom(size_t size, gt_err *err);
+int gt_storage_is_phantom(const gt_storage *s);
+#define GT_PHANTOM_MSG "no data: a dry run's stand-in has a shape and a dtype only"
 /* Allocate s->data for a lazy loader (64-byte aligned, owned by s). */
 int gt_storage_alloc_data(gt_storage *s, gt_err *err);
 

@@ -158,6 +158,20 @@ int gt_tensor_alloc(gt_tensor *out, gt_dtype dtype, int ndim,
   return rc;
 }
 
+int gt_tensor_phantom(gt_tensor *out, gt_dtype dtype, int ndim,
+                      const int64_t *shape, gt_err *err) {
+  int64_t n, bytes;
+  if (gt_numel(ndim, shape, &n, err) != GT_OK) return GT_ERR;
+  if (__builtin_mul_overflow(n, (int64_t)gt_dtype_size(dtype), &bytes))
+    return gt_fail(err, "shape has too many bytes");
+  bytes = span_bytes(dtype, n);
+  gt_storage *s = gt_storage_phantom((size_t)bytes, err);
+  if (!s) return GT_ERR;
+  int rc = gt_tensor_make(out, s, dtype, ndim, shape, 0, err);
+  gt_storage_release(s);
+  return rc;
+}
+
 void gt_tensor_free(gt_tensor *t) {
   if (t->storage) gt_storage_release(t->storage);
   t->storage = NULL;

@@ -45,6 +45,10 @@ int gt_tensor_zeros(gt_tensor *out, gt_dtype dtype, int ndim,
  * completely before anyone reads them. */
 int gt_tensor_alloc(gt_tensor *out, gt_dtype dtype, int ndim,
                     const int64_t *shape, int zero, gt_err *err);
+/* A contiguous tensor on a phantom storage (storage.h): a shape and a
+ * dtype, no bytes, no allocation. */
+int gt_tensor_phantom(gt_tensor *out, gt_dtype dtype, int ndim,
+                      const int64_t *shape, gt_err *err);
 void gt_tensor_free(gt_tensor *t);
 /* out = another reference to the same view. */
 void gt_tensor_ref(gt_tensor *out, const gt_tensor *src);

@@ -3,6 +3,7 @@
 -- layout: read through the index, written with save option
 -- max_shard_size). Bytes live in C (src/formats/safetensors.c).
 
+local core = require "graft.core"
 local json = require "graft.json"
 local util = require "graft.util"
 
@@ -139,16 +140,19 @@ local function save_sharded(path, tensors, names, opts, ctx)
     size = size + bytes
   end
   if #shards <= 1 then return write(ctx, path, names, tensors, opts, path) end
-  local dir, map = nil, {}
+  local dir, map, set = nil, {}, {}
   for i, list in ipairs(shards) do
     local d, file = shard_name(path, i, #shards)
     dir = d
-    write(ctx, d .. file, list, tensors, opts, file)
+    set[i] = { path = d .. file, names = list }
     for _, n in ipairs(list) do map[n] = file end
   end
   local index = { metadata = { total_size = total }, weight_map = map }
   local base = path:match("[^/]*$")
-  ctx.write_file(dir .. base .. ".index.json", json.encode_pretty(index) .. "\n")
+  -- One commit for the shards and the index (index last, after the old
+  -- one is removed): a reader never sees new shards under an old index.
+  core.safetensors_write_set(dir .. base .. ".index.json", json.encode_pretty(index) .. "\n",
+    set, tensors, { metadata = opts.metadata, progress = ctx.progress(path) })
 end
 
 function M.save(path, tensors, names, opts, ctx)
