@@ -23,7 +23,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "io/fileout.h"
+#include "io/grow.h"
 #include "io/pbpatch.h"
 #include "io/pbwire.h"
 #include "onnx.pb-c.h"
@@ -1381,13 +1384,123 @@ static int plan_all(const gt_storage *base, sites *ss, const gt_save *s, patch *
   return GT_OK;
 }
 
+/* ------------------------------------------------------------ provenance */
+
+/* gt_save.provenance (a JSON object of strings) as ModelProto
+ * metadata_props (field 14, StringStringEntryProto key = 1, value = 2):
+ * the base's entries with those keys or in graft's namespace "graft."
+ * dropped (an earlier graft write's record, stale now; the others kept in
+ * place),
+ * the new entries appended after the model's last record (a ModelProto
+ * ends where the file does, and protobuf accepts fields in any order). */
+typedef struct props {
+  uint8_t *rec;        /* the new entries, encoded */
+  size_t len;
+  pb_rec *drop;        /* top-level records of the base left out, in order */
+  size_t ndrop, cap;
+} props;
+
+static void props_free(props *pr) {
+  free(pr->rec);
+  free(pr->drop);
+}
+
+/* The key of the StringStringEntryProto in LEN record rec (empty when it
+ * has none). */
+static int entry_key(const uint8_t *buf, const pb_rec *rec, const uint8_t **key,
+                     size_t *kl, gt_err *err) {
+  pb_reader r;
+  pb_rec f;
+  int k;
+  *key = buf, *kl = 0;
+  pb_reader_init(&r, buf, rec->pos, rec->end);
+  while ((k = pb_next(&r, &f, err)) == 1)
+    if (f.num == 1 && f.wt == PB_LEN) *key = buf + f.pos, *kl = f.len;
+  return k == 0 ? GT_OK : gt_wrap(err, "metadata_props");
+}
+
+/* Encodes the entries of object o into pr->rec. */
+static int props_encode(const cJSON *o, props *pr, gt_err *err) {
+  size_t total = 0;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, o) {
+    if (!cJSON_IsString(it))
+      return gt_fail(err, "provenance \"%s\" is not a string", it->string);
+    size_t kl = strlen(it->string), vl = strlen(it->valuestring);
+    size_t in = pb_varint_size(kl) + kl + pb_varint_size(vl) + vl + 2;
+    total += 1 + pb_varint_size(in) + in;
+  }
+  if (!(pr->rec = malloc(total ? total : 1))) return gt_fail(err, "out of memory");
+  cJSON_ArrayForEach(it, o) {
+    size_t kl = strlen(it->string), vl = strlen(it->valuestring);
+    size_t in = pb_varint_size(kl) + kl + pb_varint_size(vl) + vl + 2;
+    uint8_t *b = pr->rec + pr->len;
+    size_t k = pbp_len_header(b, 14, in);
+    k += pbp_len_header(b + k, 1, kl);
+    memcpy(b + k, it->string, kl);
+    k += kl;
+    k += pbp_len_header(b + k, 2, vl);
+    memcpy(b + k, it->valuestring, vl);
+    pr->len += k + vl;
+  }
+  return GT_OK;
+}
+
+/* Notes the base's metadata_props records whose key o sets or that
+ * start with "graft.". */
+static int props_drops(const gt_storage *base, const cJSON *o, props *pr, gt_err *err) {
+  pb_reader r;
+  pb_rec f;
+  int k;
+  pb_reader_init(&r, base->data, 0, base->size);
+  while ((k = pb_next(&r, &f, err)) == 1) {
+    const uint8_t *key;
+    size_t kl;
+    if (f.num != 14 || f.wt != PB_LEN) continue;
+    if (entry_key(base->data, &f, &key, &kl, err) != GT_OK) return GT_ERR;
+    const cJSON *it;
+    int hit = kl >= 6 && memcmp(key, "graft.", 6) == 0;
+    cJSON_ArrayForEach(it, o) hit |= strlen(it->string) == kl && memcmp(it->string, key, kl) == 0;
+    if (!hit) continue;
+    if (gt_grow((void **)&pr->drop, &pr->cap, pr->ndrop + 1, sizeof *pr->drop))
+      return gt_fail(err, "out of memory");
+    pr->drop[pr->ndrop++] = f;
+  }
+  return k == 0 ? GT_OK : gt_wrap(err, "ModelProto");
+}
+
+/* pr from s's provenance (none: nothing changes). */
+static int plan_props(const gt_storage *base, const gt_save *s, props *pr, gt_err *err) {
+  if (!s->provenance) return GT_OK;
+  cJSON *o = cJSON_ParseWithLength(s->provenance, s->provenance_len);
+  int rc = cJSON_IsObject(o) ? GT_OK : gt_fail(err, "provenance is not a JSON object");
+  if (rc == GT_OK) rc = props_encode(o, pr, err);
+  if (rc == GT_OK) rc = props_drops(base, o, pr, err);
+  cJSON_Delete(o);
+  return rc;
+}
+
+/* base[from, to) without the records pr drops (top-level records: each
+ * lies wholly inside or outside the range). */
+static int write_kept(gt_out *o, const gt_storage *base, size_t from, size_t to,
+                      const props *pr, gt_err *err) {
+  for (size_t i = 0; i < pr->ndrop; i++) {
+    const pb_rec *d = &pr->drop[i];
+    if (d->start < from || d->end > to) continue;
+    if (pbp_write_base(o, base->data, from, d->start, err) != GT_OK) return GT_ERR;
+    from = d->end;
+  }
+  return pbp_write_base(o, base->data, from, to, err);
+}
+
 /* The model: base with the graph's length, each patch's chain lengths and
- * TensorProto replaced, the new initializers at the end of the graph. */
+ * TensorProto replaced, the new initializers at the end of the graph, the
+ * provenance's metadata_props at the end of the model. */
 static int write_model(gt_out *o, const gt_storage *base, const pb_rec *g,
-                       const patch *ps, size_t n, gt_err *err) {
+                       const patch *ps, size_t n, const props *pr, gt_err *err) {
   int64_t glen = (int64_t)g->len;
   for (size_t i = 0; i < n; i++) glen += ps[i].pp.delta;
-  if (pbp_write_base(o, base->data, 0, g->lenpos, err) != GT_OK ||
+  if (write_kept(o, base, 0, g->lenpos, pr, err) != GT_OK ||
       pbp_write_varint(o, (uint64_t)glen, err) != GT_OK)
     return GT_ERR;
   size_t cursor = g->pos, i = 0;
@@ -1398,7 +1511,8 @@ static int write_model(gt_out *o, const gt_storage *base, const pb_rec *g,
   for (; i < n; i++)
     if (pbp_write(o, base->data, &ps[i].pp, &cursor, err) != GT_OK)
       return gt_wrap(err, "tensor \"%s\"", ps[i].e->name);
-  return pbp_write_base(o, base->data, g->end, base->size, err);
+  if (write_kept(o, base, g->end, base->size, pr, err) != GT_OK) return GT_ERR;
+  return gt_out_write(o, pr->rec, pr->len, err);
 }
 
 static int cmp_ext(const void *a, const void *b) {
@@ -1436,8 +1550,8 @@ static int write_ext(const wopts *w, patch *ps, size_t n, gt_err *err) {
 }
 
 static int write_all(const char *path, const gt_storage *base, const pb_rec *g,
-                     patch *ps, size_t n, const wopts *w, const gt_save *s,
-                     gt_err *err) {
+                     patch *ps, size_t n, const wopts *w, const props *pr,
+                     const gt_save *s, gt_err *err) {
   if (w->ext_name && write_ext(w, ps, n, err) != GT_OK) return GT_ERR;
   gt_entry *streamed = calloc(n ? n : 1, sizeof *streamed);
   if (!streamed) return gt_fail(err, "out of memory");
@@ -1449,7 +1563,7 @@ static int write_all(const char *path, const gt_storage *base, const pb_rec *g,
   int rc = gt_out_open(&o, path, &prog, err);
   free(streamed);
   if (rc != GT_OK) return GT_ERR;
-  if (write_model(&o, base, g, ps, n, err) != GT_OK) {
+  if (write_model(&o, base, g, ps, n, pr, err) != GT_OK) {
     gt_out_abort(&o);
     return GT_ERR;
   }
@@ -1509,12 +1623,15 @@ int gt_onnx_write(const char *path, const gt_save *s, const gt_value *opts,
     rc = gt_fail(err, "refusing to overwrite the model being patched; write to another path");
   pb_rec g;
   sites ss = {0};
+  props pr = {0};
   patch *ps = calloc(s->n ? s->n : 1, sizeof *ps);
   if (rc == GT_OK && !ps) rc = gt_fail(err, "out of memory");
   if (rc == GT_OK && find_graph(base->data, base->size, &g, err) != GT_OK) rc = GT_ERR;
   if (rc == GT_OK && walk_graph(base->data, &g, &ss, NULL, err) != GT_OK) rc = GT_ERR;
   if (rc == GT_OK) rc = plan_all(base, &ss, s, ps, &w, err);
-  if (rc == GT_OK) rc = write_all(path, base, &g, ps, s->n, &w, s, err);
+  if (rc == GT_OK) rc = plan_props(base, s, &pr, err);
+  if (rc == GT_OK) rc = write_all(path, base, &g, ps, s->n, &w, &pr, s, err);
+  props_free(&pr);
   for (size_t i = 0; ps && i < s->n; i++) patch_free(&ps[i]);
   free(ps);
   free(ss.v);
