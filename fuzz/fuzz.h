@@ -26,6 +26,18 @@ gt_storage *fuzz_map(const uint8_t *data, size_t size);
  * to spend the fuzzer's memory on legitimately big tensors), then free m. */
 void fuzz_consume(gt_model *m);
 
+/* A parser entry point as the targets call it: path is the scratch file's
+ * (for readers that resolve names or siblings by it). */
+typedef int (*fuzz_read_fn)(gt_storage *f, const char *path, gt_model *m, gt_err *e);
+/* The whole of a model target: data written to the scratch file named
+ * with `suffix`, mapped, read by `read`, and on success every tensor
+ * consumed as fuzz_consume does; with also_as, each is also streamed
+ * converted to *also_as through a fixed buffer (the cast and
+ * dequantisation kernels, without a converted copy in memory). Returns
+ * 0, as libFuzzer wants. */
+int fuzz_read(const uint8_t *data, size_t size, const char *suffix, fuzz_read_fn read,
+              const gt_dtype *also_as);
+
 #define FUZZ_MAX_TENSOR ((int64_t)64 << 20)
 
 #endif

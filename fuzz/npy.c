@@ -2,14 +2,11 @@
 #include "fuzz.h"
 #include "formats/npy.h"
 
+static int rd(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_npy_read(f, m, NULL, e);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  gt_storage *f = fuzz_map(data, size);
-  if (!f) return 0;
-  gt_model m;
-  gt_model_init(&m);
-  gt_err e;
-  if (gt_npy_read(f, &m, NULL, &e) == GT_OK) fuzz_consume(&m);
-  else gt_model_free(&m);
-  gt_storage_release(f);
-  return 0;
+  return fuzz_read(data, size, "", rd, NULL);
 }

@@ -175,11 +175,12 @@ local function shape_str(t)
 end
 
 -- A file's metadata (scalar values only), or nil: safetensors
--- __metadata__, GGUF kv, HDF5 / Keras root attributes.
+-- __metadata__, GGUF kv, HDF5 / Keras root attributes, ONNX metadata_props.
 local function file_metadata(m)
   local meta = graft.meta(m)
   local h5 = meta.hdf5 or meta
-  local md = meta.metadata or meta.__metadata__ or (type(h5.attrs) == "table" and h5.attrs["/"])
+  local md = meta.metadata or meta.__metadata__ or meta.metadata_props
+    or (type(h5.attrs) == "table" and h5.attrs["/"])
   if type(md) ~= "table" then return nil end
   local out, any = {}, false
   for k, v in pairs(md) do

@@ -44,6 +44,16 @@ function M.read_text(path)
   return s
 end
 
+-- Whether path is a file that can be read (a directory opens on Linux but
+-- reading it fails).
+function M.is_file(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local ok = f:read(0)
+  f:close()
+  return ok ~= nil
+end
+
 function M.dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end

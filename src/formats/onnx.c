@@ -23,7 +23,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "io/fileout.h"
+#include "io/grow.h"
+#include "io/pbpatch.h"
 #include "io/pbwire.h"
 #include "onnx.pb-c.h"
 #include "tensor/copy.h"
@@ -1057,26 +1061,14 @@ int gt_onnx_tensor_read(gt_storage *file, const char *path, gt_model *m,
 
 /* ------------------------------------------------------------ writing */
 
-enum { SEG_COPY, SEG_BYTES, SEG_TENSOR };
-
-/* A piece of a rewritten TensorProto (or of a new initializer record). */
-typedef struct seg {
-  int kind;
-  size_t off, len;     /* COPY: base[off, off + len); all: bytes written */
-  uint8_t *bytes;      /* BYTES: owned */
-  const gt_tensor *t;  /* TENSOR: streamed as raw little-endian elements */
-} seg;
-
-#define MAX_SEGS 64
-
+/* One tensor written: the TensorProto it replaces (st, along st->chain)
+ * or a new initializer record (st NULL, pp.depth 0) appended to the
+ * graph. */
 typedef struct patch {
   const site *st;          /* NULL: a new initializer appended to the graph */
   const gt_entry *e;
   int code;                /* the ONNX data type written */
-  seg segs[MAX_SEGS];
-  size_t nsegs;
-  uint64_t newlen[3];      /* new payload lengths along st->chain */
-  int64_t delta;           /* change of the graph's payload length */
+  pb_patch pp;
   gt_tensor dense;         /* contiguous copy, when values are packed here */
   int ext;                 /* the values go to the external data file */
   uint64_t ext_off, ext_len;
@@ -1091,34 +1083,10 @@ typedef struct wopts {
 } wopts;
 
 static void patch_free(patch *p) {
-  for (size_t i = 0; i < p->nsegs; i++)
-    if (p->segs[i].kind == SEG_BYTES) free(p->segs[i].bytes);
-  p->nsegs = 0;
+  pbp_free(&p->pp);
   if (p->dense.storage) gt_tensor_free(&p->dense);
   free(p->ext_bytes);
   p->ext_bytes = NULL;
-}
-
-static int add_seg(patch *p, seg s, gt_err *err) {
-  if (p->nsegs == MAX_SEGS) {
-    if (s.kind == SEG_BYTES) free(s.bytes);
-    return gt_fail(err, "TensorProto has too many fields to patch");
-  }
-  p->segs[p->nsegs++] = s;
-  return GT_OK;
-}
-
-static int add_bytes(patch *p, const uint8_t *b, size_t n, gt_err *err) {
-  uint8_t *c = malloc(n ? n : 1);
-  if (!c) return gt_fail(err, "out of memory");
-  if (n) memcpy(c, b, n);
-  return add_seg(p, (seg){SEG_BYTES, 0, n, c, NULL}, err);
-}
-
-/* tag + length varint of a LEN record. */
-static size_t len_header(uint8_t *out, uint32_t field, uint64_t len) {
-  size_t k = pb_put_varint(out, (uint64_t)field << 3 | PB_LEN);
-  return k + pb_put_varint(out + k, len);
 }
 
 /* The elements of p's tensor as a contiguous buffer (p->dense). */
@@ -1245,17 +1213,17 @@ static int ext_records(patch *p, const wopts *w, gt_err *err) {
   if (!b) return gt_fail(err, "out of memory");
   for (int i = 0; i < 3; i++) {
     size_t kl = strlen(keys[i]), vl = strlen(vals[i]);
-    k += len_header(b + k, 13, 2 + kl + 2 + vl);
-    k += len_header(b + k, 1, kl);
+    k += pbp_len_header(b + k, 13, 2 + kl + 2 + vl);
+    k += pbp_len_header(b + k, 1, kl);
     memcpy(b + k, keys[i], kl);
     k += kl;
-    k += len_header(b + k, 2, vl);
+    k += pbp_len_header(b + k, 2, vl);
     memcpy(b + k, vals[i], vl);
     k += vl;
   }
   b[k++] = 14 << 3 | PB_VARINT;
   b[k++] = 1; /* EXTERNAL */
-  return add_seg(p, (seg){SEG_BYTES, 0, k, b, NULL}, err);
+  return pbp_add(&p->pp, (pbp_seg){PBP_BYTES, 0, k, b, NULL}, err);
 }
 
 /* The value records of p: string_data; external data when wanted and
@@ -1281,22 +1249,15 @@ static int value_segs(patch *p, const otype *ty, int typed, wopts *w, gt_err *er
     uint8_t *b = NULL;
     size_t bl = 0;
     if (typed_record(p, ty, typed, &b, &bl, err) != GT_OK) return GT_ERR;
-    return add_seg(p, (seg){SEG_BYTES, 0, bl, b, NULL}, err);
+    return pbp_add(&p->pp, (pbp_seg){PBP_BYTES, 0, bl, b, NULL}, err);
   }
   uint8_t hdr[16];
-  if (add_bytes(p, hdr, len_header(hdr, 9, len), err) != GT_OK) return GT_ERR;
-  if (!ty->bits) return add_seg(p, (seg){SEG_TENSOR, 0, (size_t)len, NULL, t}, err);
+  if (pbp_add_bytes(&p->pp, hdr, pbp_len_header(hdr, 9, len), err) != GT_OK) return GT_ERR;
+  if (!ty->bits) return pbp_add(&p->pp, (pbp_seg){PBP_TENSOR, 0, (size_t)len, NULL, t}, err);
   uint8_t *b = NULL;
   size_t bl = 0;
   if (pack_bits(p, ty, &b, &bl, err) != GT_OK) return GT_ERR;
-  return add_seg(p, (seg){SEG_BYTES, 0, bl, b, NULL}, err);
-}
-
-static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
-  size_t k = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < ndim && k < n; i++)
-    k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)shape[i]);
-  if (k < n) snprintf(buf + k, n - k, "]");
+  return pbp_add(&p->pp, (pbp_seg){PBP_BYTES, 0, bl, b, NULL}, err);
 }
 
 /* Plans the rewrite of an existing TensorProto: its other records copied in
@@ -1306,7 +1267,6 @@ static int plan_replace(const gt_storage *base, patch *p, wopts *w, gt_err *err)
   const pb_rec *tr = &p->st->chain[p->st->depth - 1];
   const gt_tensor *t = &p->e->t;
   otensor o;
-  char a[160], b[160];
   int rc = read_tensor(base->data, tr->pos, tr->end, &o, err);
   if (rc == GT_OK && !o.ty) {
     rc = gt_fail(err, "its data type %s cannot be written", type_name(o.code));
@@ -1314,61 +1274,28 @@ static int plan_replace(const gt_storage *base, patch *p, wopts *w, gt_err *err)
     rc = gt_fail(err, "the model holds %s (read as %s), the tensor is %s (cast it first)",
                  o.ty->name, gt_dtype_name((gt_dtype)o.ty->dt), gt_dtype_name(t->dtype));
   } else if (rc == GT_OK) {
-    int same = t->ndim == o.ndim;
-    for (int i = 0; same && i < o.ndim; i++) same = t->shape[i] == o.shape[i];
-    if (!same) {
-      shape_text(o.ndim, o.shape, a, sizeof a);
-      shape_text(t->ndim, t->shape, b, sizeof b);
-      rc = gt_fail(err, "the model has shape %s, the tensor %s", a, b);
-    }
+    rc = pbp_check_shape(t, o.ndim, o.shape, "model", err);
   }
   int typed = rc == GT_OK && !o.has_raw && !o.external ? o.ty->field : 0;
   p->code = o.code;
   const otype *ty = o.ty;
   otensor_free(&o);
   if (rc != GT_OK) return GT_ERR;
+  /* the value records are planned apart (vp), then spliced into p */
   patch vp;
   memset(&vp, 0, sizeof vp);
   vp.e = p->e;
-  if (value_segs(&vp, ty, typed, w, err) != GT_OK) {
-    p->dense = vp.dense, p->ext_bytes = vp.ext_bytes;
-    vp.dense.storage = NULL, vp.ext_bytes = NULL;
-    patch_free(&vp);
-    return GT_ERR;
-  }
+  rc = value_segs(&vp, ty, typed, w, err);
   p->ext = vp.ext, p->ext_off = vp.ext_off, p->ext_len = vp.ext_len;
   p->ext_bytes = vp.ext_bytes, p->dense = vp.dense;
-  pb_reader r;
-  pb_rec f;
-  int k, placed = 0;
-  pb_reader_init(&r, base->data, tr->pos, tr->end);
-  while ((k = pb_next(&r, &f, err)) == 1) {
-    int val = is_value_field(f.num);
-    if (!placed && val) {
-      placed = 1;
-      for (size_t i = 0; i < vp.nsegs; i++)
-        if (add_seg(p, vp.segs[i], err) != GT_OK) {
-          for (size_t j = i + 1; j < vp.nsegs; j++)
-            if (vp.segs[j].kind == SEG_BYTES) free(vp.segs[j].bytes);
-          return GT_ERR;
-        }
-    }
-    if (val) continue;
-    seg *last = p->nsegs ? &p->segs[p->nsegs - 1] : NULL;
-    if (last && last->kind == SEG_COPY && last->off + last->len == f.start)
-      last->len += f.end - f.start;
-    else if (add_seg(p, (seg){SEG_COPY, f.start, f.end - f.start, NULL, NULL}, err) != GT_OK)
-      break;
+  if (rc != GT_OK) {
+    pbp_free(&vp.pp);
+    return GT_ERR;
   }
-  if (!placed) {
-    for (size_t i = 0; i < vp.nsegs; i++)
-      if (k != 0 || add_seg(p, vp.segs[i], err) != GT_OK) {
-        for (size_t j = i + (k == 0); j < vp.nsegs; j++)
-          if (vp.segs[j].kind == SEG_BYTES) free(vp.segs[j].bytes);
-        return GT_ERR;
-      }
-  }
-  return k == 0 ? GT_OK : GT_ERR;
+  p->pp.depth = p->st->depth;
+  memcpy(p->pp.chain, p->st->chain, (size_t)p->st->depth * sizeof *p->pp.chain);
+  return pbp_splice(&p->pp, base->data, tr->pos, tr->end, is_value_field, UINT32_MAX,
+                    vp.pp.segs, vp.pp.nsegs, err);
 }
 
 /* Plans a new initializer record: dims, data_type and name as protobuf-c
@@ -1392,39 +1319,22 @@ static int plan_add(patch *p, wopts *w, gt_err *err) {
   protobuf_c_message_pack(&h.base, hb);
   uint8_t rh[16];
   /* the record header is fixed below, once the value's size is known */
-  if (add_bytes(p, rh, 0, err) != GT_OK) {
+  if (pbp_add_bytes(&p->pp, rh, 0, err) != GT_OK) {
     free(hb);
     return GT_ERR;
   }
-  if (add_seg(p, (seg){SEG_BYTES, 0, hl, hb, NULL}, err) != GT_OK) return GT_ERR;
+  if (pbp_add(&p->pp, (pbp_seg){PBP_BYTES, 0, hl, hb, NULL}, err) != GT_OK) return GT_ERR;
   if (value_segs(p, &otypes[code], 0, w, err) != GT_OK) return GT_ERR;
   uint64_t len = 0;
-  for (size_t i = 1; i < p->nsegs; i++) len += p->segs[i].len;
-  size_t n = len_header(rh, 5, len);
+  for (size_t i = 1; i < p->pp.nsegs; i++) len += p->pp.segs[i].len;
+  size_t n = pbp_len_header(rh, 5, len);
   uint8_t *c = malloc(n);
   if (!c) return gt_fail(err, "out of memory");
   memcpy(c, rh, n);
-  free(p->segs[0].bytes);
-  p->segs[0] = (seg){SEG_BYTES, 0, n, c, NULL};
-  p->delta = (int64_t)(n + len);
+  free(p->pp.segs[0].bytes);
+  p->pp.segs[0] = (pbp_seg){PBP_BYTES, 0, n, c, NULL};
+  p->pp.delta = (int64_t)(n + len);
   return GT_OK;
-}
-
-/* New lengths of the records along p's chain, innermost first; p->delta
- * the change of the outermost record's size in the graph. */
-static void plan_lengths(patch *p) {
-  const pb_rec *ch = p->st->chain;
-  int d = p->st->depth;
-  uint64_t len = 0;
-  for (size_t i = 0; i < p->nsegs; i++) len += p->segs[i].len;
-  p->newlen[d - 1] = len;
-  for (int i = d - 2; i >= 0; i--) {
-    uint64_t old_child = ch[i + 1].end - ch[i + 1].lenpos;
-    uint64_t new_child = pb_varint_size(p->newlen[i + 1]) + p->newlen[i + 1];
-    p->newlen[i] = ch[i].len - old_child + new_child;
-  }
-  p->delta = (int64_t)(pb_varint_size(p->newlen[0]) + p->newlen[0]) -
-             (int64_t)(ch[0].end - ch[0].lenpos);
 }
 
 static int cmp_site(const void *a, const void *b) {
@@ -1463,9 +1373,9 @@ static int plan_all(const gt_storage *base, sites *ss, const gt_save *s, patch *
     ps[i].st = st;
     ps[i].e = &s->entries[i];
     int rc = st ? plan_replace(base, &ps[i], w, err) : plan_add(&ps[i], w, err);
+    if (rc == GT_OK && st) rc = pbp_lengths(&ps[i].pp, err);
     if (rc != GT_OK)
       return gt_wrap(err, "%s \"%s\"", !st ? "new initializer" : st->depth == 1 ? "initializer" : "Constant", name);
-    if (st) plan_lengths(&ps[i]);
   }
   qsort(ps, s->n, sizeof *ps, cmp_patch);
   for (size_t i = 1; i < s->n; i++)
@@ -1474,54 +1384,135 @@ static int plan_all(const gt_storage *base, sites *ss, const gt_save *s, patch *
   return GT_OK;
 }
 
-static int write_base(gt_out *o, const gt_storage *base, size_t from, size_t to,
-                      gt_err *err) {
-  return gt_out_write(o, base->data + from, to - from, err);
+/* ------------------------------------------------------------ provenance */
+
+/* gt_save.provenance (a JSON object of strings) as ModelProto
+ * metadata_props (field 14, StringStringEntryProto key = 1, value = 2):
+ * the base's entries with those keys or in graft's namespace "graft."
+ * dropped (an earlier graft write's record, stale now; the others kept in
+ * place),
+ * the new entries appended after the model's last record (a ModelProto
+ * ends where the file does, and protobuf accepts fields in any order). */
+typedef struct props {
+  uint8_t *rec;        /* the new entries, encoded */
+  size_t len;
+  pb_rec *drop;        /* top-level records of the base left out, in order */
+  size_t ndrop, cap;
+} props;
+
+static void props_free(props *pr) {
+  free(pr->rec);
+  free(pr->drop);
 }
 
-static int write_varint(gt_out *o, uint64_t v, gt_err *err) {
-  uint8_t b[10];
-  return gt_out_write(o, b, pb_put_varint(b, v), err);
+/* The key of the StringStringEntryProto in LEN record rec (empty when it
+ * has none). */
+static int entry_key(const uint8_t *buf, const pb_rec *rec, const uint8_t **key,
+                     size_t *kl, gt_err *err) {
+  pb_reader r;
+  pb_rec f;
+  int k;
+  *key = buf, *kl = 0;
+  pb_reader_init(&r, buf, rec->pos, rec->end);
+  while ((k = pb_next(&r, &f, err)) == 1)
+    if (f.num == 1 && f.wt == PB_LEN) *key = buf + f.pos, *kl = f.len;
+  return k == 0 ? GT_OK : gt_wrap(err, "metadata_props");
 }
 
-static int write_segs(gt_out *o, const gt_storage *base, const patch *p, gt_err *err) {
-  for (size_t i = 0; i < p->nsegs; i++) {
-    const seg *s = &p->segs[i];
-    int rc = s->kind == SEG_COPY    ? write_base(o, base, s->off, s->off + s->len, err)
-             : s->kind == SEG_BYTES ? gt_out_write(o, s->bytes, s->len, err)
-                                    : gt_out_tensor(o, s->t, err);
-    if (rc != GT_OK) return GT_ERR;
+/* Encodes the entries of object o into pr->rec. */
+static int props_encode(const cJSON *o, props *pr, gt_err *err) {
+  size_t total = 0;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, o) {
+    if (!cJSON_IsString(it))
+      return gt_fail(err, "provenance \"%s\" is not a string", it->string);
+    size_t kl = strlen(it->string), vl = strlen(it->valuestring);
+    size_t in = pb_varint_size(kl) + kl + pb_varint_size(vl) + vl + 2;
+    total += 1 + pb_varint_size(in) + in;
+  }
+  if (!(pr->rec = malloc(total ? total : 1))) return gt_fail(err, "out of memory");
+  cJSON_ArrayForEach(it, o) {
+    size_t kl = strlen(it->string), vl = strlen(it->valuestring);
+    size_t in = pb_varint_size(kl) + kl + pb_varint_size(vl) + vl + 2;
+    uint8_t *b = pr->rec + pr->len;
+    size_t k = pbp_len_header(b, 14, in);
+    k += pbp_len_header(b + k, 1, kl);
+    memcpy(b + k, it->string, kl);
+    k += kl;
+    k += pbp_len_header(b + k, 2, vl);
+    memcpy(b + k, it->valuestring, vl);
+    pr->len += k + vl;
   }
   return GT_OK;
 }
 
+/* Notes the base's metadata_props records whose key o sets or that
+ * start with "graft.". */
+static int props_drops(const gt_storage *base, const cJSON *o, props *pr, gt_err *err) {
+  pb_reader r;
+  pb_rec f;
+  int k;
+  pb_reader_init(&r, base->data, 0, base->size);
+  while ((k = pb_next(&r, &f, err)) == 1) {
+    const uint8_t *key;
+    size_t kl;
+    if (f.num != 14 || f.wt != PB_LEN) continue;
+    if (entry_key(base->data, &f, &key, &kl, err) != GT_OK) return GT_ERR;
+    const cJSON *it;
+    int hit = kl >= 6 && memcmp(key, "graft.", 6) == 0;
+    cJSON_ArrayForEach(it, o) hit |= strlen(it->string) == kl && memcmp(it->string, key, kl) == 0;
+    if (!hit) continue;
+    if (gt_grow((void **)&pr->drop, &pr->cap, pr->ndrop + 1, sizeof *pr->drop))
+      return gt_fail(err, "out of memory");
+    pr->drop[pr->ndrop++] = f;
+  }
+  return k == 0 ? GT_OK : gt_wrap(err, "ModelProto");
+}
+
+/* pr from s's provenance (none: nothing changes). */
+static int plan_props(const gt_storage *base, const gt_save *s, props *pr, gt_err *err) {
+  if (!s->provenance) return GT_OK;
+  cJSON *o = cJSON_ParseWithLength(s->provenance, s->provenance_len);
+  int rc = cJSON_IsObject(o) ? GT_OK : gt_fail(err, "provenance is not a JSON object");
+  if (rc == GT_OK) rc = props_encode(o, pr, err);
+  if (rc == GT_OK) rc = props_drops(base, o, pr, err);
+  cJSON_Delete(o);
+  return rc;
+}
+
+/* base[from, to) without the records pr drops (top-level records: each
+ * lies wholly inside or outside the range). */
+static int write_kept(gt_out *o, const gt_storage *base, size_t from, size_t to,
+                      const props *pr, gt_err *err) {
+  for (size_t i = 0; i < pr->ndrop; i++) {
+    const pb_rec *d = &pr->drop[i];
+    if (d->start < from || d->end > to) continue;
+    if (pbp_write_base(o, base->data, from, d->start, err) != GT_OK) return GT_ERR;
+    from = d->end;
+  }
+  return pbp_write_base(o, base->data, from, to, err);
+}
+
 /* The model: base with the graph's length, each patch's chain lengths and
- * TensorProto replaced, the new initializers at the end of the graph. */
+ * TensorProto replaced, the new initializers at the end of the graph, the
+ * provenance's metadata_props at the end of the model. */
 static int write_model(gt_out *o, const gt_storage *base, const pb_rec *g,
-                       const patch *ps, size_t n, gt_err *err) {
+                       const patch *ps, size_t n, const props *pr, gt_err *err) {
   int64_t glen = (int64_t)g->len;
-  for (size_t i = 0; i < n; i++) glen += ps[i].delta;
-  if (write_base(o, base, 0, g->lenpos, err) != GT_OK ||
-      write_varint(o, (uint64_t)glen, err) != GT_OK)
+  for (size_t i = 0; i < n; i++) glen += ps[i].pp.delta;
+  if (write_kept(o, base, 0, g->lenpos, pr, err) != GT_OK ||
+      pbp_write_varint(o, (uint64_t)glen, err) != GT_OK)
     return GT_ERR;
   size_t cursor = g->pos, i = 0;
-  for (; i < n && ps[i].st; i++) {
-    const site *st = ps[i].st;
-    for (int d = 0; d < st->depth; d++) {
-      if (write_base(o, base, cursor, st->chain[d].lenpos, err) != GT_OK ||
-          write_varint(o, ps[i].newlen[d], err) != GT_OK)
-        return gt_wrap(err, "tensor \"%s\"", ps[i].e->name);
-      cursor = st->chain[d].pos;
-    }
-    if (write_segs(o, base, &ps[i], err) != GT_OK)
+  for (; i < n && ps[i].st; i++)
+    if (pbp_write(o, base->data, &ps[i].pp, &cursor, err) != GT_OK)
       return gt_wrap(err, "tensor \"%s\"", ps[i].e->name);
-    cursor = st->chain[st->depth - 1].end;
-  }
-  if (write_base(o, base, cursor, g->end, err) != GT_OK) return GT_ERR;
+  if (pbp_write_base(o, base->data, cursor, g->end, err) != GT_OK) return GT_ERR;
   for (; i < n; i++)
-    if (write_segs(o, base, &ps[i], err) != GT_OK)
+    if (pbp_write(o, base->data, &ps[i].pp, &cursor, err) != GT_OK)
       return gt_wrap(err, "tensor \"%s\"", ps[i].e->name);
-  return write_base(o, base, g->end, base->size, err);
+  if (write_kept(o, base, g->end, base->size, pr, err) != GT_OK) return GT_ERR;
+  return gt_out_write(o, pr->rec, pr->len, err);
 }
 
 static int cmp_ext(const void *a, const void *b) {
@@ -1559,21 +1550,20 @@ static int write_ext(const wopts *w, patch *ps, size_t n, gt_err *err) {
 }
 
 static int write_all(const char *path, const gt_storage *base, const pb_rec *g,
-                     patch *ps, size_t n, const wopts *w, const gt_save *s,
-                     gt_err *err) {
+                     patch *ps, size_t n, const wopts *w, const props *pr,
+                     const gt_save *s, gt_err *err) {
   if (w->ext_name && write_ext(w, ps, n, err) != GT_OK) return GT_ERR;
   gt_entry *streamed = calloc(n ? n : 1, sizeof *streamed);
   if (!streamed) return gt_fail(err, "out of memory");
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < ps[i].nsegs; j++)
-      if (ps[i].segs[j].kind == SEG_TENSOR) streamed[k++] = *ps[i].e;
+    for (size_t j = pbp_tensors(&ps[i].pp); j > 0; j--) streamed[k++] = *ps[i].e;
   gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
   gt_out o;
   int rc = gt_out_open(&o, path, &prog, err);
   free(streamed);
   if (rc != GT_OK) return GT_ERR;
-  if (write_model(&o, base, g, ps, n, err) != GT_OK) {
+  if (write_model(&o, base, g, ps, n, pr, err) != GT_OK) {
     gt_out_abort(&o);
     return GT_ERR;
   }
@@ -1633,12 +1623,15 @@ int gt_onnx_write(const char *path, const gt_save *s, const gt_value *opts,
     rc = gt_fail(err, "refusing to overwrite the model being patched; write to another path");
   pb_rec g;
   sites ss = {0};
+  props pr = {0};
   patch *ps = calloc(s->n ? s->n : 1, sizeof *ps);
   if (rc == GT_OK && !ps) rc = gt_fail(err, "out of memory");
   if (rc == GT_OK && find_graph(base->data, base->size, &g, err) != GT_OK) rc = GT_ERR;
   if (rc == GT_OK && walk_graph(base->data, &g, &ss, NULL, err) != GT_OK) rc = GT_ERR;
   if (rc == GT_OK) rc = plan_all(base, &ss, s, ps, &w, err);
-  if (rc == GT_OK) rc = write_all(path, base, &g, ps, s->n, &w, s, err);
+  if (rc == GT_OK) rc = plan_props(base, s, &pr, err);
+  if (rc == GT_OK) rc = write_all(path, base, &g, ps, s->n, &w, &pr, s, err);
+  props_free(&pr);
   for (size_t i = 0; ps && i < s->n; i++) patch_free(&ps[i]);
   free(ps);
   free(ss.v);

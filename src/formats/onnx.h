@@ -48,6 +48,9 @@ int gt_onnx_tensor_read(gt_storage *file, const char *path, gt_model *m,
  *                       external_threshold bytes (default 1024) go to that
  *                       file beside `path`, 4096-aligned;
  *   external_threshold  decimal byte count.
+ * s->provenance (JSON text, an object of strings), when set, becomes
+ * ModelProto metadata_props entries appended to the model; the base's
+ * entries with those keys or keys starting "graft." are left out.
  * Refuses to write over the base or over a file a tensor is read from. */
 int gt_onnx_write(const char *path, const gt_save *s, const gt_value *opts,
                   gt_err *err);

@@ -172,6 +172,14 @@ static int read_raw(rd *r, int64_t n, size_t *at, const char *what) {
   return GT_OK;
 }
 
+/* int n, then n raw bytes (a string, a class name, bytecode): *at is their
+ * offset, *len n. */
+static int read_lstring(rd *r, const char *what_len, const char *what, size_t *at,
+                        int64_t *len) {
+  if (read_int(r, len, what_len) != GT_OK) return GT_ERR;
+  return read_raw(r, *len, at, what);
+}
+
 /* ---- paths and names ---------------------------------------------------- */
 
 /* Appends ".seg" (or "seg" at the root); returns the old length. */
@@ -319,12 +327,31 @@ static obj *storage_of(rd *r, const gt_value *v) {
   return o && o->kind == O_STORAGE ? o : NULL;
 }
 
-static gt_value *ref_value(const obj *o) {
+/* An OBJECT value of class cls[0, len), no items yet (NULL: out of
+ * memory). */
+static gt_value *class_value(const char *cls, size_t len) {
   gt_value *v = gt_value_new(GT_V_OBJECT);
+  if (!v || !(v->str = malloc(len + 1))) {
+    gt_value_free(v);
+    return NULL;
+  }
+  memcpy(v->str, cls, len);
+  v->str[len] = 0;
+  v->len = len;
+  return v;
+}
+
+/* The marker a storage is passed up as (see storage_of). */
+static gt_value *storage_marker(int64_t index) {
+  gt_value *v = class_value("t7.storage", 10);
+  if (v) v->i = index;
+  return v;
+}
+
+static gt_value *ref_value(const obj *o) {
+  gt_value *v = class_value("t7.ref", 6);
   if (!v) return NULL;
-  v->str = strdup("t7.ref");
-  v->len = 6;
-  if (!v->str || gt_value_push(v, gt_value_str(o->path, strlen(o->path))) != GT_OK) {
+  if (gt_value_push(v, gt_value_str(o->path, strlen(o->path))) != GT_OK) {
     gt_value_free(v);
     return NULL;
   }
@@ -495,6 +522,55 @@ static int read_tensor(rd *r, obj *o, gt_tensor *t) {
   return GT_OK;
 }
 
+/* The value of key k (consumed) read under k's path segment and set in map. */
+static int read_entry(rd *r, gt_value *map, gt_value *k) {
+  char buf[48];
+  const char *seg;
+  size_t old, sl = key_seg(k, buf, sizeof buf, &seg);
+  gt_value *v = NULL;
+  if (push_seg(r, seg, sl, &old) != GT_OK) {
+    gt_value_free(k);
+    return GT_ERR;
+  }
+  int rc = read_object(r, &v);
+  pop_seg(r, old);
+  if (rc != GT_OK) {
+    gt_value_free(k);
+    return GT_ERR;
+  }
+  if (!v) v = gt_value_new(GT_V_NIL);
+  return gt_value_set(map, k, v) == GT_OK ? GT_OK : oom(r);
+}
+
+/* A key object (read under the path segment seg unless NULL); nil is kept
+ * as a NIL key. */
+static int read_key(rd *r, const char *seg, gt_value **k) {
+  size_t old = 0;
+  if (seg && push_seg(r, seg, strlen(seg), &old) != GT_OK) return GT_ERR;
+  int rc = read_object(r, k);
+  if (seg) pop_seg(r, old);
+  if (rc == GT_OK && !*k && !(*k = gt_value_new(GT_V_NIL))) rc = oom(r);
+  return rc;
+}
+
+/* n entries into a new MAP *out: with pairs each a key (read under keyseg,
+ * see read_key) then its value; without, values keyed 1..n. */
+static int read_entries(rd *r, int64_t n, int pairs, const char *keyseg, gt_value **out) {
+  gt_value *map = gt_value_new(GT_V_MAP);
+  if (!map) return oom(r);
+  for (int64_t i = 0; i < n; i++) {
+    gt_value *k = NULL;
+    int rc = pairs ? read_key(r, keyseg, &k)
+                   : (k = gt_value_float((double)(i + 1))) ? GT_OK : oom(r);
+    if (rc != GT_OK || read_entry(r, map, k) != GT_OK) {
+      gt_value_free(map);
+      return GT_ERR;
+    }
+  }
+  *out = map;
+  return GT_OK;
+}
+
 /* tds.Hash (long n, n x (key, value)) or tds.Vec (long n, n values) as a
  * MAP (a Vec's keys 1..n). */
 static int read_tds(rd *r, int pairs, gt_value **out) {
@@ -502,44 +578,7 @@ static int read_tds(rd *r, int pairs, gt_value **out) {
   if (read_long(r, &n, "tds size") != GT_OK) return GT_ERR;
   if (n < 0 || (uint64_t)n > (r->n - r->pos) / 4)
     return gt_fail(r->err, "byte %zu: tds size %lld overruns the file", r->pos, (long long)n);
-  gt_value *map = gt_value_new(GT_V_MAP);
-  if (!map) return oom(r);
-  for (int64_t i = 0; i < n; i++) {
-    gt_value *k = NULL, *v = NULL;
-    if (pairs) {
-      if (read_object(r, &k) != GT_OK) goto fail;
-      if (!k && !(k = gt_value_new(GT_V_NIL))) {
-        oom(r);
-        goto fail;
-      }
-    } else if (!(k = gt_value_float((double)(i + 1)))) {
-      oom(r);
-      goto fail;
-    }
-    char buf[48];
-    const char *seg;
-    size_t sl = key_seg(k, buf, sizeof buf, &seg), old;
-    if (push_seg(r, seg, sl, &old) != GT_OK) {
-      gt_value_free(k);
-      goto fail;
-    }
-    int rc = read_object(r, &v);
-    pop_seg(r, old);
-    if (rc != GT_OK) {
-      gt_value_free(k);
-      goto fail;
-    }
-    if (!v) v = gt_value_new(GT_V_NIL);
-    if (gt_value_set(map, k, v) != GT_OK) {
-      oom(r);
-      goto fail;
-    }
-  }
-  *out = map;
-  return GT_OK;
-fail:
-  gt_value_free(map);
-  return GT_ERR;
+  return read_entries(r, n, pairs, NULL, out);
 }
 
 /* Adds cls to meta.classes the first time it is met. */
@@ -554,14 +593,12 @@ static int note_class(rd *r, const char *cls, size_t len) {
 static int read_torch(rd *r, int64_t index, gt_value **out) {
   int64_t len;
   size_t at;
-  if (read_int(r, &len, "class version length") != GT_OK ||
-      read_raw(r, len, &at, "class version") != GT_OK)
+  if (read_lstring(r, "class version length", "class version", &at, &len) != GT_OK)
     return GT_ERR;
   const char *cls = (const char *)r->p + at;
   size_t clen = (size_t)len;
   if (clen >= 2 && memcmp(cls, "V ", 2) == 0) {
-    if (read_int(r, &len, "class name length") != GT_OK ||
-        read_raw(r, len, &at, "class name") != GT_OK)
+    if (read_lstring(r, "class name length", "class name", &at, &len) != GT_OK)
       return GT_ERR;
     cls = (const char *)r->p + at;
     clen = (size_t)len;
@@ -574,15 +611,7 @@ static int read_torch(rd *r, int64_t index, gt_value **out) {
   o->dt = dt;
   if (kind == O_STORAGE) {
     if (read_storage(r, o) != GT_OK) return GT_ERR;
-    gt_value *v = gt_value_new(GT_V_OBJECT);
-    if (!v || !(v->str = strdup("t7.storage"))) {
-      gt_value_free(v);
-      return oom(r);
-    }
-    v->len = 10;
-    v->i = index;
-    *out = v;
-    return GT_OK;
+    return (*out = storage_marker(index)) ? GT_OK : oom(r);
   }
   if (kind == O_TENSOR) {
     gt_tensor t;
@@ -596,15 +625,11 @@ static int read_torch(rd *r, int64_t index, gt_value **out) {
   else if (clen == 7 && memcmp(cls, "tds.Vec", 7) == 0) rc = read_tds(r, 0, &state);
   else rc = read_object(r, &state);
   if (rc != GT_OK) return GT_ERR;
-  gt_value *v = gt_value_new(GT_V_OBJECT);
-  if (!v || !(v->str = malloc(clen + 1))) {
-    gt_value_free(v);
+  gt_value *v = class_value(cls, clen);
+  if (!v) {
     gt_value_free(state);
     return oom(r);
   }
-  memcpy(v->str, cls, clen);
-  v->str[clen] = 0;
-  v->len = clen;
   if (gt_value_push(v, state ? state : gt_value_new(GT_V_NIL)) != GT_OK) {
     gt_value_free(v);
     return oom(r);
@@ -621,43 +646,7 @@ static int read_table(rd *r, int64_t index, gt_value **out) {
   /* each pair takes at least two 4-byte tags (two bytes in ascii) */
   if (n < 0 || (uint64_t)n > (r->n - r->pos) / 4)
     return gt_fail(r->err, "byte %zu: table of %lld entries overruns the file", r->pos, (long long)n);
-  gt_value *map = gt_value_new(GT_V_MAP);
-  if (!map) return oom(r);
-  for (int64_t i = 0; i < n; i++) {
-    gt_value *k = NULL, *v = NULL;
-    size_t old;
-    if (push_seg(r, "<key>", 5, &old) != GT_OK) goto fail;
-    int rc = read_object(r, &k);
-    pop_seg(r, old);
-    if (rc != GT_OK) goto fail;
-    if (!k && !(k = gt_value_new(GT_V_NIL))) {
-      oom(r);
-      goto fail;
-    }
-    char buf[48];
-    const char *seg;
-    size_t sl = key_seg(k, buf, sizeof buf, &seg);
-    if (push_seg(r, seg, sl, &old) != GT_OK) {
-      gt_value_free(k);
-      goto fail;
-    }
-    rc = read_object(r, &v);
-    pop_seg(r, old);
-    if (rc != GT_OK) {
-      gt_value_free(k);
-      goto fail;
-    }
-    if (!v) v = gt_value_new(GT_V_NIL);
-    if (gt_value_set(map, k, v) != GT_OK) {
-      oom(r);
-      goto fail;
-    }
-  }
-  *out = map;
-  return GT_OK;
-fail:
-  gt_value_free(map);
-  return GT_ERR;
+  return read_entries(r, n, 1, "<key>", out);
 }
 
 /* A function: bytecode skipped (never loaded), upvalues read as data. */
@@ -665,17 +654,12 @@ static int read_function(rd *r, int64_t index, gt_value **out) {
   if (index > 0 && !new_obj(r, index, O_FUNCTION)) return oom(r);
   int64_t len;
   size_t at, old;
-  if (read_int(r, &len, "function length") != GT_OK ||
-      read_raw(r, len, &at, "function bytecode") != GT_OK)
+  if (read_lstring(r, "function length", "function bytecode", &at, &len) != GT_OK)
     return GT_ERR;
   const char *where = r->plen ? r->path : "(root)";
   if (gt_value_push(r->functions, gt_value_str(where, strlen(where))) != GT_OK) return oom(r);
-  gt_value *v = gt_value_new(GT_V_OBJECT), *up = NULL;
-  if (!v || !(v->str = strdup("t7.function"))) {
-    gt_value_free(v);
-    return oom(r);
-  }
-  v->len = 11;
+  gt_value *v = class_value("t7.function", 11), *up = NULL;
+  if (!v) return oom(r);
   if (gt_value_push(v, gt_value_str(where, strlen(where))) != GT_OK ||
       gt_value_push(v, gt_value_int(len)) != GT_OK) {
     gt_value_free(v);
@@ -711,15 +695,7 @@ static int seen_object(rd *r, obj *o, int64_t index, int tag, gt_value **out) {
   }
   if (o->kind == O_STORAGE) {
     if (!o->st) return gt_fail(r->err, "storage %lld refers to itself", (long long)index);
-    gt_value *v = gt_value_new(GT_V_OBJECT);
-    if (!v || !(v->str = strdup("t7.storage"))) {
-      gt_value_free(v);
-      return oom(r);
-    }
-    v->len = 10;
-    v->i = index;
-    *out = v;
-    return GT_OK;
+    return (*out = storage_marker(index)) ? GT_OK : oom(r);
   }
   return (*out = ref_value(o)) ? GT_OK : oom(r);
 }
@@ -762,8 +738,7 @@ static int read_object(rd *r, gt_value **out) {
     break;
   case T_STRING: {
     size_t at;
-    rc = read_int(r, &index, "string length");
-    if (rc == GT_OK) rc = read_raw(r, index, &at, "string");
+    rc = read_lstring(r, "string length", "string", &at, &index);
     if (rc == GT_OK && !(*out = gt_value_str((const char *)r->p + at, (size_t)index))) rc = oom(r);
     break;
   }

@@ -6,6 +6,8 @@
 -- Bytes live in C (src/formats/onnx.c); this module recognises the files
 -- and gathers the save options.
 
+local json = require "graft.json"
+
 local M = { name = "onnx" }
 
 M.formats = {
@@ -114,7 +116,8 @@ end
 -- added. Tensors the base keeps in external data files are rewritten too
 -- (into the model, or into opts.external_data), so the output never
 -- points at the base's files; with opts.external_data, the base's large
--- initializers move there as well.
+-- initializers move there as well. A provenance (graft.provenance) is
+-- recorded as metadata_props entries.
 function M.save(path, tensors, names, opts, ctx)
   if type(opts.base) ~= "string" then
     fail("%s: format onnx writes a patched copy of a model: pass opts.base = \"model.onnx\"", path)
@@ -146,7 +149,9 @@ function M.save(path, tensors, names, opts, ctx)
       list[#list + 1] = n
     end
   end
-  ctx.write(path, "onnx", list, all, { metadata = md, progress = ctx.progress(path) })
+  -- a provenance becomes the model's metadata_props (same keys replaced)
+  ctx.write(path, "onnx", list, all, { metadata = md, progress = ctx.progress(path),
+    provenance = ctx.provenance and json.encode(ctx.provenance) or nil })
 end
 
 return M

@@ -13,6 +13,7 @@
 
 local core = require "graft.core"
 local model = require "graft.model"
+local util = require "graft.util"
 
 local tf = { name = "tf" }
 
@@ -35,13 +36,7 @@ local function fail(fmt, ...)
   error("graft: " .. string.format(fmt, ...), 0)
 end
 
-local function is_file(p)
-  local f = io.open(p, "rb")
-  if not f then return false end
-  local ok = f:read(0)
-  f:close()
-  return ok ~= nil
-end
+local is_file = util.is_file
 
 -- fopen succeeds on a directory on Linux; reading it fails with EISDIR.
 local function is_dir(p)

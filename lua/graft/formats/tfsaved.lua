@@ -13,6 +13,7 @@
 -- all; an existing `out` is refused.
 local core = require "graft.core"
 local tf = require "graft.formats.tf"
+local util = require "graft.util"
 
 local M = {}
 
@@ -28,13 +29,7 @@ local function exists(p)
   return os.rename(p, p) ~= nil
 end
 
-local function readable(p)
-  local f = io.open(p, "rb")
-  if not f then return false end
-  local ok = f:read(0)
-  f:close()
-  return ok ~= nil
-end
+local readable = util.is_file
 
 local function read_all(p)
   local f, err = io.open(p, "rb")

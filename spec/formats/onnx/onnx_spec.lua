@@ -317,16 +317,62 @@ describe("ONNX writing", function()
     local model = graft.open(dir .. "/model.onnx")
     local ok, report = graft.check(sd, model, { strict = true })
     assert.is_true(ok, require("graft.json").encode(report))
-    graft.save(dir .. "/patched.onnx", sd, { base = dir .. "/model.onnx" })
-    graft.save(dir .. "/ext.onnx", sd, { base = dir .. "/model.onnx", external_data = "ext.weights",
-                                         external_threshold = 0 })
-    local out = gen("check", dir, dir .. "/patched.onnx") .. gen("check", dir, dir .. "/ext.onnx")
-    local rels, locs = {}, {}
-    for r in out:gmatch("maxrel (%S+)") do rels[#rels + 1] = tonumber(r) end
-    for l in out:gmatch("locations ([^\n]*)") do locs[#locs + 1] = l end
-    assert.equal(2, #rels)
-    for _, r in ipairs(rels) do assert.is_true(r <= 1e-5, out) end
-    assert.same({ "", "ext.weights" }, locs)
+    -- provenance goes to metadata_props: added to the exporter's entry,
+    -- then (ext.onnx, patched from patched.onnx) the same keys replaced
+    local p1 = graft.provenance.make({ dir .. "/weights.pt" }, GEN)
+    local p2 = graft.provenance.make({ dir .. "/weights.pt", dir .. "/model.onnx" })
+    graft.save(dir .. "/patched.onnx", sd, { base = dir .. "/model.onnx", provenance = p1 })
+    graft.save(dir .. "/ext.onnx", sd, { base = dir .. "/patched.onnx", external_data = "ext.weights",
+                                         external_threshold = 0, provenance = p2 })
+    -- the CLI records one by default
+    local _, err, code = H.graft("convert", dir .. "/weights.pt", dir .. "/cli.onnx",
+                                 "--base", dir .. "/model.onnx")
+    assert.equal(0, code, err)
+    local out = gen("check", dir, dir .. "/patched.onnx", dir .. "/ext.onnx", dir .. "/cli.onnx")
+    local by, cur = {}, nil
+    for line in out:gmatch("[^\n]+") do
+      local m = line:match("^model (.*)$")
+      if m then cur = { props = {}, ort = {} }; by[m:match("[^/]*$")] = cur end
+      local r = line:match("^maxrel (%S+)")
+      if r then cur.rel = tonumber(r) end
+      local l = line:match("^locations (.*)$")
+      if l then cur.loc = l end
+      local kind, k, v = line:match("^(%a+)\t(.-)\t(.*)$")
+      if kind == "prop" then cur.props[#cur.props + 1] = k .. "=" .. v end
+      if kind == "ort" then cur.ort[k] = v end
+    end
+    for _, f in ipairs({ "patched.onnx", "ext.onnx", "cli.onnx" }) do
+      assert.truthy(by[f] and by[f].rel, out)
+      assert.is_true(by[f].rel <= 1e-5, out)
+    end
+    assert.equal("", by["patched.onnx"].loc)
+    assert.equal("ext.weights", by["ext.onnx"].loc)
+    local function props(p)
+      local l = { "exported_by=onnx_oracle.py" }
+      for _, k in ipairs({ "graft.recipe_sha256", "graft.sources", "graft.version" }) do
+        if p[k] then l[#l + 1] = k .. "=" .. p[k] end
+      end
+      return l
+    end
+    assert.same(sorted(props(p1)), sorted(by["patched.onnx"].props))
+    assert.same(sorted(props(p2)), sorted(by["ext.onnx"].props))
+    assert.equal("exported_by=onnx_oracle.py", by["ext.onnx"].props[1]) -- kept in place
+    for _, f in ipairs({ "patched.onnx", "ext.onnx" }) do
+      local want = {}
+      for _, kv in ipairs(by[f].props) do
+        local k, v = kv:match("^(.-)=(.*)$")
+        want[k] = v
+      end
+      assert.same(want, by[f].ort)
+    end
+    assert.equal(graft.version, by["cli.onnx"].ort["graft.version"])
+    assert.truthy(by["cli.onnx"].ort["graft.sources"]:find('"weights.pt"', 1, true))
+    -- graft ls shows the metadata_props
+    local ls = H.graft("ls", dir .. "/patched.onnx")
+    assert.truthy(ls:find("  exported_by = onnx_oracle.py\n", 1, true), ls)
+    assert.truthy(ls:find("  graft.sources = " .. p1["graft.sources"] .. "\n", 1, true), ls)
+    local js = require("graft.json").decode(H.graft("ls", dir .. "/cli.onnx", "--json"))
+    assert.equal(by["cli.onnx"].ort["graft.sources"], js.metadata["graft.sources"])
     -- the external copy reads back the same through graft
     local e = graft.open(dir .. "/ext.onnx")
     for _, n in ipairs(graft.names(sd)) do

@@ -295,6 +295,29 @@ typedef struct walk {
   size_t places_cap;
 } walk;
 
+/* A walk of f into m with its empty value trees (GT_ERR: out of memory;
+ * walk_free it either way). */
+static int walk_init(walk *w, h5file *f, gt_model *m, gt_err *err) {
+  memset(w, 0, sizeof *w);
+  w->f = f;
+  w->m = m;
+  w->err = err;
+  w->attrs = gt_value_new(GT_V_MAP);
+  w->types = gt_value_new(GT_V_MAP);
+  w->groups = gt_value_new(GT_V_LIST);
+  w->skipped = gt_value_new(GT_V_MAP);
+  if (!w->attrs || !w->types || !w->groups || !w->skipped) return gt_h5_oom(err);
+  return GT_OK;
+}
+
+static void walk_free(walk *w) {
+  free(w->places);
+  gt_value_free(w->attrs);
+  gt_value_free(w->types);
+  gt_value_free(w->groups);
+  gt_value_free(w->skipped);
+  free(w->seen);
+}
 
 /* A string item of a fixed-length string: padding removed. */
 static gt_value *fixed_item(const char *p, size_t w, H5T_str_t pad) {
@@ -476,18 +499,23 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *info,
   return 0;
 }
 
-/* The iteration index h5py uses: creation order when the object tracks it,
- * else names. */
-static H5_index_t attr_index(hid_t obj) {
-  hid_t p = H5Iget_type(obj) == H5I_DATASET ? H5Dget_create_plist(obj)
-                                            : H5Gget_create_plist(obj);
+/* The iteration index h5py uses: creation order when the object's creation
+ * property list p (closed here) tracks it, as get reads the flags (for
+ * attributes or for links), else names. */
+static H5_index_t order_index(hid_t p, herr_t (*get)(hid_t, unsigned *)) {
   unsigned flags = 0;
   if (p >= 0) {
-    if (H5Pget_attr_creation_order(p, &flags) < 0) flags = 0;
+    if (get(p, &flags) < 0) flags = 0;
     H5Pclose(p);
   }
   H5Eclear2(H5E_DEFAULT);
   return (flags & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
+}
+
+static H5_index_t attr_index(hid_t obj) {
+  return order_index(H5Iget_type(obj) == H5I_DATASET ? H5Dget_create_plist(obj)
+                                                     : H5Gget_create_plist(obj),
+                     H5Pget_attr_creation_order);
 }
 
 /* Attributes of obj (at path) into attrs[path] / attr_types[path]; objects
@@ -869,14 +897,7 @@ static herr_t link_cb(hid_t gid, const char *name, const H5L_info_t *li,
 }
 
 static H5_index_t link_index(hid_t gid) {
-  hid_t p = H5Gget_create_plist(gid);
-  unsigned flags = 0;
-  if (p >= 0) {
-    if (H5Pget_link_creation_order(p, &flags) < 0) flags = 0;
-    H5Pclose(p);
-  }
-  H5Eclear2(H5E_DEFAULT);
-  return (flags & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
+  return order_index(H5Gget_create_plist(gid), H5Pget_link_creation_order);
 }
 
 static int walk_group(walk *w, hid_t gid, const char *path) {
@@ -910,25 +931,15 @@ int gt_h5_index(gt_storage *image, gt_model *m, gt_h5_place **places,
   h5file *f = open_image(image, err);
   if (!f) return GT_ERR;
   walk w;
-  memset(&w, 0, sizeof w);
-  w.f = f;
-  w.m = m;
-  w.err = err;
-  w.attrs = gt_value_new(GT_V_MAP);
-  w.types = gt_value_new(GT_V_MAP);
-  w.groups = gt_value_new(GT_V_LIST);
-  w.skipped = gt_value_new(GT_V_MAP);
-  w.seen = calloc(MAX_DEPTH + 1, sizeof *w.seen);
+  int rc = walk_init(&w, f, m, err);
   m->format = "hdf5";
   m->meta = gt_value_new(GT_V_MAP);
-  int rc = GT_ERR;
-  if (!w.attrs || !w.types || !w.groups || !w.skipped || !w.seen || !m->meta) {
-    gt_h5_oom(err);
-    goto out;
-  }
+  w.seen = calloc(MAX_DEPTH + 1, sizeof *w.seen);
+  if (rc == GT_OK && (!w.seen || !m->meta)) rc = gt_h5_oom(err);
+  if (rc != GT_OK) goto out;
   hid_t root = H5Gopen2(f->fid, "/", H5P_DEFAULT);
   if (root < 0) {
-    gt_h5_fail(err, "cannot open the root group");
+    rc = gt_h5_fail(err, "cannot open the root group");
     goto out;
   }
   rc = walk_group(&w, root, "");
@@ -949,12 +960,7 @@ int gt_h5_index(gt_storage *image, gt_model *m, gt_h5_place **places,
   w.places = NULL;
   rc = GT_OK;
 out:
-  free(w.places);
-  gt_value_free(w.attrs);
-  gt_value_free(w.types);
-  gt_value_free(w.groups);
-  gt_value_free(w.skipped);
-  free(w.seen);
+  walk_free(&w);
   h5file_release(f);
   return rc;
 }
@@ -965,20 +971,9 @@ int gt_h5_read_one(gt_storage *image, const char *path, gt_model *m,
   h5file *f = open_image(image, err);
   if (!f) return GT_ERR;
   walk w;
-  memset(&w, 0, sizeof w);
-  w.f = f;
-  w.m = m;
-  w.err = err;
-  w.attrs = gt_value_new(GT_V_MAP);
-  w.types = gt_value_new(GT_V_MAP);
-  w.groups = gt_value_new(GT_V_LIST);
-  w.skipped = gt_value_new(GT_V_MAP);
-  int rc = GT_ERR;
   hid_t did = -1;
-  if (!w.attrs || !w.types || !w.groups || !w.skipped) {
-    gt_h5_oom(err);
-    goto out;
-  }
+  int rc = GT_ERR;
+  if (walk_init(&w, f, m, err) != GT_OK) goto out;
   /* The dtype the index gave (bfloat16 marks included) travels with the
    * request; only the bytes are read here. */
   if ((did = H5Dopen2(f->fid, path, H5P_DEFAULT)) < 0) {
@@ -993,11 +988,7 @@ int gt_h5_read_one(gt_storage *image, const char *path, gt_model *m,
   rc = gt_storage_ready(m->entries[0].t.storage, err);
 out:
   if (did >= 0) H5Dclose(did);
-  free(w.places);
-  gt_value_free(w.attrs);
-  gt_value_free(w.types);
-  gt_value_free(w.groups);
-  gt_value_free(w.skipped);
+  walk_free(&w);
   h5file_release(f);
   return rc;
 }

@@ -19,6 +19,7 @@
 #include "formats/tf/proto.h"
 #include "io/fileout.h"
 #include "io/grow.h"
+#include "io/pbpatch.h"
 
 /* A Const of the base graph that can be patched. */
 typedef struct pconst {
@@ -55,43 +56,19 @@ static int is_value_field(uint32_t num) {
   return (num >= 4 && num <= 13) || (num >= 16 && num <= 18);
 }
 
-/* Pieces of a patched TensorProto, in order. */
-enum { SEG_COPY, SEG_BYTES, SEG_TENSOR };
-typedef struct seg {
-  int kind;
-  size_t off, len;        /* COPY: base bytes; BYTES: bytes[0, len) */
-  uint8_t *bytes;         /* BYTES: owned */
-  const gt_tensor *t;     /* TENSOR: streamed, len bytes */
-} seg;
-
-#define MAX_SEGS 64
-
-/* One patch: the Const, the new tensor, the new TensorProto as segments
- * and the new lengths of the four enclosing records (node, entry, value,
- * tensor: outermost first). */
+/* One patch: the Const, the new tensor, and the new TensorProto as a
+ * pb_patch along the four records enclosing it (node, attr entry,
+ * AttrValue, tensor: outermost first). */
 typedef struct patch {
   const pconst *c;
   const gt_entry *e;
   gt_tensor dense;        /* materialised values for typed encodings */
-  seg segs[MAX_SEGS];
-  size_t nsegs;
-  uint64_t newlen[4];
+  pb_patch pp;
 } patch;
 
 static void patch_free(patch *p) {
-  for (size_t i = 0; i < p->nsegs; i++)
-    if (p->segs[i].kind == SEG_BYTES) free(p->segs[i].bytes);
+  pbp_free(&p->pp);
   if (p->dense.storage) gt_tensor_free(&p->dense);
-  p->nsegs = 0;
-}
-
-static int add_seg(patch *p, seg s, gt_err *err) {
-  if (p->nsegs == MAX_SEGS) {
-    if (s.kind == SEG_BYTES) free(s.bytes);
-    return gt_fail(err, "TensorProto has too many fields to patch");
-  }
-  p->segs[p->nsegs++] = s;
-  return GT_OK;
 }
 
 /* Element equality by bytes (strings by content). */
@@ -181,20 +158,6 @@ static int pack_typed(const uint8_t *e, size_t c, gt_dtype dt, int tf,
   return GT_OK;
 }
 
-static int same_shape(const gt_tensor *t, int ndim, const int64_t *shape) {
-  if (t->ndim != ndim) return 0;
-  for (int i = 0; i < ndim; i++)
-    if (t->shape[i] != shape[i]) return 0;
-  return 1;
-}
-
-static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
-  size_t k = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < ndim && k < n; i++)
-    k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)shape[i]);
-  if (k < n) snprintf(buf + k, n - k, "]");
-}
-
 /* Values above this many elements are written as tensor_content even when
  * the original used a typed field (TF itself only uses typed fields for
  * scalars and fills). */
@@ -202,7 +165,7 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
 
 /* Strings as TF's tensor_content (EncodeStringList): the varint32 lengths,
  * then the bytes; one BYTES segment with its field-4 header. */
-static int string_content(const uint8_t *e, size_t n, seg *out, size_t *nout,
+static int string_content(const uint8_t *e, size_t n, pbp_seg *out, size_t *nout,
                           gt_err *err) {
   uint64_t len = 0;
   for (size_t i = 0; i < n; i++) {
@@ -227,7 +190,7 @@ static int string_content(const uint8_t *e, size_t n, seg *out, size_t *nout,
     if (x.n) memcpy(b + k, x.p, x.n);
     k += x.n;
   }
-  out[0] = (seg){SEG_BYTES, 0, k, b, NULL};
+  out[0] = (pbp_seg){PBP_BYTES, 0, k, b, NULL};
   *nout = 1;
   return GT_OK;
 }
@@ -235,7 +198,7 @@ static int string_content(const uint8_t *e, size_t n, seg *out, size_t *nout,
 /* The new value records of p, typed field or tensor_content, as one or two
  * segments out[0, *nout). */
 static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
-                         int had_content, gt_dtype dt, seg *out, size_t *nout,
+                         int had_content, gt_dtype dt, pbp_seg *out, size_t *nout,
                          gt_err *err) {
   const gt_tensor *t = &p->e->t;
   size_t n = (size_t)gt_tensor_numel(t);
@@ -246,8 +209,8 @@ static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
     if (!hdr) return gt_fail(err, "out of memory");
     hdr[0] = 0x22; /* field 4, LEN */
     size_t h = 1 + pb_put_varint(hdr + 1, len);
-    out[0] = (seg){SEG_BYTES, 0, h, hdr, NULL};
-    out[1] = (seg){SEG_TENSOR, 0, (size_t)len, NULL, t};
+    out[0] = (pbp_seg){PBP_BYTES, 0, h, hdr, NULL};
+    out[1] = (pbp_seg){PBP_TENSOR, 0, (size_t)len, NULL, t};
     *nout = 2;
     return GT_OK;
   }
@@ -259,18 +222,9 @@ static int value_segment(patch *p, const Tensorflow__TensorProto *tp,
   uint8_t *bytes = NULL;
   size_t len = 0;
   if (pack_typed(e, c, dt, tf, &bytes, &len, err) != GT_OK) return GT_ERR;
-  out[0] = (seg){SEG_BYTES, 0, len, bytes, NULL};
+  out[0] = (pbp_seg){PBP_BYTES, 0, len, bytes, NULL};
   *nout = 1;
   return GT_OK;
-}
-
-/* Appends the value segments (owning their bytes from now on). */
-static int add_value(patch *p, seg *v, size_t n, gt_err *err) {
-  int rc = GT_OK;
-  for (size_t i = 0; i < n; i++)
-    if (rc == GT_OK) rc = add_seg(p, v[i], err);
-    else if (v[i].kind == SEG_BYTES) free(v[i].bytes);
-  return rc;
 }
 
 /* Builds p's segments from the original TensorProto and the new tensor. */
@@ -284,103 +238,27 @@ static int plan_patch(gt_storage *base, patch *p, gt_err *err) {
   if (!tp) return GT_ERR;
   int rc = GT_ERR;
   const gt_tensor *t = &p->e->t;
-  char a[160], b[160];
   if (gt_tfg_dtype((uint64_t)tp->dtype, &dt) != GT_OK) {
     gt_fail(err, "the Const's dtype %s cannot be patched", gt_tfg_type_name((uint64_t)tp->dtype));
   } else if (t->dtype != dt) {
     gt_fail(err, "the Const is %s, the tensor %s (cast it first)", gt_dtype_name(dt),
             gt_dtype_name(t->dtype));
-  } else if (gt_tfg_shape(tp, &ndim, shape, err) != GT_OK) {
-    /* message set */
-  } else if (!same_shape(t, ndim, shape)) {
-    shape_text(ndim, shape, a, sizeof a);
-    shape_text(t->ndim, t->shape, b, sizeof b);
-    gt_fail(err, "the Const has shape %s, the tensor %s", a, b);
-  } else {
-    rc = GT_OK;
+  } else if (gt_tfg_shape(tp, &ndim, shape, err) == GT_OK) {
+    rc = pbp_check_shape(t, ndim, shape, "Const", err);
   }
   if (rc != GT_OK) {
     protobuf_c_message_free_unpacked(&tp->base, NULL);
     return GT_ERR;
   }
-  seg value[2];
+  pbp_seg value[2];
   size_t nvalue = 0;
   rc = value_segment(p, tp, has_content && content.len > 0, dt, value, &nvalue, err);
   protobuf_c_message_free_unpacked(&tp->base, NULL);
   if (rc != GT_OK) return GT_ERR;
   /* the value goes where the first value record was, else before the
    * first record numbered above 4, else last: field order is kept */
-  pb_reader r;
-  pb_rec f;
-  int k, placed = 0;
-  pb_reader_init(&r, base->data, tr->pos, tr->pos + tr->len);
-  while ((k = pb_next(&r, &f, err)) == 1) {
-    int val = is_value_field(f.num);
-    if (!placed && (val || f.num > 4)) {
-      placed = 1;
-      if (add_value(p, value, nvalue, err) != GT_OK) return GT_ERR;
-    }
-    if (val) continue;
-    seg *last = p->nsegs ? &p->segs[p->nsegs - 1] : NULL;
-    if (last && last->kind == SEG_COPY && last->off + last->len == f.start)
-      last->len += f.end - f.start;
-    else if (add_seg(p, (seg){SEG_COPY, f.start, f.end - f.start, NULL, NULL}, err) != GT_OK)
-      break;
-  }
-  if (!placed) {
-    if (k == 0) return add_value(p, value, nvalue, err);
-    add_value(p, value, nvalue, NULL); /* only to hand over what it owns */
-  }
-  return k == 0 ? GT_OK : GT_ERR;
-}
-
-/* New lengths of the records enclosing the TensorProto, innermost first:
- * each grows by the change of its child's length and length varint. */
-static int plan_lengths(patch *p, gt_err *err) {
-  const pb_rec *chain[4] = {&p->c->node, &p->c->entry, &p->c->value, &p->c->tensor};
-  uint64_t len = 0;
-  for (size_t i = 0; i < p->nsegs; i++) len += p->segs[i].len;
-  p->newlen[3] = len;
-  for (int i = 2; i >= 0; i--) {
-    const pb_rec *child = chain[i + 1];
-    uint64_t old_child = child->end - child->lenpos;
-    uint64_t new_child = pb_varint_size(p->newlen[i + 1]) + p->newlen[i + 1];
-    p->newlen[i] = chain[i]->len - old_child + new_child;
-    if (p->newlen[i] < new_child) return gt_fail(err, "record lengths overflow");
-  }
-  return GT_OK;
-}
-
-static int write_base(gt_out *o, const gt_storage *base, size_t from, size_t to,
-                      gt_err *err) {
-  return gt_out_write(o, base->data + from, to - from, err);
-}
-
-static int write_varint(gt_out *o, uint64_t v, gt_err *err) {
-  uint8_t b[10];
-  return gt_out_write(o, b, pb_put_varint(b, v), err);
-}
-
-/* base[*cursor, ...) up to the end of p's TensorProto, with p's lengths and
- * segments in place. */
-static int write_patch(gt_out *o, const gt_storage *base, const patch *p,
-                       size_t *cursor, gt_err *err) {
-  const pb_rec *chain[4] = {&p->c->node, &p->c->entry, &p->c->value, &p->c->tensor};
-  for (int i = 0; i < 4; i++) {
-    if (write_base(o, base, *cursor, chain[i]->lenpos, err) != GT_OK ||
-        write_varint(o, p->newlen[i], err) != GT_OK)
-      return GT_ERR;
-    *cursor = chain[i]->pos;
-  }
-  for (size_t i = 0; i < p->nsegs; i++) {
-    const seg *s = &p->segs[i];
-    int rc = s->kind == SEG_COPY    ? write_base(o, base, s->off, s->off + s->len, err)
-             : s->kind == SEG_BYTES ? gt_out_write(o, s->bytes, s->len, err)
-                                    : gt_out_tensor(o, s->t, err);
-    if (rc != GT_OK) return GT_ERR;
-  }
-  *cursor = p->c->tensor.end;
-  return GT_OK;
+  return pbp_splice(&p->pp, base->data, tr->pos, tr->pos + tr->len, is_value_field, 4,
+                    value, nvalue, err);
 }
 
 static int cmp_patch(const void *a, const void *b) {
@@ -400,9 +278,13 @@ static int plan_all(gt_storage *base, pconsts *cs, const gt_save *s, patch *ps,
     if ((c > cs->v && cmp_pconst(c - 1, c) == 0) ||
         (c + 1 < cs->v + cs->n && cmp_pconst(c + 1, c) == 0))
       return gt_fail(err, "tensor \"%s\": the graph has two Consts of that name", name);
-    ps[i].c = c;
-    ps[i].e = &s->entries[i];
-    if (plan_patch(base, &ps[i], err) != GT_OK || plan_lengths(&ps[i], err) != GT_OK)
+    patch *p = &ps[i];
+    p->c = c;
+    p->e = &s->entries[i];
+    p->pp.depth = 4;
+    const pb_rec chain[4] = {c->node, c->entry, c->value, c->tensor};
+    memcpy(p->pp.chain, chain, sizeof chain);
+    if (plan_patch(base, p, err) != GT_OK || pbp_lengths(&p->pp, err) != GT_OK)
       return gt_wrap(err, "Const \"%s\"", name);
   }
   qsort(ps, s->n, sizeof *ps, cmp_patch);
@@ -419,8 +301,7 @@ static int write_all(const char *path, gt_storage *base, const patch *ps, size_t
   if (!streamed) return gt_fail(err, "out of memory");
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < ps[i].nsegs; j++)
-      if (ps[i].segs[j].kind == SEG_TENSOR) streamed[k++] = *ps[i].e;
+    for (size_t j = pbp_tensors(&ps[i].pp); j > 0; j--) streamed[k++] = *ps[i].e;
   gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
   gt_out o;
   int rc = gt_out_open(&o, path, &prog, err);
@@ -428,11 +309,11 @@ static int write_all(const char *path, gt_storage *base, const patch *ps, size_t
   if (rc != GT_OK) return GT_ERR;
   size_t cursor = 0;
   for (size_t i = 0; i < n; i++)
-    if (write_patch(&o, base, &ps[i], &cursor, err) != GT_OK) {
+    if (pbp_write(&o, base->data, &ps[i].pp, &cursor, err) != GT_OK) {
       gt_out_abort(&o);
       return gt_wrap(err, "Const \"%s\"", ps[i].e->name);
     }
-  if (write_base(&o, base, cursor, base->size, err) != GT_OK) {
+  if (pbp_write_base(&o, base->data, cursor, base->size, err) != GT_OK) {
     gt_out_abort(&o);
     return GT_ERR;
   }
