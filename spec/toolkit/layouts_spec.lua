@@ -134,6 +134,27 @@ describe("graft.layouts against numpy", function()
     assert.matches("gru_keras_to_torch", e)
   end)
 
+  it("finds the feature map each Flatten of a Sequential config flattens", function()
+    local function layer(cls, cfg) return { class_name = cls, config = cfg } end
+    local cfg = { class_name = "Sequential", config = { layers = {
+      layer("InputLayer", { batch_input_shape = { require("graft.json").null, 11, 9, 3 } }),
+      layer("Conv2D", { name = "c1", filters = 4, kernel_size = { 3, 3 }, strides = { 2, 1 }, padding = "valid",
+                        dilation_rate = { 1, 1 } }),
+      layer("BatchNormalization", { name = "bn" }),
+      layer("ZeroPadding2D", { name = "zp", padding = { { 1, 0 }, { 0, 2 } } }),
+      layer("MaxPooling2D", { name = "p", pool_size = { 2, 2 }, strides = { 2, 2 }, padding = "same" }),
+      layer("Flatten", { name = "f" }),
+      layer("Dense", { name = "d1", units = 7 }),
+      layer("Dense", { name = "d2", units = 2 }),
+    } } }
+    -- 11x9 -> conv 3x3 stride (2,1) valid: 5x7x4 -> pad: 6x9 -> pool same /2: 3x5x4
+    assert.same({ d1 = { 3, 5, 4 } }, L.keras_flatten_fmaps(cfg))
+    table.insert(cfg.config.layers, 3, layer("Lambda", { name = "odd" }))
+    local ok, e = pcall(L.keras_flatten_fmaps, cfg)
+    assert.is_false(ok)
+    assert.matches('Flatten "f": the shape of its input is not known here (after layer "odd" (Lambda))', e, 1, true)
+  end)
+
   it("names torch RNN parameters of stacked and bidirectional layers", function()
     assert.same({ weight_ih = "rnn.weight_ih_l1_reverse", weight_hh = "rnn.weight_hh_l1_reverse",
                   bias_ih = "rnn.bias_ih_l1_reverse", bias_hh = "rnn.bias_hh_l1_reverse" },
