@@ -12,8 +12,9 @@
 -- weights with the model's layers by position:
 --   ConvNd        weight (out, in, k..) -> kernel (k.., in, out)
 --   Linear        weight (out, in) -> kernel (in, out); the first Linear
---                 after the convs, when it reads flattened feature maps,
---                 also has its input columns reordered from torch's
+--                 after the convs, when it reads flattened feature maps
+--                 (its inputs a multiple of the last conv's channels, not
+--                 the channels alone), also has its input columns reordered from torch's
 --                 (c, h, w) to Keras's (h, w, c): the map {h, w, c} comes
 --                 from fmap=, else base='s model config, else square maps
 --                 are assumed (and said) when the column count allows.
@@ -136,12 +137,15 @@ for _, m in ipairs(modules) do
     local w = sd[p.weight]
     local l = layer_name(m.name, "dense")
     local fmap = fmaps[l]
-    if not fmap and not linear_seen and last_conv_channels and w.shape[2] ~= last_conv_channels then
+    -- A Linear whose inputs are not a multiple of the last conv's channels
+    -- does not read its flattened maps (a pooling or other op between).
+    if not fmap and not linear_seen and last_conv_channels and w.shape[2] ~= last_conv_channels
+        and w.shape[2] % last_conv_channels == 0 then
       fmap = fmap_arg
       if not fmap then
         local hw = w.shape[2] // last_conv_channels
         local side = math.tointeger(math.floor(math.sqrt(hw) + 0.5))
-        if hw * last_conv_channels ~= w.shape[2] or side * side ~= hw then
+        if side * side ~= hw then
           fail(src .. ": " .. p.weight .. ": this Linear reads flattened conv maps of " .. last_conv_channels
             .. " channels; give their shape as fmap=HxWxC (or base=MODEL.h5)")
         end

@@ -3,7 +3,7 @@
 -- by_name, checked by spec/fixtures/keras_load.py, which follows Keras's
 -- legacy loader), strings as current Keras writes them (vlen ASCII) or
 -- fixed-length on request, layer_names split as Keras splits big lists; the
--- Keras 3 .weights.h5 layout; and the PyTorch -> Keras recipe in examples/.
+-- Keras 3 .weights.h5 layout; and the PyTorch -> Keras recipe in examples/cookbook/.
 local graft = require "graft"
 local json = require "graft.json"
 local H = require "helper"
@@ -147,7 +147,7 @@ print(sorted(k for k in f.attrs if k.startswith("layer_names")), [len(f.attrs[k]
     for _, n in ipairs(order) do assert.is_true(back[n]:equal(t[n]), n) end
   end)
 
-  it("turns a PyTorch state dict into the layout of real Keras files (examples/torch_to_keras.lua)", function()
+  it("turns a PyTorch state dict into the layout of real Keras files (examples/cookbook/torch_to_keras.lua)", function()
     local dir = H.tmpdir()
     H.py([[
 import sys, torch, numpy as np
@@ -159,7 +159,7 @@ sd = m.state_dict()
 torch.save(sd, sys.argv[1] + "/sd.pt")
 ]], dir)
     local out = dir .. "/torch.h5"
-    local recipe = assert(loadfile("examples/torch_to_keras.lua"))
+    local recipe = assert(loadfile("examples/cookbook/torch_to_keras.lua"))
     recipe(dir .. "/sd.pt", out, "0=conv2d", "1=batch_normalization", "3=fc1_relu")
     -- values: torch's tensors in Keras layout
     assert.equal("ok\n", H.py([[
