@@ -6,7 +6,9 @@
 --
 -- IN: a tf-keras/Keras 2 .h5 (model.save or save_weights), a Keras 3
 -- .weights.h5 or .keras. Each Keras layer becomes the torch module of the
--- same name unless LAYER=MODULE renames it ("conv2d=features.0"):
+-- same name (a Keras 3 file's layers by their `name`, not the class-based
+-- object names conv2d_1, dense...) unless LAYER=MODULE renames it
+-- ("conv2d=features.0"):
 --   Conv1D/2D/3D  kernel (k.., in, out) -> weight (out, in, k..)
 --   Dense         kernel (in, out) -> weight (out, in); the first Dense
 --                 after a Flatten of feature maps also has its input rows
@@ -57,6 +59,14 @@ end
 local keras = graft.open(src)
 local names = graft.names(keras)
 
+-- Keras 3 files name a layer's object by its class (conv2d, dense_1) and
+-- keep the layer's own name in the object's `name` attribute: use that.
+local layer_of = {}
+for _, o in ipairs(graft.meta(keras).objects or {}) do
+  local seg = o.path:match("^layers/([^/]+)$")
+  if seg and o.name and o.name ~= "" then layer_of[seg] = o.name end
+end
+
 -- The Flatten feature maps, by the Dense layer that follows each.
 local fmaps = {}
 if not fmap_arg then
@@ -71,7 +81,8 @@ for _, n in ipairs(names) do
   local obj = n:match("^(.*)/[^/]+$")
   if not obj then error("graft: " .. src .. ": " .. n .. ": not a Keras <layer>/<variable> name", 0) end
   if not by[obj] then
-    by[obj] = { path = obj, layer = obj:match("^[^/]+"), vars = {} }
+    local seg = obj:match("^[^/]+")
+    by[obj] = { path = obj, seg = seg, layer = layer_of[seg] or seg, vars = {} }
     objects[#objects + 1] = by[obj]
   end
   table.insert(by[obj].vars, n)
@@ -114,7 +125,7 @@ local dense_seen = false
 
 for _, o in ipairs(objects) do
   local k = kind(o)
-  local m = rename[o.layer] or o.layer
+  local m = rename[o.layer] or rename[o.seg] or o.layer
   if k == "conv" then
     last_conv_channels = var(o, 1).shape[var(o, 1).ndim]
     rule(o, { m .. ".weight", o.vars[2] and m .. ".bias" or nil }, function(w, b)

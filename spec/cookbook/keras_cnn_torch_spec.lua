@@ -42,6 +42,8 @@ describe("cookbook: tf-keras CNN <-> torch", function()
     local d = dir
     -- Keras -> torch: the Flatten's feature map comes from the full model's config.
     graft_ok("run", "examples/cookbook/keras_to_torch.lua", d .. "/keras_cnn.h5", d .. "/torch.pt")
+    -- Keras 3's .keras (the same weights): layers by their names, the map from config.json.
+    graft_ok("run", "examples/cookbook/keras_to_torch.lua", d .. "/keras_cnn.keras", d .. "/torch_k3.pt")
     -- A weights-only file has no config: the map is given by hand.
     graft_ok("run", "examples/cookbook/keras_to_torch.lua", d .. "/keras_cnn_w.h5", d .. "/torch_w.pt", "fmap=3x3x8")
     -- torch -> Keras: weights only, and a full model from the Keras model's config.
@@ -61,16 +63,17 @@ describe("cookbook: tf-keras CNN <-> torch", function()
       "conv1=conv1", "conv2=conv2", "fc=dense")
     os.execute("cp " .. H.q(H.ROOT .. "/examples/data/tiny_cnn_keras.h5") .. " " .. H.q(d))
     res = results(H.oracle(H.read(GEN), "check", d,
-      "torch=" .. d .. "/torch.pt", "torch_w=" .. d .. "/torch_w.pt",
+      "torch=" .. d .. "/torch.pt", "torch_w=" .. d .. "/torch_w.pt", "torch_k3=" .. d .. "/torch_k3.pt",
       "keras_h5=" .. d .. "/keras.h5", "keras_full=" .. d .. "/keras_full.h5",
       "torch_broken=" .. d .. "/torch_broken.pt", "keras_broken=" .. d .. "/keras_broken.h5",
       "tiny_torch=" .. d .. "/tiny.pt", "tiny_keras=" .. d .. "/back.h5"))
   end)
   lazy_teardown(H.cleanup)
 
-  it("keras_to_torch: torch's forward pass matches tf-keras's (full model and weights-only + fmap)", function()
+  it("keras_to_torch: torch's forward pass matches tf-keras's (full model, weights-only + fmap, .keras)", function()
     assert.is_true(res.torch <= TOL, "max_rel " .. tostring(res.torch))
     assert.is_true(res.torch_w <= TOL, "max_rel " .. tostring(res.torch_w))
+    assert.is_true(res.torch_k3 <= TOL, "max_rel " .. tostring(res.torch_k3))
   end)
 
   it("torch_to_keras: tf-keras load_weights and load_model compute what torch does", function()
