@@ -189,5 +189,5 @@ end
 
 local torch_weights = graft.map(keras, rules)
 graft.save(dst, torch_weights, { order = order })
-print(("wrote %s: %d tensors from %d Keras weights"):format(dst, #order, #names))
+print(("%s: %d tensors from %d Keras weights"):format(dst, #order, #names))
 return rules

@@ -213,5 +213,5 @@ end
 local keras_weights = graft.map(sd, rules)
 local opts = { format = keras3 and "keras3" or "keras", order = order, base = base }
 graft.save(dst, keras_weights, opts)
-print(("wrote %s: %d Keras weights from %d tensors"):format(dst, #order, #names))
+print(("%s: %d Keras weights from %d tensors"):format(dst, #order, #names))
 return rules

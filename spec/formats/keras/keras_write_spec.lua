@@ -147,6 +147,21 @@ print(sorted(k for k in f.attrs if k.startswith("layer_names")), [len(f.attrs[k]
     for _, n in ipairs(order) do assert.is_true(back[n]:equal(t[n]), n) end
   end)
 
+  it("puts RNN cells and Bidirectional halves at Keras 3's attribute paths, sub-models under layers/", function()
+    local out = H.tmpdir() .. "/rnn.weights.h5"
+    local z = function(...) return graft.zeros({ ... }) end
+    graft.save(out, { ["lstm/cell/kernel"] = z(2, 8), ["bi/forward_layer/cell/kernel"] = z(2, 6),
+                      ["bi/backward_layer/cell/kernel"] = z(2, 6), ["enc/dense/kernel"] = z(2, 3) },
+      { order = { "lstm/cell/kernel", "bi/forward_layer/cell/kernel", "bi/backward_layer/cell/kernel",
+                  "enc/dense/kernel" } })
+    local dump = H.py(DUMP, out)
+    for _, p in ipairs({ "D layers/lstm/cell/vars/0 <f4 (2, 8)", "D layers/bi/forward_layer/cell/vars/0 <f4 (2, 6)",
+                         "D layers/bi/backward_layer/cell/vars/0 <f4 (2, 6)",
+                         "D layers/enc/layers/dense/vars/0 <f4 (2, 3)" }) do
+      assert.truthy(dump:find(p, 1, true), p .. "\n" .. dump)
+    end
+  end)
+
   it("turns a PyTorch state dict into the layout of real Keras files (examples/cookbook/torch_to_keras.lua)", function()
     local dir = H.tmpdir()
     H.py([[
