@@ -3,7 +3,10 @@
 -- PyTorch model's names and layout (OIHW, [out, in]), checked against the
 -- target's template and written as a PyTorch state dict (.pt, which
 -- torch.load(path, weights_only=True) reads), then read back and verified
--- value by value. Any format graft opens works as the source.
+-- value by value. Any format graft opens works as the source. The way back
+-- is examples/cookbook/torch_to_keras.lua; spec/cookbook/
+-- keras_cnn_torch_spec.lua runs both and compares torch's and tf-keras's
+-- outputs on them (docs/cookbook/keras_cnn_torch.md).
 --
 --   lua5.4 examples/transplant.lua [IN] [OUT.pt]
 --   graft run examples/transplant.lua [IN] [OUT.pt]
@@ -25,7 +28,7 @@ local torch_weights = graft.map(keras, {
   -- C, H, W: the dense kernel's 64 input rows are (2, 2, 16) in Keras's
   -- order, so reorder them to (16, 2, 2) while transposing to [out, in].
   { "^dense/kernel$",     "fc.weight", function(t)
-    return t:reshape(2, 2, 16, 10):permute(4, 3, 1, 2):reshape(10, 64)
+    return graft.layouts.flatten_dense_tf_to_torch(t, { 2, 2, 16 })
   end },
   { "^dense/bias$",       "fc.bias" },
 })

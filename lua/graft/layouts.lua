@@ -232,6 +232,101 @@ function L.flatten_dense_torch_to_tf(weight, fmap)
   return weight:reshape(table.unpack(shape)):permute(table.unpack(perm)):reshape(cols, units)
 end
 
+-- The feature map each Flatten of a Keras Sequential config flattens,
+-- found by running the layer shapes from the input: {[name of the first
+-- layer after the Flatten] = {h, w, c}} (Keras's view, channels last), for
+-- flatten_dense_*. config is graft.keras.config's table (or its "config"
+-- part). Knows InputLayer, Conv1D/2D/3D, Max/AveragePooling1D/2D/3D,
+-- ZeroPadding and shape-keeping layers (BatchNormalization, Activation,
+-- ReLU, Dropout...); a Flatten after another layer is an error naming that
+-- layer (give the feature map by hand then). channels_first Flatten needs no
+-- reorder and is left out.
+local KEEP_SHAPE = { BatchNormalization = true, Activation = true, ReLU = true, LeakyReLU = true,
+  Dropout = true, SpatialDropout1D = true, SpatialDropout2D = true, SpatialDropout3D = true,
+  LayerNormalization = true, GaussianNoise = true, ELU = true, Softmax = true, PReLU = true }
+
+local function list_of(v, d)
+  if type(v) == "table" then return v end
+  local out = {}
+  for i = 1, d do out[i] = v end
+  return out
+end
+
+-- Keras's conv_output_length / pooling output for one spatial axis.
+local function out_len(n, k, s, pad, dil)
+  if math.type(n) ~= "integer" then return nil end
+  local ek = (k - 1) * (dil or 1) + 1
+  if pad == "same" then return (n + s - 1) // s end
+  if pad == "valid" then return (n - ek) // s + 1 end
+  return nil
+end
+
+function L.keras_flatten_fmaps(config)
+  if type(config) ~= "table" then fail("keras_flatten_fmaps: config must be a table") end
+  local c = config.config or config
+  if type(c.layers) ~= "table" or (config.class_name and config.class_name ~= "Sequential") then
+    fail("keras_flatten_fmaps: only Sequential configs (give the feature map by hand)")
+  end
+  local shape, out, after, lost = nil, {}, nil, "the input"
+  for _, l in ipairs(c.layers) do
+    local cls, lc = l.class_name, l.config or {}
+    if after then
+      out[lc.name] = after
+      after = nil
+    end
+    local d = cls:match("^Conv(%d)D$") or cls:match("Pooling(%d)D$") or cls:match("^ZeroPadding(%d)D$")
+    d = d and tonumber(d)
+    if cls == "InputLayer" or (shape == nil and (lc.batch_input_shape or lc.batch_shape)) then
+      local b = lc.batch_input_shape or lc.batch_shape
+      shape = {}
+      for i = 2, #b do shape[i - 1] = b[i] end
+    end
+    if cls == "InputLayer" then -- nothing more
+    elseif cls == "Flatten" and not shape then
+      fail("keras_flatten_fmaps: Flatten %q: the shape of its input is not known here (after %s); "
+        .. "give the feature map by hand", tostring(lc.name), lost)
+    elseif not shape then -- unknown until an input layer
+    elseif cls == "Flatten" then
+      if lc.data_format ~= "channels_first" and #shape >= 2 then
+        for _, v in ipairs(shape) do
+          if math.type(v) ~= "integer" then
+            fail("keras_flatten_fmaps: Flatten %q: feature map size unknown", tostring(lc.name))
+          end
+        end
+        after = shape
+      end
+      shape = { product(shape) }
+    elseif d and #shape == d + 1 and lc.data_format ~= "channels_first" then
+      local new = {}
+      if cls:match("^ZeroPadding") then
+        local p = lc.padding
+        for i = 1, d do
+          local pi = type(p) == "table" and p[i] or p
+          local lo, hi = type(pi) == "table" and pi[1] or pi, type(pi) == "table" and pi[2] or pi
+          new[i] = shape[i] + lo + hi
+        end
+        new[d + 1] = shape[d + 1]
+      else
+        local k = list_of(lc.kernel_size or lc.pool_size, d)
+        local s = list_of(lc.strides or lc.pool_size, d)
+        local dil = list_of(lc.dilation_rate or 1, d)
+        for i = 1, d do new[i] = out_len(shape[i], k[i], s[i], lc.padding, dil[i]) end
+        new[d + 1] = lc.filters or shape[d + 1]
+      end
+      for i = 1, d do
+        if new[i] == nil then shape, lost = nil, string.format("layer %q", tostring(lc.name)) end
+      end
+      if shape then shape = new end
+    elseif KEEP_SHAPE[cls] then -- same shape
+    elseif cls == "Dense" then
+      shape[#shape] = lc.units
+    else
+      shape, lost = nil, string.format("layer %q (%s)", tostring(lc.name), tostring(cls))
+    end
+  end
+  return out
+end
+
 -- Gates -------------------------------------------------------------------
 
 -- gates(t, "ifco", "ifco" [, dim]): t holds len(from) equal blocks along
@@ -385,6 +480,37 @@ function L.gru_torch_to_keras(w_ih, w_hh, b_ih, b_hh)
     b_hh = b_hh or core.zeros({ n }, b_ih.dtype)
     r.bias = core.stack({ L.gates(b_ih, "rzn", "zrn"), L.gates(b_hh, "rzn", "zrn") }, 1)
   end
+  return r
+end
+
+-- Keras GRU with reset_after=False (bias (3u), gates z,r,h): the candidate
+-- is tanh(W_h x + U_h (r * h) + b_h), the reset gate applied BEFORE the
+-- recurrent matmul; torch's nn.GRU applies it after (r * (W_hn h + b_hn)),
+-- so no nn.GRU computes this. The result has nn.GRU's parameter names and
+-- shapes (gates r,z,n) for a module implementing Keras's variant
+-- (docs/cookbook/keras_rnn_torch.md gives one): weight_ih, weight_hh,
+-- bias_ih = the bias, bias_hh = zeros (b_hn sits outside r here, so any
+-- split of the bias between the two computes the same).
+function L.gru_reset_before_keras_to_torch(kernel, recurrent, bias)
+  local u = gate_units(kernel, recurrent, 3, "gru_reset_before_keras_to_torch")
+  if bias and (#bias.shape ~= 1 or bias.shape[1] ~= 3 * u) then
+    fail("gru_reset_before_keras_to_torch: bias %s is not (3*units): a reset_after=True GRU's "
+      .. "(2, 3*units) bias goes through gru_keras_to_torch", shape_str(bias))
+  end
+  local b = bias and L.gates(bias, "zrh", "rzh") or core.zeros({ 3 * u }, kernel.dtype)
+  return { weight_ih = L.gates(kernel, "zrh", "rzh", 2):t(),
+           weight_hh = L.gates(recurrent, "zrh", "rzh", 2):t(),
+           bias_ih = b, bias_hh = zeros_like(b) }
+end
+
+-- The reverse: a reset-before GRU module's nn.GRU-named parameters ->
+-- Keras GRU(reset_after=False) {kernel, recurrent_kernel, bias (3u) =
+-- b_ih + b_hh, lazy}. From a real nn.GRU (reset after) this is NOT the same
+-- computation: use gru_torch_to_keras for those.
+function L.gru_reset_before_torch_to_keras(w_ih, w_hh, b_ih, b_hh)
+  local r = { kernel = L.gates(w_ih, "rzn", "zrn"):t(), recurrent_kernel = L.gates(w_hh, "rzn", "zrn"):t() }
+  local b = (b_ih and b_hh) and (b_ih + b_hh) or b_ih or b_hh
+  if b then r.bias = L.gates(b, "rzn", "zrn") end
   return r
 end
 

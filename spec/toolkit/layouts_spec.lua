@@ -114,6 +114,47 @@ describe("graft.layouts against numpy", function()
     same(t.bias, "g1_bias")
   end)
 
+  it("converts a Keras reset_after=False GRU to nn.GRU-named parameters and back", function()
+    local H = require "helper"
+    local k, r, b = H.iota({ 2, 9 }), H.iota({ 3, 9 }), H.iota({ 9 })
+    local g = L.gru_reset_before_keras_to_torch(k, r, b)
+    -- torch's r block (rows 1-3) is Keras's r (columns 4-6), z is 1-3, n is h.
+    assert.is_true(g.weight_ih:narrow(1, 1, 3):equal(k:narrow(2, 4, 3):t()))
+    assert.is_true(g.weight_ih:narrow(1, 4, 3):equal(k:narrow(2, 1, 3):t()))
+    assert.is_true(g.weight_hh:narrow(1, 7, 3):equal(r:narrow(2, 7, 3):t()))
+    assert.is_true(g.bias_ih:narrow(1, 1, 3):equal(b:narrow(1, 4, 3)))
+    assert.same({ 0, 0, 0, 0, 0, 0, 0, 0, 0 }, g.bias_hh:totable())
+    local back = L.gru_reset_before_torch_to_keras(g.weight_ih, g.weight_hh, g.bias_ih, g.weight_hh:select(2, 1))
+    assert.is_true(back.kernel:equal(k) and back.recurrent_kernel:equal(r))
+    -- bias = b_ih + b_hh, in Keras's z,r,h order
+    local want = L.gates(b + L.gates(g.weight_hh:select(2, 1), "rzn", "zrn"), "zrh", "zrh")
+    assert.is_true(back.bias:equal(want))
+    local ok, e = pcall(L.gru_reset_before_keras_to_torch, k, r, H.iota({ 2, 9 }))
+    assert.is_false(ok)
+    assert.matches("gru_keras_to_torch", e)
+  end)
+
+  it("finds the feature map each Flatten of a Sequential config flattens", function()
+    local function layer(cls, cfg) return { class_name = cls, config = cfg } end
+    local cfg = { class_name = "Sequential", config = { layers = {
+      layer("InputLayer", { batch_input_shape = { require("graft.json").null, 11, 9, 3 } }),
+      layer("Conv2D", { name = "c1", filters = 4, kernel_size = { 3, 3 }, strides = { 2, 1 }, padding = "valid",
+                        dilation_rate = { 1, 1 } }),
+      layer("BatchNormalization", { name = "bn" }),
+      layer("ZeroPadding2D", { name = "zp", padding = { { 1, 0 }, { 0, 2 } } }),
+      layer("MaxPooling2D", { name = "p", pool_size = { 2, 2 }, strides = { 2, 2 }, padding = "same" }),
+      layer("Flatten", { name = "f" }),
+      layer("Dense", { name = "d1", units = 7 }),
+      layer("Dense", { name = "d2", units = 2 }),
+    } } }
+    -- 11x9 -> conv 3x3 stride (2,1) valid: 5x7x4 -> pad: 6x9 -> pool same /2: 3x5x4
+    assert.same({ d1 = { 3, 5, 4 } }, L.keras_flatten_fmaps(cfg))
+    table.insert(cfg.config.layers, 3, layer("Lambda", { name = "odd" }))
+    local ok, e = pcall(L.keras_flatten_fmaps, cfg)
+    assert.is_false(ok)
+    assert.matches('Flatten "f": the shape of its input is not known here (after layer "odd" (Lambda))', e, 1, true)
+  end)
+
   it("names torch RNN parameters of stacked and bidirectional layers", function()
     assert.same({ weight_ih = "rnn.weight_ih_l1_reverse", weight_hh = "rnn.weight_hh_l1_reverse",
                   bias_ih = "rnn.bias_ih_l1_reverse", bias_hh = "rnn.bias_hh_l1_reverse" },

@@ -525,6 +525,25 @@ function keras.layout2(path, tensors, names, opts, src)
   return { groups = array(groups), datasets = array(dsets) }, order
 end
 
+-- Keras 3 saves a layer's sub-layers held in attributes under the
+-- attribute's name (an RNN's `cell`, Bidirectional's `forward_layer` and
+-- `backward_layer`, a wrapper's `layer`: layers/lstm/cell/vars), and the
+-- layers of a nested model under `layers` (layers/encoder/layers/dense).
+local KERAS3_ATTRS = { cell = true, forward_layer = true, backward_layer = true, layer = true }
+
+-- "lstm/cell" -> "layers/lstm/cell"; "encoder/dense" -> "layers/encoder/layers/dense".
+local function keras3_object_path(lname)
+  local out = {}
+  for step in lname:gmatch("[^/]+") do
+    if #out > 0 and KERAS3_ATTRS[step] then
+      out[#out + 1] = step
+    else
+      out[#out + 1] = "layers/" .. step
+    end
+  end
+  return table.concat(out, "/")
+end
+
 -- Keras 3 .weights.h5 for `names`: objects and variable order from a Keras
 -- 3 source, else layer = name before the last "/", variables in order.
 function keras.layout3(path, tensors, names, opts, src)
@@ -568,7 +587,7 @@ function keras.layout3(path, tensors, names, opts, src)
     end
   end
   for _, lname in ipairs(fresh) do
-    local opath = "layers/" .. lname:gsub("/", "/layers/")
+    local opath = keras3_object_path(lname)
     object(opath, lname:match("([^/]*)$"), by[lname])
   end
   if not keep and opts.model_name then

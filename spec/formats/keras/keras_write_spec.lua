@@ -3,7 +3,7 @@
 -- by_name, checked by spec/fixtures/keras_load.py, which follows Keras's
 -- legacy loader), strings as current Keras writes them (vlen ASCII) or
 -- fixed-length on request, layer_names split as Keras splits big lists; the
--- Keras 3 .weights.h5 layout; and the PyTorch -> Keras recipe in examples/.
+-- Keras 3 .weights.h5 layout; and the PyTorch -> Keras recipe in examples/cookbook/.
 local graft = require "graft"
 local json = require "graft.json"
 local H = require "helper"
@@ -147,7 +147,22 @@ print(sorted(k for k in f.attrs if k.startswith("layer_names")), [len(f.attrs[k]
     for _, n in ipairs(order) do assert.is_true(back[n]:equal(t[n]), n) end
   end)
 
-  it("turns a PyTorch state dict into the layout of real Keras files (examples/torch_to_keras.lua)", function()
+  it("puts RNN cells and Bidirectional halves at Keras 3's attribute paths, sub-models under layers/", function()
+    local out = H.tmpdir() .. "/rnn.weights.h5"
+    local z = function(...) return graft.zeros({ ... }) end
+    graft.save(out, { ["lstm/cell/kernel"] = z(2, 8), ["bi/forward_layer/cell/kernel"] = z(2, 6),
+                      ["bi/backward_layer/cell/kernel"] = z(2, 6), ["enc/dense/kernel"] = z(2, 3) },
+      { order = { "lstm/cell/kernel", "bi/forward_layer/cell/kernel", "bi/backward_layer/cell/kernel",
+                  "enc/dense/kernel" } })
+    local dump = H.py(DUMP, out)
+    for _, p in ipairs({ "D layers/lstm/cell/vars/0 <f4 (2, 8)", "D layers/bi/forward_layer/cell/vars/0 <f4 (2, 6)",
+                         "D layers/bi/backward_layer/cell/vars/0 <f4 (2, 6)",
+                         "D layers/enc/layers/dense/vars/0 <f4 (2, 3)" }) do
+      assert.truthy(dump:find(p, 1, true), p .. "\n" .. dump)
+    end
+  end)
+
+  it("turns a PyTorch state dict into the layout of real Keras files (examples/cookbook/torch_to_keras.lua)", function()
     local dir = H.tmpdir()
     H.py([[
 import sys, torch, numpy as np
@@ -159,7 +174,7 @@ sd = m.state_dict()
 torch.save(sd, sys.argv[1] + "/sd.pt")
 ]], dir)
     local out = dir .. "/torch.h5"
-    local recipe = assert(loadfile("examples/torch_to_keras.lua"))
+    local recipe = assert(loadfile("examples/cookbook/torch_to_keras.lua"))
     recipe(dir .. "/sd.pt", out, "0=conv2d", "1=batch_normalization", "3=fc1_relu")
     -- values: torch's tensors in Keras layout
     assert.equal("ok\n", H.py([[
