@@ -34,6 +34,7 @@ base.run(src, dst, { fmap = "4x4x16", template = %q }, { { "^fc1/kernel$", "fc1.
     assert.are.equal(0, code, err) -- graft.check cannot see it: same names and shapes
 
     local res = H.oracle(H.read(GEN), "check", dir, dir .. "/net.pt", dir .. "/broken.pt")
+    if os.getenv("COOKBOOK_DEBUG") then io.stderr:write(res) end
     local good = tonumber(res:match("net%.pt (%S+)"))
     local bad = tonumber(res:match("broken%.pt (%S+)"))
     assert.is_true(good <= 1e-5, "relative error " .. tostring(good) .. "\n" .. res)
