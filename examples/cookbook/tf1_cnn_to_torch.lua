@@ -7,9 +7,11 @@
 --   graft run examples/cookbook/tf1_cnn_to_torch.lua CKPT OUT.pt fmap=HxWxC [template=T.pt]
 --
 -- CKPT: the checkpoint prefix (model.ckpt-1000), its .index, or its
--- directory. fmap: the shape of the feature map that the Flatten receives,
--- in TF's NHWC view (e.g. 4x4x16); the Dense layer whose kernel has
--- h*w*c rows is the one after the Flatten. template: the target model's
+-- directory. fmap (required): the shape of the feature map that the
+-- Flatten receives, in TF's NHWC view (e.g. 4x4x16); the Dense layer whose
+-- kernel has h*w*c rows is the one after the Flatten. fmap=none for a net
+-- without a Flatten: required so that a forgotten fmap cannot pass for
+-- one (the wrong reorder keeps every shape). template: the target model's
 -- state_dict (torch.save(model.state_dict(), "t.pt")) to check the result
 -- against before anything is written. TF scopes become torch module paths
 -- (conv1/kernel -> conv1.weight, block/fc/bias -> block.fc.bias); the
@@ -28,7 +30,7 @@ local tf1 = dofile(here .. "tf1.lua")
 
 local R = {}
 local RECIPE = "tf1_cnn_to_torch"
-local ACCEPTED = { fmap = "HxWxC: the feature map the Flatten receives (NHWC)",
+local ACCEPTED = { fmap = "HxWxC: the feature map the Flatten receives (NHWC), or none",
                    template = "the target's state_dict file to check against" }
 
 local function parse_fmap(s)
@@ -55,7 +57,7 @@ local function module_path(scope) return (scope:gsub("/", ".")) end
 -- The rules for the checkpoint `ckpt` (its shapes tell convs from Dense
 -- layers) whose Flatten sees the map opts.fmap ("HxWxC").
 function R.rules(opts, ckpt)
-  local fmap = opts.fmap and parse_fmap(opts.fmap)
+  local fmap = opts.fmap and opts.fmap ~= "none" and parse_fmap(opts.fmap)
   local rows = fmap and product(fmap)
   -- A matcher for <scope>/kernel whose shape passes `fits`; the capture is
   -- the torch module path of the scope.
@@ -89,8 +91,10 @@ function R.run(src, dst, opts, overrides)
     error("usage: graft run examples/cookbook/tf1_cnn_to_torch.lua CKPT OUT.pt fmap=HxWxC [template=T.pt]", 0)
   end
   local ckpt = graft.open(src)
-  local rules = R.rules(opts, ckpt)
-  if opts.fmap then
+  if opts.fmap == nil then
+    error(string.format("graft: %s: fmap= is required: the feature map the Flatten receives as HxWxC "
+      .. "(NHWC), or fmap=none for a net without a Flatten", RECIPE), 0)
+  elseif opts.fmap ~= "none" then
     -- A fmap that fits no Dense kernel is a mistake, not a net without Flatten.
     local rows, found = product(parse_fmap(opts.fmap)), false
     for _, name in ipairs(graft.names(ckpt)) do
@@ -101,6 +105,7 @@ function R.run(src, dst, opts, overrides)
       error(string.format("graft: %s: %s: no Dense kernel has %d rows (fmap=%s)", RECIPE, src, rows, opts.fmap), 0)
     end
   end
+  local rules = R.rules(opts, ckpt)
   if overrides then rules = graft.rules.extend(overrides, rules) end
   tf1.finish(RECIPE, graft.map(ckpt, rules), dst, opts.template)
 end

@@ -55,8 +55,11 @@ base.run(src, dst, { fmap = "4x4x16", template = %q }, { { "^fc1/kernel$", "fc1.
     assert.falsy(H.exists(dir .. "/x.pt"))
   end)
 
-  it("refuses a feature map that fits no Dense kernel and unknown arguments", function()
-    local _, err, code = H.graft("run", RECIPE, dir .. "/model.ckpt", dir .. "/x.pt", "fmap=4x4x8")
+  it("refuses a missing fmap, a feature map that fits no Dense kernel and unknown arguments", function()
+    local _, err, code = H.graft("run", RECIPE, dir .. "/model.ckpt", dir .. "/x.pt")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("fmap= is required", 1, true), err)
+    _, err, code = H.graft("run", RECIPE, dir .. "/model.ckpt", dir .. "/x.pt", "fmap=4x4x8")
     assert.are.equal(2, code)
     assert.truthy(err:find("no Dense kernel has 128 rows (fmap=4x4x8)", 1, true), err)
     _, err, code = H.graft("run", RECIPE, dir .. "/model.ckpt", dir .. "/x.pt", "fmp=4x4x16")
