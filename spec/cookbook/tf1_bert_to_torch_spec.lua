@@ -43,6 +43,9 @@ describe("cookbook tf1_bert_to_torch", function()
 { "^bert/encoder/layer_0/attention/self/query/kernel$", "encoder.layer.0.attention.self.query.weight" } ]])
     out, err, code = H.graft("run", broken, ckpt, dir .. "/untransposed.pt")
     assert.are.equal(0, code, err)
+    out, err, code = H.graft("check", dir .. "/untransposed.pt", dir .. "/template.pt")
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("ok: 23 tensors match the template", 1, true), out)
 
     local res = H.oracle(H.read(GEN), "check", dir, dir .. "/bert.pt", dir .. "/untransposed.pt")
     if os.getenv("COOKBOOK_DEBUG") then io.stderr:write(res) end

@@ -32,6 +32,9 @@ base.run(src, dst, { fmap = "4x4x16", template = %q }, { { "^fc1/kernel$", "fc1.
 ]], H.ROOT .. "/" .. RECIPE, dir .. "/template.pt"))
     out, err, code = H.graft("run", broken, dir .. "/model.ckpt", dir .. "/broken.pt")
     assert.are.equal(0, code, err) -- graft.check cannot see it: same names and shapes
+    out, err, code = H.graft("check", dir .. "/broken.pt", dir .. "/template.pt")
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("ok: 8 tensors match the template", 1, true), out)
 
     local res = H.oracle(H.read(GEN), "check", dir, dir .. "/net.pt", dir .. "/broken.pt")
     if os.getenv("COOKBOOK_DEBUG") then io.stderr:write(res) end
