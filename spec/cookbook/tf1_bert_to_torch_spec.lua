@@ -71,9 +71,9 @@ describe("cookbook tf1_bert_to_torch", function()
     local out, err, code = H.graft("run", RECIPE, "--dry-run", ckpt, dir .. "/x.pt", "heads=drop", "prefix=bert.")
     assert.are.equal(0, code, err)
     assert.truthy(out:find("bert/encoder/layer_0/output/dense/kernel float32 {64,32} -> "
-      .. "bert.encoder.layer.0.output.dense.weight  [dense_tf_to_torch]", 1, true), out)
+      .. "bert.encoder.layer.0.output.dense.weight float32 {32,64}  [dense_tf_to_torch]", 1, true), out)
     assert.truthy(out:find("bert/embeddings/word_embeddings float32 {50,32} -> "
-      .. "bert.embeddings.word_embeddings.weight\n", 1, true), out)
+      .. "bert.embeddings.word_embeddings.weight float32 {50,32}\n", 1, true), out)
     for _, n in ipairs({ "global_step", "bert/pooler/dense/kernel/adam_m", "bert/embeddings/LayerNorm/gamma/adam_v",
                          "cls/seq_relationship/output_weights" }) do
       assert.truthy(out:find("\n" .. n:gsub("%p", "%%%0") .. " [^\n]*%(dropped%)"), n .. "\n" .. out)

@@ -48,10 +48,10 @@ base.run(src, dst, { fmap = "4x4x16", template = %q }, { { "^fc1/kernel$", "fc1.
     local out, err, code = H.graft("run", RECIPE, "--dry-run", dir .. "/model.ckpt", dir .. "/x.pt",
       "fmap=4x4x16")
     assert.are.equal(0, code, err)
-    assert.truthy(out:find("fc1/kernel float32 {256,32} -> fc1.weight  [flatten_dense_tf_to_torch fmap 4x4x16]",
+    assert.truthy(out:find("fc1/kernel float32 {256,32} -> fc1.weight float32 {32,256}  [flatten_dense_tf_to_torch fmap 4x4x16]",
       1, true), out)
-    assert.truthy(out:find("conv2/kernel float32 {3,3,8,16} -> conv2.weight  [conv_tf_to_torch]", 1, true), out)
-    assert.truthy(out:find("fc2/kernel float32 {32,10} -> fc2.weight  [dense_tf_to_torch]", 1, true), out)
+    assert.truthy(out:find("conv2/kernel float32 {3,3,8,16} -> conv2.weight float32 {16,8,3,3}  [conv_tf_to_torch]", 1, true), out)
+    assert.truthy(out:find("fc2/kernel float32 {32,10} -> fc2.weight float32 {10,32}  [dense_tf_to_torch]", 1, true), out)
     for _, n in ipairs({ "global_step", "beta1_power", "beta2_power", "conv1/kernel/Adam", "fc2/bias/Adam_1" }) do
       assert.truthy(out:find("\n" .. n .. " [^\n]*%(dropped%)"), n .. "\n" .. out)
     end

@@ -61,9 +61,9 @@ base.run(src, dst, { template = %q }, {
     local out, err, code = H.graft("run", RECIPE, "--dry-run", dir .. "/model.ckpt", dir .. "/x.pt")
     assert.are.equal(0, code, err)
     assert.truthy(out:find("rnn/multi_rnn_cell/cell_1/basic_lstm_cell/kernel float32 {16,32} + "
-      .. "rnn/multi_rnn_cell/cell_1/basic_lstm_cell/bias float32 {32} -> rnn.weight_ih_l1, rnn.weight_hh_l1, "
-      .. "rnn.bias_ih_l1, rnn.bias_hh_l1  [lstm_tf1_to_torch forget_bias 1.0]", 1, true), out)
-    assert.truthy(out:find("dense/kernel float32 {8,3} -> dense.weight  [dense_tf_to_torch]", 1, true), out)
+      .. "rnn/multi_rnn_cell/cell_1/basic_lstm_cell/bias float32 {32} -> rnn.weight_ih_l1 float32 {32,8}, rnn.weight_hh_l1 float32 {32,8}, "
+      .. "rnn.bias_ih_l1 float32 {32}, rnn.bias_hh_l1 float32 {32}  [lstm_tf1_to_torch forget_bias 1.0]", 1, true), out)
+    assert.truthy(out:find("dense/kernel float32 {8,3} -> dense.weight float32 {3,8}  [dense_tf_to_torch]", 1, true), out)
     for _, n in ipairs({ "global_step", "dense/kernel/Momentum", "rnn/multi_rnn_cell/cell_0/lstm_cell/bias/Momentum" }) do
       assert.truthy(out:find("\n" .. n:gsub("%p", "%%%0") .. " [^\n]*%(dropped%)"), n .. "\n" .. out)
     end
