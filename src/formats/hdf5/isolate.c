@@ -259,6 +259,8 @@ int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err) {
   if (gt_storage_ready(image, err) != GT_OK) return GT_ERR;
   if (!gt_hdf5_sniff(image->data, image->size, &base))
     return gt_fail(err, "not an HDF5 file (no HDF5 signature)");
+  /* libhdf5 initialises itself here, once, rather than in every child. */
+  if (gt_h5_ready(err) != GT_OK) return GT_ERR;
   unsigned char *out = NULL;
   size_t n = 0;
   /* The index (names, shapes, attributes) is smaller than the file's
