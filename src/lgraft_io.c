@@ -684,8 +684,15 @@ static int l_sandbox_worker(lua_State *L) {
   return 0;
 }
 
+/* testing.sandbox_worker_pid(): the running worker's pid, or 0. */
+static int l_sandbox_worker_pid(lua_State *L) {
+  lua_pushinteger(L, gt_sandbox_worker_pid());
+  return 1;
+}
+
 static const luaL_Reg testing[] = {{"sandbox_fault", l_sandbox_fault},
                                    {"sandbox_worker", l_sandbox_worker},
+                                   {"sandbox_worker_pid", l_sandbox_worker_pid},
                                    {NULL, NULL}};
 
 void lg_io_init(lua_State *L) {

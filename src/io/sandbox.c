@@ -36,7 +36,6 @@ static int use_worker = 1;
 
 void gt_sandbox_test_fault(int kind) { test_fault = kind; }
 void gt_sandbox_test_worker(int on) { use_worker = on; }
-int gt_sandbox_use_worker(void) { return use_worker; }
 
 /* The child's last note, in a page shared with the parent (made on first
  * use, before any fork); in_child is set only in children. */
@@ -681,6 +680,28 @@ static int worker_try(const wreq *q, const void *req, int fd,
     }
   }
   return verdict(how, st, &b, lim, out, out_len, err);
+}
+
+/* The parent's anonymous resident memory (resident minus file-backed
+ * pages, /proc/self/statm), in bytes; 0 if unknown. */
+static unsigned long long anon_resident(void) {
+  unsigned long long size = 0, res = 0, shared = 0;
+  FILE *f = fopen("/proc/self/statm", "re");
+  if (f) {
+    if (fscanf(f, "%llu %llu %llu", &size, &res, &shared) != 3) res = shared = 0;
+    fclose(f);
+  }
+  return (res > shared ? res - shared : 0) * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
+int gt_sandbox_worker_pid(void) {
+  return worker_pid > 0 && worker_owner == getpid() ? (int)worker_pid : 0;
+}
+
+int gt_sandbox_use_worker(void) {
+  if (!use_worker) return 0;
+  if (worker_pid > 0 && worker_owner == getpid()) return 1;
+  return anon_resident() <= GT_WORKER_MAX_PARENT;
 }
 
 int gt_sandbox_call(gt_sandbox_serve_fn fn, const void *req, size_t req_len,

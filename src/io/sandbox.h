@@ -94,10 +94,19 @@ int gt_sandbox_call(gt_sandbox_serve_fn fn, const void *req, size_t req_len,
  * Falls back to now when the list is full. */
 void gt_sandbox_defer(void (*done)(void *), void *p);
 
-/* Whether callers should use the worker where they can (1, the default);
- * tests turn it off (0) to exercise a child per call. */
+/* Whether callers should use the worker where they can: yes while one is
+ * running; to start one, only while the parent holds at most
+ * GT_WORKER_MAX_PARENT bytes of anonymous memory. The worker shares the
+ * parent's pages of the moment it was forked, and keeps those the parent
+ * later frees or writes alive for as long as it runs: forking it from a
+ * small parent bounds that (a big one forks a short-lived child per call
+ * instead). Tests turn the worker off (gt_sandbox_test_worker(0)) to
+ * exercise a child per call. */
+#define GT_WORKER_MAX_PARENT ((unsigned long long)256 << 20)
 int gt_sandbox_use_worker(void);
 void gt_sandbox_test_worker(int on);
+/* Testing: the running worker's pid, 0 when there is none. */
+int gt_sandbox_worker_pid(void);
 
 /* In the child: say what it is doing now ("reading attribute \"x\" of
  * \"g\""), so that if it dies there the parent's error can say where. The

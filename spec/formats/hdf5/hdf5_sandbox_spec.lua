@@ -123,22 +123,54 @@ print(ok, err)
     end)
     if worker then
       it("one worker serves open after open, and a crash is blamed on the file that caused it", function()
-        local good = H.real(KERAS)
-        for _ = 1, 3 do assert.is_true(#graft.names(graft.open(good)) > 0) end
-        -- The worker that served those crashes on this request: the call is
-        -- retried once in a fresh worker, which crashes too, so the error
-        -- is the file's.
-        core.testing.sandbox_fault(1)
-        local err = H.raises(function() graft.open(good) end)
-        assert.matches("libhdf5 crashed %(signal 11, SIGSEGV%)", err)
-        core.testing.sandbox_fault(0)
-        for _ = 1, 2 do assert.is_true(#graft.names(graft.open(good)) > 0) end
-        -- A worker broken by an earlier file (fault 4: one that has served
-        -- before crashes) never fails a good file: the retry serves it.
-        core.testing.sandbox_fault(4)
-        local m = graft.open(good)
-        assert.is_true(#graft.names(m) > 0)
-        for _, n in ipairs(graft.names(m)) do m[n]:contiguous() end
+        -- In a fresh process: this one may hold too much memory to start a
+        -- worker (see the next case).
+        local script = H.tmpdir() .. "/reuse.lua"
+        H.write(script, SETUP .. [[
+local graft = require "graft"
+local core = require "graft.core"
+local good = arg[1]
+local function opens() return #graft.names(graft.open(good)) > 0 end
+assert(opens())
+local pid = core.testing.sandbox_worker_pid()
+assert(pid > 0, "no worker")
+assert(opens() and opens())
+assert(core.testing.sandbox_worker_pid() == pid, "the worker was not reused")
+-- The worker that served those crashes on this request: the call is
+-- retried once in a fresh worker, which crashes too, so the error is the
+-- file's.
+core.testing.sandbox_fault(1)
+local ok, err = pcall(graft.open, good)
+assert(not ok and err:find("libhdf5 crashed (signal 11, SIGSEGV)", 1, true), err)
+core.testing.sandbox_fault(0)
+assert(opens() and opens())
+assert(core.testing.sandbox_worker_pid() ~= pid, "the crashed worker still serves")
+-- A worker broken by an earlier file (fault 4: one that has served before
+-- crashes) never fails a good file: the retry serves it.
+core.testing.sandbox_fault(4)
+local m = graft.open(good)
+for _, n in ipairs(graft.names(m)) do m[n]:contiguous() end
+print("done " .. #graft.names(m))
+]])
+        local out = io.popen("lua5.4 " .. H.q(script) .. " " .. H.q(H.real(KERAS)) .. " 2>&1"):read("a")
+        assert.matches("^done %d+\n$", out)
+      end)
+
+      it("no worker is started from a parent holding more than 256 MiB: a child per call instead", function()
+        local script = H.tmpdir() .. "/big.lua"
+        H.write(script, SETUP .. [[
+local graft = require "graft"
+local core = require "graft.core"
+local big = string.rep("x", 300 << 20)  -- resident, anonymous
+local m = graft.open(arg[1])
+for _, n in ipairs(graft.names(m)) do m[n]:contiguous() end
+print(#graft.names(m), core.testing.sandbox_worker_pid(), #big)
+]])
+        local out = io.popen("lua5.4 " .. H.q(script) .. " " .. H.q(H.real(KERAS)) .. " 2>&1"):read("a")
+        local n, pid = out:match("^(%d+)\t(%d+)\t")
+        assert.is_truthy(n, out)
+        assert.is_true(tonumber(n) > 0)
+        assert.are.equal("0", pid)
       end)
 
       it("the worker ends with its parent and holds none of its descriptors", function()
