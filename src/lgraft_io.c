@@ -723,13 +723,29 @@ static const luaL_Reg funcs[] = {
 
 /* testing.sandbox_fault(kind): the next sandboxed children (libhdf5's
  * walk and reads) crash (1), hang (2) or allocate without bound (3) before
- * doing their work; 0 turns it off (io/sandbox.h). */
+ * doing their work, or (4) a worker that has served before crashes; 0
+ * turns it off (io/sandbox.h). */
 static int l_sandbox_fault(lua_State *L) {
   gt_sandbox_test_fault((int)luaL_checkinteger(L, 1));
   return 0;
 }
 
+/* testing.sandbox_worker(on): whether file-backed libhdf5 work goes to
+ * the persistent worker (true, the default) or to a child per call. */
+static int l_sandbox_worker(lua_State *L) {
+  gt_sandbox_test_worker(lua_toboolean(L, 1));
+  return 0;
+}
+
+/* testing.sandbox_worker_pid(): the running worker's pid, or 0. */
+static int l_sandbox_worker_pid(lua_State *L) {
+  lua_pushinteger(L, gt_sandbox_worker_pid());
+  return 1;
+}
+
 static const luaL_Reg testing[] = {{"sandbox_fault", l_sandbox_fault},
+                                   {"sandbox_worker", l_sandbox_worker},
+                                   {"sandbox_worker_pid", l_sandbox_worker_pid},
                                    {NULL, NULL}};
 
 void lg_io_init(lua_State *L) {

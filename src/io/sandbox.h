@@ -19,7 +19,8 @@
  *   - must produce its result within limits->timeout_ms of wall time,
  *     else it is killed.
  * Invariant: the parent's state is never touched by the child; the result
- * is copied through a pipe, capped at limits->max_out bytes. */
+ * is copied through a pipe, capped at limits->max_out bytes.
+ * gt_sandbox_call (below) does the same work in a persistent worker. */
 #ifndef GT_SANDBOX_H
 #define GT_SANDBOX_H
 
@@ -61,6 +62,52 @@ enum { GT_SANDBOX_FAULT = -2 };
 int gt_sandbox_run(gt_sandbox_fn fn, void *ctx, const gt_sandbox_limits *lim,
                    unsigned char **out, size_t *out_len, gt_err *err);
 
+/* The persistent worker. Forking a child per call costs the child a page
+ * fault for every page of heap it writes (copy-on-write or fresh), which
+ * for libhdf5's walk of a big file is some 1,500 faults, plus the fork and
+ * the confinement. Work on a file that is mapped from disk goes instead to
+ * one long-lived child (forked on first use, confined the same way, its
+ * heap warm from earlier calls) that gets the file's descriptor over a
+ * socket and maps [off, off + len) itself. The worker's errors, crashes,
+ * hangs and limits are reported exactly as gt_sandbox_run's. It is
+ * replaced after any failure (state a corrupt file left behind never
+ * serves another file), and when a worker that had served earlier calls
+ * crashes, the call is retried once in a fresh one so that a crash is
+ * only ever blamed on the file that caused it. The worker exits when the
+ * parent's end of the socket closes (the parent exited).
+ *
+ * fn runs in the worker with req (the caller's bytes, copied) and the
+ * mapped bytes, and appends its result to out. It must be a function of
+ * this program (the worker is a fork: the same code at the same place). */
+typedef int (*gt_sandbox_serve_fn)(const unsigned char *req, size_t req_len,
+                                   const unsigned char *file, size_t file_len,
+                                   gt_sbuf *out, gt_err *err);
+
+int gt_sandbox_call(gt_sandbox_serve_fn fn, const void *req, size_t req_len,
+                    int fd, uint64_t off, uint64_t len,
+                    const gt_sandbox_limits *lim, unsigned char **out,
+                    size_t *out_len, gt_err *err);
+
+/* In a child (one-shot or the worker): run done(p) once the answer is on
+ * its way (the worker's clean-up, off the parent's critical path; a
+ * one-shot child just exits, leaving p reachable). Outside a child: now.
+ * Falls back to now when the list is full. */
+void gt_sandbox_defer(void (*done)(void *), void *p);
+
+/* Whether callers should use the worker where they can: yes while one is
+ * running; to start one, only while the parent holds at most
+ * GT_WORKER_MAX_PARENT bytes of anonymous memory. The worker shares the
+ * parent's pages of the moment it was forked, and keeps those the parent
+ * later frees or writes alive for as long as it runs: forking it from a
+ * small parent bounds that (a big one forks a short-lived child per call
+ * instead). Tests turn the worker off (gt_sandbox_test_worker(0)) to
+ * exercise a child per call. */
+#define GT_WORKER_MAX_PARENT ((unsigned long long)256 << 20)
+int gt_sandbox_use_worker(void);
+void gt_sandbox_test_worker(int on);
+/* Testing: the running worker's pid, 0 when there is none. */
+int gt_sandbox_worker_pid(void);
+
 /* In the child: say what it is doing now ("reading attribute \"x\" of
  * \"g\""), so that if it dies there the parent's error can say where. The
  * note lives in a page shared with the parent; outside a child it is a
@@ -72,7 +119,8 @@ void gt_sandbox_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 int gt_sandbox_in_child(void);
 
 /* Testing: make the next children crash (1), hang (2) or allocate without
- * bound (3) before running fn; 0 turns it off. */
+ * bound (3) before running fn, or (4) a worker that has served an earlier
+ * call crash; 0 turns it off. */
 void gt_sandbox_test_fault(int kind);
 
 #endif

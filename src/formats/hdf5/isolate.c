@@ -5,8 +5,10 @@
  * lets libhdf5 read a file it did not write: the walk over groups, datasets
  * and attributes (read.c's gt_h5_index) and every later read libhdf5 does
  * for chunked, compressed, compact or string data (gt_h5_read_one) run in a
- * sandboxed child (io/sandbox.h: rlimits, seccomp, a wall-time limit); the
- * parent gets bytes over a pipe and trusts none of them.
+ * sandboxed child (io/sandbox.h: rlimits, seccomp, a wall-time limit): the
+ * persistent worker, which maps the file itself, when the image is a window
+ * of a file mapped from disk, else a child forked per call. The parent gets
+ * bytes over a socket or pipe and trusts none of them.
  *
  * Index result, on the wire (io/wire.h), in order:
  *   meta         a value tree (the reader's m->meta)
@@ -38,14 +40,51 @@ static unsigned timeout_ms(void) {
   return v > 0 && v < 86400 ? (unsigned)v * 1000u : 60000u;
 }
 
+/* The mapped file (descriptor, offset) whose window image is, if it is
+ * one: then the sandbox's persistent worker maps the bytes itself. */
+static int file_of(const gt_storage *image, int *fd, uint64_t *off) {
+  const gt_storage *r = image;
+  while (r->parent) r = r->parent;
+  if (r->kind != GT_STORAGE_MAPPING || r->fd < 0 || !r->data || !image->data ||
+      image->data < r->data || image->size > r->size ||
+      (size_t)(image->data - r->data) > r->size - image->size)
+    return 0;
+  *fd = r->fd;
+  *off = (uint64_t)(image->data - r->data);
+  return 1;
+}
+
+/* In the worker: the mapped file as the storage the reader wants. One
+ * request at a time; the reader's references (and the deferred closes
+ * that drop them) are gone before the worker unmaps the bytes, and this
+ * first reference is never dropped. */
+static gt_storage borrowed;
+
+static gt_storage *borrow(const unsigned char *file, size_t len) {
+  memset(&borrowed, 0, sizeof borrowed);
+  borrowed.refs = 1;
+  borrowed.kind = GT_STORAGE_HEAP;
+  borrowed.data = (unsigned char *)file;
+  borrowed.size = len;
+  borrowed.fd = -1;
+  return &borrowed;
+}
+
 /* A fault of the child (a crash, a hang, a runaway allocation) says the
  * file is corrupt; the child's own errors (libhdf5's error stack, graft's
- * checks) are passed on as they are. */
-static int run(gt_sandbox_fn fn, void *ctx, uint64_t extra_mem,
+ * checks) are passed on as they are. fn(ctx) runs in a child of its own,
+ * or serve(req) in the worker when image is a window of a mapped file. */
+static int run(gt_sandbox_fn fn, void *ctx, gt_sandbox_serve_fn serve,
+               const char *req, const gt_storage *image, uint64_t extra_mem,
                uint64_t max_out, unsigned char **out, size_t *len,
                gt_err *err) {
   gt_sandbox_limits lim = {timeout_ms(), INDEX_MEM + extra_mem, max_out};
-  int rc = gt_sandbox_run(fn, ctx, &lim, out, len, err);
+  int fd;
+  uint64_t off;
+  int rc = gt_sandbox_use_worker() && file_of(image, &fd, &off)
+               ? gt_sandbox_call(serve, req, strlen(req), fd, off, image->size,
+                                 &lim, out, len, err)
+               : gt_sandbox_run(fn, ctx, &lim, out, len, err);
   if (rc != GT_SANDBOX_FAULT) return rc;
   char msg[sizeof err->msg];
   snprintf(msg, sizeof msg, "libhdf5 %.400s: the file is corrupt (libhdf5 "
@@ -85,6 +124,14 @@ static int index_child(void *ctx, gt_sbuf *out, gt_err *err) {
   free(pl);
   gt_model_free(&m);
   return rc;
+}
+
+static int index_serve(const unsigned char *req, size_t req_len,
+                       const unsigned char *file, size_t len, gt_sbuf *out,
+                       gt_err *err) {
+  (void)req;
+  (void)req_len;
+  return index_child(borrow(file, len), out, err);
 }
 
 /* ------------------------------------------------------- lazy datasets */
@@ -130,6 +177,15 @@ static int read_child(void *ctx, gt_sbuf *out, gt_err *err) {
   return rc;
 }
 
+/* In the worker: req is the dataset's path. */
+static int read_serve(const unsigned char *req, size_t req_len,
+                      const unsigned char *file, size_t len, gt_sbuf *out,
+                      gt_err *err) {
+  (void)req_len;
+  lazy_req r = {borrow(file, len), (char *)req, GT_U8, 0, NULL};
+  return read_child(&r, out, err);
+}
+
 /* Strings arrive as (count, (len, bytes)...): one blob, heads into it. */
 static int take_strings(gt_storage *s, lazy_req *r, const unsigned char *p,
                         size_t n, gt_err *err) {
@@ -163,7 +219,8 @@ static int load_isolated(gt_storage *s, gt_err *err) {
    * latter are bounded only by the file: allow the image's size. */
   uint64_t cap = r->dtype == GT_STRING ? 8 + 8 * r->numel + r->image->size
                                        : (uint64_t)s->size;
-  int rc = run(read_child, r, (uint64_t)s->size * 2, cap, &out, &n, err);
+  int rc = run(read_child, r, read_serve, r->path, r->image,
+               (uint64_t)s->size * 2, cap, &out, &n, err);
   if (rc == GT_OK) {
     if (r->dtype == GT_STRING) {
       rc = take_strings(s, r, out, n, err);
@@ -259,13 +316,17 @@ int gt_hdf5_read(gt_storage *image, gt_model *m, gt_err *err) {
   if (gt_storage_ready(image, err) != GT_OK) return GT_ERR;
   if (!gt_hdf5_sniff(image->data, image->size, &base))
     return gt_fail(err, "not an HDF5 file (no HDF5 signature)");
+  /* libhdf5 initialises itself here, once, rather than in every child. */
+  if (gt_h5_ready(err) != GT_OK) return GT_ERR;
   unsigned char *out = NULL;
   size_t n = 0;
   /* The index (names, shapes, attributes) is smaller than the file's
    * metadata, which is smaller than the file; 64 MiB covers headers of
    * files with no data at all. */
   uint64_t cap = image->size + ((uint64_t)64 << 20);
-  if (run(index_child, image, 0, cap, &out, &n, err) != GT_OK) return GT_ERR;
+  if (run(index_child, image, index_serve, "", image, 0, cap, &out, &n, err) !=
+      GT_OK)
+    return GT_ERR;
   gt_wire w = {out, n, 0};
   uint64_t count;
   int rc = gt_wire_value(&w, &m->meta, err);

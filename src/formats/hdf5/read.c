@@ -73,12 +73,21 @@ typedef struct h5file {
   gt_storage *image;
 } h5file;
 
-static void h5file_release(h5file *f) {
-  if (!f || --f->refs > 0) return;
+static void h5file_close(void *p) {
+  h5file *f = p;
   H5Fclose(f->fid);
   H5Eclear2(H5E_DEFAULT);
   gt_storage_release(f->image);
   free(f);
+}
+
+/* In a sandbox child the close waits until the answer is sent (libhdf5
+ * tearing down its metadata cache is some 6% of an index walk): the
+ * worker closes the file before its next request, a one-shot child just
+ * exits. */
+static void h5file_release(h5file *f) {
+  if (!f || --f->refs > 0) return;
+  gt_sandbox_defer(h5file_close, f);
 }
 
 static h5file *open_image(gt_storage *image, gt_err *err) {
