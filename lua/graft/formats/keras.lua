@@ -813,6 +813,26 @@ local function objects3(path, layers, cfg)
   return { format = "keras3", objects = objs }
 end
 
+-- ctx.provenance (string -> string) as root attributes, each unless the
+-- root already has that attribute (the source's or the user's wins).
+local function add_provenance(layout, p)
+  if not p then return end
+  local root
+  for _, g in ipairs(layout.groups) do if g.path == "/" then root = g end end
+  if not root then
+    root = { path = "/" }
+    table.insert(layout.groups, 1, root)
+  end
+  root.attrs = root.attrs or {}
+  local have, keys = {}, {}
+  for _, a in ipairs(root.attrs) do have[a[1]] = true end
+  for k in pairs(p) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not have[k] then root.attrs[#root.attrs + 1] = { k, "vlen-utf8", p[k] } end
+  end
+end
+
 -- A .keras archive: metadata.json, config.json, model.weights.h5 (stored,
 -- in that order, as Keras writes them). The weights go through the HDF5
 -- writer into a temporary file beside the target first.
@@ -830,9 +850,17 @@ function keras.save_zip(path, tensors, names, opts, ctx)
   assign(path, layers, names)
   local layout, order = keras.layout3(path, tensors, names, {}, objects3(path, layers, cfg))
   local md = src and src.format == "keras3" and type(src.metadata) == "table" and src.metadata or {}
-  local metadata = string.format('{"keras_version": %s, "date_saved": %s}',
+  -- metadata.json: Keras writes its version and date here and never reads
+  -- the file back when loading, so graft's provenance keys go here too
+  -- (where `graft ls` shows an archive's metadata).
+  local prov = {}
+  for k, v in pairs(ctx.provenance or {}) do
+    prov[#prov + 1] = string.format(", %s: %s", json.encode(k), json.encode(v))
+  end
+  table.sort(prov)
+  local metadata = string.format('{"keras_version": %s, "date_saved": %s%s}',
     json.encode(opts.keras_version or version_of(info, "3") or md.keras_version or KERAS3_VERSION),
-    json.encode(opts.date_saved or os.date("%Y-%m-%d@%H:%M:%S")))
+    json.encode(opts.date_saved or os.date("%Y-%m-%d@%H:%M:%S")), table.concat(prov))
   local tmp = path .. ".graft-weights.h5"
   local ok, err = pcall(function()
     ctx.write(tmp, "hdf5", order, tensors,
@@ -941,26 +969,6 @@ function keras.open(path, _, ctx)
   return remember(tensors, names, h5)
 end
 
--- ctx.provenance (string -> string) as root attributes, each unless the
--- root already has that attribute (the source's or the user's wins).
-local function add_provenance(layout, p)
-  if not p then return end
-  local root
-  for _, g in ipairs(layout.groups) do if g.path == "/" then root = g end end
-  if not root then
-    root = { path = "/" }
-    table.insert(layout.groups, 1, root)
-  end
-  root.attrs = root.attrs or {}
-  local have, keys = {}, {}
-  for _, a in ipairs(root.attrs) do have[a[1]] = true end
-  for k in pairs(p) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    if not have[k] then root.attrs[#root.attrs + 1] = { k, "vlen-utf8", p[k] } end
-  end
-end
-
 -- Write through the C HDF5 writer with the layout it takes.
 function keras.save(path, tensors, names, opts, ctx)
   local format = ctx.format
@@ -969,6 +977,7 @@ function keras.save(path, tensors, names, opts, ctx)
     local cfg, info = save_config(path, opts, ctx.source_meta)
     if cfg then
       local layout, order = layout_full2(path, tensors, names, opts, cfg, info)
+      add_provenance(layout, ctx.provenance)
       return ctx.write(path, "hdf5", order, tensors,
         { layout = json.encode(layout), progress = ctx.progress(path) })
     end

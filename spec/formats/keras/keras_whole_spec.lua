@@ -46,9 +46,12 @@ describe("whole Keras models", function()
       files[#files + 1] = dir .. "/" .. w[1]
     end
     -- Config given as a table, and a .keras re-saved with its own config.
-    graft.save(dir .. "/w_cfg.keras", k, { model_config = graft.keras.config(dir .. "/k3.keras") })
+    -- Config given as a table, with a provenance (the whole model still loads).
+    local prov = graft.provenance.make({ dir .. "/torch.pt" })
+    graft.save(dir .. "/w_cfg.keras", k, { model_config = graft.keras.config(dir .. "/k3.keras"),
+      provenance = prov })
     graft.save(dir .. "/w_cfg.h5", k, { model_config = graft.keras.config(dir .. "/k2.h5"),
-      training_config = H.read(dir .. "/k2.train.json") })
+      training_config = H.read(dir .. "/k2.train.json"), provenance = prov })
     graft.save(dir .. "/w_again.keras", graft.open(dir .. "/w_k3.keras"))
     for _, f in ipairs({ "w_cfg.keras", "w_cfg.h5", "w_again.keras" }) do
       files[#files + 1] = dir .. "/" .. f
@@ -111,6 +114,18 @@ describe("whole Keras models", function()
     assert.is_nil(m.training_config)
     assert.are.same(json.decode(H.read(dir .. "/k2.train.json")),
       graft.meta(graft.open(dir .. "/w_cfg.h5")).training_config)
+  end)
+
+  it("whole models record graft's provenance (root attributes of the .h5, the archive's metadata.json)", function()
+    local sha = graft.core.sha256_file(dir .. "/torch.pt")
+    for _, f in ipairs({ "w_cfg.h5", "w_cfg.keras" }) do
+      local out, err, code = H.graft("ls", "--json", dir .. "/" .. f)
+      assert.are.equal(0, code, err)
+      local md = json.decode(out).metadata
+      assert.are.equal("table", type(md), f .. ": " .. out)
+      assert.are.equal(graft.version, md["graft.version"], f)
+      assert.are.same({ { name = "torch.pt", sha256 = sha } }, json.decode(md["graft.sources"]), f)
+    end
   end)
 
   it("a .h5 without a config stays weights-only", function()
