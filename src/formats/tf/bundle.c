@@ -881,8 +881,11 @@ static int data_order(gt_tfindex *x, gt_err *err) {
     }
     l[n++] = y;
   }
-  qsort(l, n, sizeof *l, cmp_listed);
-  for (size_t k = 0; k < n; k++) x->order[k] = l[k].r;
+  /* Bundles written in key order (TensorFlow's usual) need no sort. */
+  size_t k = 1;
+  while (k < n && cmp_listed(&l[k - 1], &l[k]) < 0) k++;
+  if (k < n) qsort(l, n, sizeof *l, cmp_listed);
+  for (k = 0; k < n; k++) x->order[k] = l[k].r;
   free(l);
   return GT_OK;
 }
