@@ -129,6 +129,15 @@ describe("tf compact index", function()
     end
   end)
 
+  it("opens a bundle of scalars only (no dimension in the whole index)", function()
+    -- fuzz/tfbundle.c found x->dims NULL here (UBSan: zero offset to NULL)
+    local b = string.pack("<f", 2.5)
+    local p = T.write(H.tmpdir(), { s = T.plain(T.DT.float, {}, b, 0) }, { b })
+    local m = graft.open(p)
+    assert.same({}, m.s.shape)
+    assert.equal(2.5, m.s:totable())
+  end)
+
   it("a handle made from a bundle saves like any tensor", function()
     local p = build(H.tmpdir())
     local m = graft.open(p)

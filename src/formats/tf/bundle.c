@@ -927,7 +927,11 @@ static int index_records(gt_tfindex *x, meta_maps *mm, gt_err *err) {
     return gt_fail(err, "%s: %zu entries are too many", x->b.index_path, n);
   x->rec = malloc((n ? n : 1) * sizeof *x->rec);
   x->keys = malloc(kb ? kb : 1);
-  if (!x->rec || !x->keys)
+  /* Room for one dimension an entry to start with (never NULL: scalars
+   * only still make x->dims + 0 a valid pointer). */
+  x->dims_cap = n ? n : 1;
+  x->dims = malloc(x->dims_cap * sizeof *x->dims);
+  if (!x->rec || !x->keys || !x->dims)
     return gt_fail(err, "%s: out of memory for %zu entries", x->b.index_path, n);
   for (size_t i = 1; i < t->n; i++) {
     if (t->kv[i].klen && t->kv[i].key[0] == 0) continue;
