@@ -799,7 +799,7 @@ static int add_record(gt_tfindex *x, size_t i, const Tensorflow__BundleEntryProt
     return gt_fail(err, "%s: a key of %zu bytes is not a usable tensor name",
                    x->b.index_path, kv->klen);
   char name[MAX_KEY];
-  memcpy(name, kv->key, kv->klen);
+  if (kv->klen) memcpy(name, kv->key, kv->klen);
   name[kv->klen] = 0;
   tfrec *c = &x->rec[x->nrec];
   memset(c, 0, sizeof *c);
@@ -810,7 +810,7 @@ static int add_record(gt_tfindex *x, size_t i, const Tensorflow__BundleEntryProt
   c->size = e->size;
   c->crc = e->crc32c;
   c->tfdt = (int32_t)e->dtype;
-  memcpy(x->keys + x->nkeys, kv->key, kv->klen);
+  if (kv->klen) memcpy(x->keys + x->nkeys, kv->key, kv->klen);
   x->nkeys += kv->klen;
   x->nrec++;
   if (e->n_slices > 0) {
