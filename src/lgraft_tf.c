@@ -284,9 +284,7 @@ static int l_tf_open(lua_State *L) {
   ref->meta = NULL;
   push_entries(L, 2);
   lua_setfield(L, 6, "entries");
-  lua_pushliteral(L, "tf");
-  lua_setfield(L, 6, "format");
-  return 3;
+  return 3;   /* the caller (formats/tf.lua) sets meta.format */
 }
 
 static int l_tftable_build(lua_State *L) {
