@@ -159,9 +159,11 @@ describe("memory caps", function()
     -- ~240 since the index opens into its compact form (lazy handles; see
     -- docs/API.md). The issue's target, 300, is the bound.
     -- Under a sanitizer build (make asan) every allocation carries the
-    -- sanitizer's redzones and bookkeeping: about twice the bytes.
+    -- sanitizer's header and redzones, which more than double Lua's small
+    -- objects (a 40-byte string or handle), and its quarantine keeps the
+    -- blocks freed while the index is read: measured 835 bytes an entry.
     local sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan") ~= nil
-    local bound = sanitized and 2 * 300 or 300
+    local bound = sanitized and 4 * 300 or 300
     assert.truthy(per < bound, string.format("%.0f bytes an entry", per))
   end)
 end)
