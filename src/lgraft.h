@@ -14,11 +14,36 @@
 
 #define LG_TENSOR "graft.tensor"
 
-/* Tensor userdata: created "empty" (storage NULL) with its metatable set
- * before a storage is attached, so __gc always sees a consistent object. */
+/* A source of tensors made on first use (lazy handles): a big index opens
+ * as one handle of a few bytes per entry (lg_push_lazy), whose view is made
+ * when the handle is first used. Reference-counted: each lazy handle holds
+ * one reference until it is made or released. */
+typedef struct lg_lazy {
+  size_t refs;
+  /* The view of entry i (a new storage reference); GT_ERR on failure. */
+  int (*make)(struct lg_lazy *z, uint32_t i, gt_tensor *out, gt_err *err);
+  /* dtype, ndim and shape of entry i into out (storage NULL). */
+  void (*peek)(const struct lg_lazy *z, uint32_t i, gt_tensor *out);
+  void (*destroy)(struct lg_lazy *z);   /* when refs drops to 0 */
+} lg_lazy;
+void lg_lazy_retain(lg_lazy *z);
+void lg_lazy_release(lg_lazy *z);
+
+/* Tensor userdata. A full handle (lg_push_tensor) holds its view inline:
+ * created "empty" (storage NULL) with its metatable set before a storage
+ * is attached, so __gc always sees a consistent object. A lazy handle
+ * (lg_push_lazy) is only this header (16 bytes): LG_LAZY until first used,
+ * then LG_MADE with its view malloc'd. */
+enum { LG_FULL, LG_LAZY, LG_MADE, LG_GONE };
 typedef struct lg_tensor {
-  gt_tensor t;
+  void *p;              /* LG_LAZY: the lg_lazy; LG_MADE: the gt_tensor */
+  uint32_t i;           /* LG_LAZY: the entry */
+  unsigned char kind;   /* LG_GONE: a released lazy handle */
 } lg_tensor;
+typedef struct lg_tensor_full {
+  lg_tensor h;          /* kind LG_FULL */
+  gt_tensor t;          /* storage NULL once released */
+} lg_tensor_full;
 
 /* Every method returns a new handle (never its receiver), so closing a
  * result never releases its source. A handle released by __close (<close>
@@ -26,12 +51,17 @@ typedef struct lg_tensor {
  * storage reference and keeps its metatable with storage == NULL. */
 #define LG_RELEASED "tensor is released (closed); this handle cannot be used"
 
-/* New userdata whose tensor takes over *t (t is zeroed). */
-lg_tensor *lg_push_tensor(lua_State *L, gt_tensor *t);
-/* The tensor at idx; raises "graft: tensor is released ..." for a
- * released handle and a type error for anything else. */
+/* New full userdata whose tensor takes over *t (t is zeroed); returns its
+ * view. */
+gt_tensor *lg_push_tensor(lua_State *L, gt_tensor *t);
+/* New lazy handle on entry i of z (retains z). */
+void lg_push_lazy(lua_State *L, lg_lazy *z, uint32_t i);
+/* The tensor at idx (a lazy handle is made here, raising if that fails);
+ * raises "graft: tensor is released ..." for a released handle and a type
+ * error for anything else. */
 gt_tensor *lg_check_tensor(lua_State *L, int idx);
-/* The tensor at idx, or NULL (not a tensor, or released). */
+/* The tensor at idx, or NULL (not a tensor, or released); a lazy handle is
+ * made here. */
 gt_tensor *lg_test_tensor(lua_State *L, int idx);
 /* Whether idx holds a released tensor handle. */
 int lg_released(lua_State *L, int idx);

@@ -21,29 +21,87 @@
 
 /* ---- userdata plumbing ------------------------------------------------ */
 
-lg_tensor *lg_push_tensor(lua_State *L, gt_tensor *t) {
-  lg_tensor *u = lua_newuserdatauv(L, sizeof *u, 0);
+gt_tensor *lg_push_tensor(lua_State *L, gt_tensor *t) {
+  lg_tensor_full *u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
+  u->h.kind = LG_FULL;
   luaL_setmetatable(L, LG_TENSOR);
   u->t = *t;
   memset(t, 0, sizeof *t);
-  return u;
+  return &u->t;
+}
+
+void lg_lazy_retain(lg_lazy *z) { z->refs++; }
+
+void lg_lazy_release(lg_lazy *z) {
+  if (z && --z->refs == 0) z->destroy(z);
+}
+
+void lg_push_lazy(lua_State *L, lg_lazy *z, uint32_t i) {
+  lg_tensor *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->kind = LG_GONE;
+  u->p = NULL;
+  u->i = 0;
+  luaL_setmetatable(L, LG_TENSOR);
+  lg_lazy_retain(z);
+  u->p = z;
+  u->i = i;
+  u->kind = LG_LAZY;
+}
+
+/* The view of a handle, or NULL when released; a lazy one is made now. */
+static gt_tensor *view_of(lua_State *L, lg_tensor *u) {
+  switch (u->kind) {
+  case LG_FULL: {
+    gt_tensor *t = &((lg_tensor_full *)u)->t;
+    return t->storage ? t : NULL;
+  }
+  case LG_MADE: return u->p;
+  case LG_LAZY: {
+    lg_lazy *z = u->p;
+    gt_tensor *t = malloc(sizeof *t);
+    gt_err e;
+    if (!t) return luaL_error(L, "graft: out of memory for a tensor view"), NULL;
+    if (z->make(z, u->i, t, &e) != GT_OK) {
+      free(t);
+      lg_raise(L, NULL, &e);
+    }
+    u->p = t;
+    u->kind = LG_MADE;
+    lg_lazy_release(z);
+    return t;
+  }
+  default: return NULL;
+  }
 }
 
 gt_tensor *lg_test_tensor(lua_State *L, int idx) {
   lg_tensor *u = luaL_testudata(L, idx, LG_TENSOR);
-  return u && u->t.storage ? &u->t : NULL;
+  return u ? view_of(L, u) : NULL;
 }
 
 int lg_released(lua_State *L, int idx) {
   lg_tensor *u = luaL_testudata(L, idx, LG_TENSOR);
-  return u && !u->t.storage;
+  if (!u) return 0;
+  return u->kind == LG_GONE ||
+         (u->kind == LG_FULL && !((lg_tensor_full *)u)->t.storage);
 }
 
 gt_tensor *lg_check_tensor(lua_State *L, int idx) {
   lg_tensor *u = luaL_checkudata(L, idx, LG_TENSOR);
-  if (!u->t.storage) luaL_error(L, "graft: " LG_RELEASED);
-  return &u->t;
+  gt_tensor *t = view_of(L, u);
+  if (!t) luaL_error(L, "graft: " LG_RELEASED);
+  return t;
+}
+
+/* dtype and shape of the handle at 1 without making a lazy one: into
+ * *tmp (storage NULL) for a lazy handle. NULL when released. */
+static const gt_tensor *peek_tensor(lua_State *L, gt_tensor *tmp) {
+  lg_tensor *u = luaL_checkudata(L, 1, LG_TENSOR);
+  if (u->kind != LG_LAZY) return view_of(L, u);
+  const lg_lazy *z = u->p;
+  z->peek(z, u->i, tmp);
+  return tmp;
 }
 
 int lg_raise(lua_State *L, const char *ctx, const gt_err *e) {
@@ -60,9 +118,17 @@ void lg_account(lua_State *L, size_t bytes) {
   if (bytes >= 65536) lua_gc(L, LUA_GCSTEP, (int)(bytes / 1024 > 1 << 30 ? 1 << 30 : bytes / 1024));
 }
 
+/* __gc and __close: the handle drops what it holds and is released. */
 static int t_gc(lua_State *L) {
   lg_tensor *u = luaL_checkudata(L, 1, LG_TENSOR);
-  gt_tensor_free(&u->t);
+  switch (u->kind) {
+  case LG_FULL: gt_tensor_free(&((lg_tensor_full *)u)->t); return 0;
+  case LG_MADE: gt_tensor_free(u->p); free(u->p); break;
+  case LG_LAZY: lg_lazy_release(u->p); break;
+  default: break;
+  }
+  u->p = NULL;
+  u->kind = LG_GONE;
   return 0;
 }
 
@@ -115,8 +181,12 @@ static void push_shape(lua_State *L, const gt_tensor *t) {
   }
 }
 
+/* Fields are read without making a lazy handle (graft ls on an index of
+ * 10^6 entries makes none); methods make it. */
 static int t_index(lua_State *L) {
-  gt_tensor *t = lg_check_tensor(L, 1);
+  gt_tensor tmp;
+  const gt_tensor *t = peek_tensor(L, &tmp);
+  if (!t) return luaL_error(L, "graft: " LG_RELEASED);
   const char *k = luaL_checkstring(L, 2);
   if (strcmp(k, "dtype") == 0) lua_pushstring(L, gt_dtype_name(t->dtype));
   else if (strcmp(k, "shape") == 0) push_shape(L, t);
@@ -138,17 +208,18 @@ static int t_newindex(lua_State *L) {
 }
 
 static int t_tostring(lua_State *L) {
-  lg_tensor *u = luaL_checkudata(L, 1, LG_TENSOR);
-  if (!u->t.storage) {
+  gt_tensor tmp;
+  const gt_tensor *t = peek_tensor(L, &tmp);
+  if (!t) {
     lua_pushliteral(L, "Tensor(released)");
     return 1;
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  lua_pushfstring(L, "Tensor(%s, {", gt_dtype_name(u->t.dtype));
+  lua_pushfstring(L, "Tensor(%s, {", gt_dtype_name(t->dtype));
   luaL_addvalue(&b);
-  for (int i = 0; i < u->t.ndim; i++) {
-    lua_pushfstring(L, i ? ",%I" : "%I", (lua_Integer)u->t.shape[i]);
+  for (int i = 0; i < t->ndim; i++) {
+    lua_pushfstring(L, i ? ",%I" : "%I", (lua_Integer)t->shape[i]);
     luaL_addvalue(&b);
   }
   luaL_addstring(&b, "})");
@@ -739,11 +810,11 @@ static int g_tensor(lua_State *L) {
   gt_tensor wide;
   gt_dtype wdt = is_intlike(dt) ? GT_I64 : GT_F64;
   if (gt_tensor_zeros(&wide, wdt, n, shape, &e) != GT_OK) return lg_raise(L, "tensor", &e);
-  lg_tensor *keep = lg_push_tensor(L, &wide); /* freed by GC if we raise */
-  fill f = {keep->t.storage->data, wdt, 0};
+  gt_tensor *keep = lg_push_tensor(L, &wide); /* freed by GC if we raise */
+  fill f = {keep->storage->data, wdt, 0};
   fill_nested(L, 1, 0, n, shape, &f);
   if (gt_tensor_zeros(&out, dt, n, shape, &e) != GT_OK) return lg_raise(L, "tensor", &e);
-  if (gt_copy_into(&keep->t, dt, out.storage->data, &e) != GT_OK) {
+  if (gt_copy_into(keep, dt, out.storage->data, &e) != GT_OK) {
     gt_tensor_free(&out);
     return lg_raise(L, "tensor", &e);
   }

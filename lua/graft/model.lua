@@ -29,6 +29,11 @@ function M.names(m)
     for _, n in ipairs(i.names) do
       if m[n] ~= nil then names[#names + 1] = n end
     end
+    -- Nothing added since it was opened (names are unique): no need for a
+    -- set of 10^6 names to find the extra keys.
+    local count = 0
+    for _ in pairs(m) do count = count + 1 end
+    if count == #names then return names end
     local seen = {}
     for _, n in ipairs(names) do seen[n] = true end
     local extra = {}

@@ -12,6 +12,7 @@
 #include "io/checked.h"
 #include "io/crc32c.h"
 #include "io/fileout.h"
+#include "io/grow.h"
 #include "tensor_bundle.pb-c.h"
 #include "formats/tf/proto.h"
 #include "trackable_object_graph.pb-c.h"
@@ -306,41 +307,69 @@ static int open_bundle(bundle *b, const char *prefix, gt_err *err) {
   return GT_OK;
 }
 
+/* Where an entry's bytes lie: shard_id, byte range and masked crc32c (a
+ * BundleEntryProto's fields, kept by the compact index). */
+typedef struct loc {
+  int32_t shard;
+  int64_t offset, size;
+  uint32_t crc;
+} loc;
+
+static loc loc_of(const Tensorflow__BundleEntryProto *e) {
+  loc l = {e->shard_id, e->offset, e->size, e->crc32c};
+  return l;
+}
+
 /* Where an entry's bytes are: shard and range checked against the file. */
-static int entry_range(const bundle *b, const char *what,
-                       const Tensorflow__BundleEntryProto *e, gt_err *err) {
-  if (e->shard_id < 0 || e->shard_id >= b->num_shards)
+static int entry_range(const bundle *b, const char *what, loc e, gt_err *err) {
+  if (e.shard < 0 || e.shard >= b->num_shards)
     return gt_fail(err, "%s: shard_id %d is not below num_shards %d", what,
-                   (int)e->shard_id, b->num_shards);
-  uint64_t end, have = b->shards[e->shard_id]->size;
-  if (e->offset < 0 || e->size < 0 ||
-      gt_add_u64((uint64_t)e->offset, (uint64_t)e->size,
+                   (int)e.shard, b->num_shards);
+  uint64_t end, have = b->shards[e.shard]->size;
+  if (e.offset < 0 || e.size < 0 ||
+      gt_add_u64((uint64_t)e.offset, (uint64_t)e.size,
                  (unsigned long long *)&end) || end > have)
     return gt_fail(err, "%s: bytes [%lld, +%lld) lie past the end of %s "
-                        "(%llu bytes)", what, (long long)e->offset,
-                   (long long)e->size, b->shard_paths[e->shard_id],
+                        "(%llu bytes)", what, (long long)e.offset,
+                   (long long)e.size, b->shard_paths[e.shard],
                    (unsigned long long)have);
   return GT_OK;
 }
 
-/* The storage of a plain (unsliced) entry: dtype/shape/size checked.
- * DT_STRING entries are parsed on first use; numeric ones are checked
- * storages (crc32c on first use, then in place when aligned). */
-static gt_storage *entry_storage(const bundle *b, const char *what,
-                                 const Tensorflow__BundleEntryProto *e,
-                                 gt_dtype dt, int64_t numel, gt_err *err) {
-  if (entry_range(b, what, e, err) != GT_OK) return NULL;
-  gt_storage *sh = b->shards[e->shard_id];
+/* Whether a plain (unsliced) entry of numel dt elements can be made from
+ * e: its range lies in its shard, a numeric entry's size is numel elements
+ * and a DT_STRING entry has room for numel lengths. Opening checks this for
+ * every entry; entry_storage relies on it. */
+static int entry_check(const bundle *b, const char *what, loc e, gt_dtype dt,
+                       int64_t numel, gt_err *err) {
+  if (entry_range(b, what, e, err) != GT_OK) return GT_ERR;
   if (dt != GT_STRING) {
     unsigned long long want;
-    gt_checked k = {.kind = GT_SUM_CRC32C_MASKED, .sum = e->crc32c,
-                    .sum_off = (uint64_t)e->offset, .sum_len = (uint64_t)e->size,
-                    .data_off = (uint64_t)e->offset, .align = gt_dtype_size(dt)};
-    if (gt_mul_u64((unsigned long long)numel, k.align, &want) ||
-        want != k.sum_len)
+    if (gt_mul_u64((unsigned long long)numel, gt_dtype_size(dt), &want) ||
+        want != (uint64_t)e.size)
       return gt_fail(err, "%s: size %lld does not match %s %lld elements", what,
-                     (long long)e->size, gt_dtype_name(dt), (long long)numel),
-             NULL;
+                     (long long)e.size, gt_dtype_name(dt), (long long)numel);
+    return GT_OK;
+  }
+  /* Each element needs at least its one-byte length. */
+  if ((uint64_t)numel > (uint64_t)e.size ||
+      (uint64_t)numel > SIZE_MAX / sizeof(gt_str))
+    return gt_fail(err, "%s: %lld strings cannot fit in %lld bytes", what,
+                   (long long)numel, (long long)e.size);
+  return GT_OK;
+}
+
+/* The storage of a plain (unsliced) entry, checked by entry_check.
+ * DT_STRING entries are parsed on first use; numeric ones are checked
+ * storages (crc32c on first use, then in place when aligned). */
+static gt_storage *entry_storage(const bundle *b, const char *what, loc e,
+                                 gt_dtype dt, int64_t numel, gt_err *err) {
+  if (entry_check(b, what, e, dt, numel, err) != GT_OK) return NULL;
+  gt_storage *sh = b->shards[e.shard];
+  if (dt != GT_STRING) {
+    gt_checked k = {.kind = GT_SUM_CRC32C_MASKED, .sum = e.crc,
+                    .sum_off = (uint64_t)e.offset, .sum_len = (uint64_t)e.size,
+                    .data_off = (uint64_t)e.offset, .align = gt_dtype_size(dt)};
     /* Complex types align on their component. */
     if (dt == GT_C64 || dt == GT_C128) k.align /= 2;
     return gt_checked_storage(sh, &k, k.sum_len, strdup(what), err);
@@ -350,16 +379,10 @@ static gt_storage *entry_storage(const bundle *b, const char *what,
     free(c);
     return gt_fail(err, "out of memory"), NULL;
   }
-  c->off = (uint64_t)e->offset;
-  c->size = (uint64_t)e->size;
+  c->off = (uint64_t)e.offset;
+  c->size = (uint64_t)e.size;
   c->numel = (uint64_t)numel;
-  c->crc = e->crc32c;
-  /* Each element needs at least its one-byte length. */
-  if ((uint64_t)numel > c->size || (uint64_t)numel > SIZE_MAX / sizeof(gt_str)) {
-    free_entry(c);
-    return gt_fail(err, "%s: %lld strings cannot fit in %lld bytes", what,
-                   (long long)numel, (long long)e->size), NULL;
-  }
+  c->crc = e.crc;
   return gt_storage_lazy((size_t)numel * sizeof(gt_str), sh, load_string, c,
                          free_entry, err);
 }
@@ -390,7 +413,7 @@ static int slice_from(const bundle *b, const Tensorflow__BundleEntryProto *e,
                       gt_err *err) {
   out->what = label(b->index_path, name, strlen(name));
   if (!out->what) return gt_fail(err, "out of memory");
-  if (entry_range(b, out->what, e, err) != GT_OK) return GT_ERR;
+  if (entry_range(b, out->what, loc_of(e), err) != GT_OK) return GT_ERR;
   int64_t n = 1;
   for (int d = 0; d < ndim; d++) n *= out->len[d];
   if ((uint64_t)e->size != (uint64_t)n * gt_dtype_size(dt))
@@ -455,64 +478,11 @@ static gt_storage *part_storage(bundle *b, const char *name,
                          err);
 }
 
-/* One listed tensor, placed in data order. */
-typedef struct listed {
-  size_t i;           /* table index */
-  int shard;
-  int64_t off;
-} listed;
-
-static int cmp_listed(const void *a, const void *b) {
-  const listed *x = a, *y = b;
-  if (x->shard != y->shard) return x->shard < y->shard ? -1 : 1;
-  if (x->off != y->off) return x->off < y->off ? -1 : 1;
-  return x->i < y->i ? -1 : x->i > y->i;
-}
-
-static gt_value *meta_map(void) { return gt_value_new(GT_V_MAP); }
-
-static int add_tensor(bundle *b, gt_model *m, size_t i,
-                      const Tensorflow__BundleEntryProto *e, gt_value *skipped,
-                      gt_err *err) {
-  const gt_tfkv *kv = &b->table.kv[i];
-  char name[4096];
-  if (kv->klen >= sizeof name || memchr(kv->key, 0, kv->klen))
-    return gt_fail(err, "%s: a key of %zu bytes is not a usable tensor name",
-                   b->index_path, kv->klen);
-  memcpy(name, kv->key, kv->klen);
-  name[kv->klen] = 0;
-  gt_dtype dt;
-  char nb[24];
-  if (gt_tf_to_dtype((int)e->dtype, &dt) != 0) {
-    const char *dn = gt_tf_dtype_name((int)e->dtype, nb);
-    return gt_value_setk(skipped, name, gt_value_str(dn, strlen(dn)));
-  }
-  int ndim;
-  int64_t shape[GT_MAXDIM], numel;
-  if (gt_tf_shape(e->shape, &ndim, shape, err) != GT_OK ||
-      gt_numel(ndim, shape, &numel, err) != GT_OK)
-    return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
-  gt_storage *s;
-  if (e->n_slices > 0) {
-    s = part_storage(b, name, e, dt, ndim, shape, err);
-  } else {
-    char *what = label(b->index_path, name, kv->klen);
-    if (!what) return gt_fail(err, "out of memory");
-    s = entry_storage(b, what, e, dt, numel, err);
-    free(what);
-  }
-  if (!s) return GT_ERR;
-  gt_tensor t;
-  int rc = gt_tensor_make(&t, s, dt, ndim, shape, 0, err);
-  gt_storage_release(s);
-  if (rc != GT_OK) return gt_wrap(err, "%s: key \"%s\"", b->index_path, name);
-  t.swap = b->big && dt != GT_STRING && gt_dtype_size(dt) > 1;
-  return gt_model_add(m, name, kv->klen, &t, err);
-}
-
 /* ------------------------------------------------------------------ */
 /* 4. Metadata                                                          */
 /* ------------------------------------------------------------------ */
+
+static gt_value *meta_map(void) { return gt_value_new(GT_V_MAP); }
 
 static int set_int(gt_value *map, const char *k, int64_t v) {
   return gt_value_setk(map, k, gt_value_int(v));
@@ -522,12 +492,13 @@ static int set_str(gt_value *map, const char *k, const char *s) {
   return gt_value_setk(map, k, gt_value_str(s, strlen(s)));
 }
 
-static gt_value *entry_meta(const Tensorflow__BundleEntryProto *e) {
+/* meta.entries[key]: {shard_id, offset, size, crc32c, dtype = "DT_..."}. */
+static gt_value *entry_meta(loc e, int tfdt) {
   gt_value *d = meta_map();
   char nb[24];
-  if (!d || set_int(d, "shard_id", e->shard_id) || set_int(d, "offset", e->offset) ||
-      set_int(d, "size", e->size) || set_int(d, "crc32c", e->crc32c) ||
-      set_str(d, "dtype", gt_tf_dtype_name((int)e->dtype, nb))) {
+  if (!d || set_int(d, "shard_id", e.shard) || set_int(d, "offset", e.offset) ||
+      set_int(d, "size", e.size) || set_int(d, "crc32c", e.crc) ||
+      set_str(d, "dtype", gt_tf_dtype_name(tfdt, nb))) {
     gt_value_free(d);
     return NULL;
   }
@@ -622,7 +593,7 @@ static int object_graph(bundle *b, gt_value **out, gt_err *err) {
   if (e->dtype != TENSORFLOW__DATA_TYPE__DT_STRING || !e->shape ||
       e->shape->n_dim != 0) {
     gt_fail(err, "%s: not a string scalar", what);
-  } else if (entry_range(b, what, e, err) == GT_OK &&
+  } else if (entry_range(b, what, loc_of(e), err) == GT_OK &&
              parse_strings(what, b->shards[e->shard_id]->data + e->offset,
                            (uint64_t)e->size, 1, e->crc32c, &s, err) == GT_OK) {
     Tensorflow__TrackableObjectGraph *g = tensorflow__trackable_object_graph__unpack(
@@ -640,48 +611,301 @@ static int object_graph(bundle *b, gt_value **out, gt_err *err) {
   return rc;
 }
 
-/* meta.entries / meta.partitioned: where each listed entry lives. */
-typedef struct meta_maps {
-  gt_value *d, *ents, *parts;
-} meta_maps;
+/* ------------------------------------------------------------------ */
+/* 4b. The compact index                                                */
+/* ------------------------------------------------------------------ */
 
-static int meta_begin(meta_maps *mm, gt_value *skipped, gt_model *m,
-                      gt_err *err) {
-  mm->d = meta_map();
-  mm->ents = meta_map();
-  mm->parts = meta_map();
-  if (!mm->d || !mm->ents || !mm->parts) {
-    gt_value_free(mm->d);
-    gt_value_free(mm->ents);
-    gt_value_free(mm->parts);
-    gt_value_free(skipped);
-    return gt_fail(err, "out of memory");
+/* What opening keeps of one table entry (other than the header and the
+ * slice entries), in key order: 48 bytes, its key in x->keys and its dims
+ * in x->dims. Every check a tensor needs is made when the index is opened;
+ * its storage, view and meta are made only when asked for. */
+enum { REC_LISTED = 1,   /* a tensor graft lists (else meta.skipped) */
+       REC_SLICED = 2 }; /* a partitioned variable (meta.partitioned) */
+
+typedef struct tfrec {
+  uint64_t key;    /* offset of its key in x->keys */
+  int64_t offset;  /* in its shard; for a listed sliced entry, its x->parts index */
+  int64_t size;
+  uint32_t dims;   /* index of dim 0 in x->dims */
+  uint16_t klen;   /* < MAX_KEY */
+  uint8_t ndim, flags;
+  int32_t shard, tfdt;
+  uint32_t crc;    /* masked crc32c */
+  uint8_t dt;      /* gt_dtype of a listed entry */
+} tfrec;
+
+/* Longest key that names a tensor (longer ones are refused). */
+#define MAX_KEY 4096
+
+struct gt_tfindex {
+  bundle b;           /* shards, paths and the index path; table closed */
+  tfrec *rec;
+  size_t nrec;
+  unsigned char *keys;
+  size_t nkeys;
+  int64_t *dims;
+  size_t ndims, dims_cap;
+  uint32_t *order;    /* listed records in data order */
+  size_t nlisted;
+  gt_tensor *parts;   /* partitioned variables, made when opened */
+  size_t nparts, parts_cap;
+  gt_value *meta;     /* all of meta but entries; NULL once taken */
+};
+
+void gt_tfindex_free(gt_tfindex *x) {
+  if (!x) return;
+  for (size_t i = 0; i < x->nparts; i++) gt_tensor_free(&x->parts[i]);
+  free(x->parts);
+  free(x->rec);
+  free(x->keys);
+  free(x->dims);
+  free(x->order);
+  gt_value_free(x->meta);
+  bundle_close(&x->b);
+  free(x);
+}
+
+size_t gt_tfindex_count(const gt_tfindex *x) { return x->nlisted; }
+size_t gt_tfindex_nentries(const gt_tfindex *x) { return x->nrec; }
+const char *gt_tfindex_path(const gt_tfindex *x) { return x->b.index_path; }
+
+size_t gt_tfindex_listed(const gt_tfindex *x, size_t k) { return x->order[k]; }
+
+const char *gt_tfindex_key(const gt_tfindex *x, size_t r, size_t *len) {
+  *len = x->rec[r].klen;
+  return (const char *)x->keys + x->rec[r].key;
+}
+
+void gt_tfindex_entry(const gt_tfindex *x, size_t r, gt_tfentry *out) {
+  const tfrec *c = &x->rec[r];
+  out->key = (const char *)x->keys + c->key;
+  out->klen = c->klen;
+  out->shard_id = c->shard;
+  out->offset = c->offset;
+  out->size = c->size;
+  out->crc32c = c->crc;
+  out->tf_dtype = c->tfdt;
+  out->listed = (c->flags & REC_LISTED) != 0;
+  out->sliced = (c->flags & REC_SLICED) != 0;
+}
+
+long gt_tfindex_find(const gt_tfindex *x, const char *key, size_t len) {
+  size_t lo = 0, hi = x->nrec;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const tfrec *c = &x->rec[mid];
+    int d = cmp_key(x->keys + c->key, c->klen, (const unsigned char *)key, len);
+    if (d == 0) return (long)mid;
+    if (d < 0) lo = mid + 1;
+    else hi = mid;
   }
-  m->meta = mm->d;   /* owns ents, parts and skipped from here on */
-  if (gt_value_setk(mm->d, "entries", mm->ents) ||
-      gt_value_setk(mm->d, "partitioned", mm->parts) ||
-      gt_value_setk(mm->d, "skipped", skipped))
-    return gt_fail(err, "out of memory");
+  return -1;
+}
+
+int gt_tfindex_peek(const gt_tfindex *x, size_t r, gt_tensor *out) {
+  const tfrec *c = &x->rec[r];
+  if (!(c->flags & REC_LISTED)) return GT_ERR;
+  if (c->flags & REC_SLICED) {
+    *out = x->parts[c->offset];
+    out->storage = NULL;
+    return GT_OK;
+  }
+  memset(out, 0, sizeof *out);
+  out->dtype = out->sdtype = (gt_dtype)c->dt;
+  out->ndim = c->ndim;
+  memcpy(out->shape, x->dims + c->dims, c->ndim * sizeof *out->shape);
   return GT_OK;
 }
 
-static int meta_entry(meta_maps *mm, const gt_tfkv *kv,
-                      const Tensorflow__BundleEntryProto *e, gt_err *err) {
-  gt_value *key = gt_value_str((const char *)kv->key, kv->klen);
-  int bad = e->n_slices > 0 ? gt_value_set(mm->parts, key, slices_meta(e))
-                            : gt_value_set(mm->ents, key, entry_meta(e));
-  return bad ? gt_fail(err, "out of memory") : GT_OK;
+int gt_tfindex_tensor(const gt_tfindex *x, size_t r, gt_tensor *out,
+                      gt_err *err) {
+  const tfrec *c = &x->rec[r];
+  memset(out, 0, sizeof *out);
+  if (!(c->flags & REC_LISTED))
+    return gt_fail(err, "%s: entry %zu is not a tensor", x->b.index_path, r);
+  if (c->flags & REC_SLICED) {
+    gt_tensor_ref(out, &x->parts[c->offset]);
+    return GT_OK;
+  }
+  char *what = label(x->b.index_path, (const char *)x->keys + c->key, c->klen);
+  if (!what) return gt_fail(err, "%s: out of memory", x->b.index_path);
+  gt_dtype dt = (gt_dtype)c->dt;
+  const int64_t *shape = x->dims + c->dims;
+  int64_t numel = 1;
+  for (int d = 0; d < c->ndim; d++) numel *= shape[d]; /* checked at open */
+  loc e = {c->shard, c->offset, c->size, c->crc};
+  gt_storage *s = entry_storage(&x->b, what, e, dt, numel, err);
+  int rc = GT_ERR;
+  if (s) {
+    rc = gt_tensor_make(out, s, dt, c->ndim, shape, 0, err);
+    gt_storage_release(s);
+    if (rc != GT_OK) gt_wrap(err, "%s", what);
+  }
+  free(what);
+  if (rc != GT_OK) return GT_ERR;
+  out->swap = x->b.big && dt != GT_STRING && gt_dtype_size(dt) > 1;
+  return GT_OK;
 }
 
-static int meta_end(bundle *b, meta_maps *mm, gt_err *err) {
-  gt_value *d = mm->d, *og;
+gt_value *gt_tfindex_take_meta(gt_tfindex *x) {
+  gt_value *m = x->meta;
+  x->meta = NULL;
+  return m;
+}
+
+/* The meta being built while opening. */
+typedef struct meta_maps {
+  gt_value *parts, *skipped;
+} meta_maps;
+
+static int add_dims(gt_tfindex *x, tfrec *c, int ndim, const int64_t *shape,
+                    gt_err *err) {
+  if (x->ndims + (size_t)ndim > UINT32_MAX)
+    return gt_fail(err, "%s: too many dimensions in all", x->b.index_path);
+  if (gt_grow((void **)&x->dims, &x->dims_cap, x->ndims + (size_t)ndim,
+              sizeof *x->dims))
+    return gt_fail(err, "%s: out of memory", x->b.index_path);
+  c->dims = (uint32_t)x->ndims;
+  c->ndim = (uint8_t)ndim;
+  if (ndim) memcpy(x->dims + x->ndims, shape, (size_t)ndim * sizeof *shape);
+  x->ndims += (size_t)ndim;
+  return GT_OK;
+}
+
+/* A partitioned variable is made now, from its slice entries (which only
+ * the table being read can find). */
+static int add_part(gt_tfindex *x, tfrec *c, const char *name,
+                    const Tensorflow__BundleEntryProto *e, const int64_t *shape,
+                    gt_err *err) {
+  if (gt_grow((void **)&x->parts, &x->parts_cap, x->nparts + 1, sizeof *x->parts))
+    return gt_fail(err, "%s: out of memory", x->b.index_path);
+  gt_dtype dt = (gt_dtype)c->dt;
+  gt_storage *s = part_storage(&x->b, name, e, dt, c->ndim, shape, err);
+  if (!s) return GT_ERR;
+  gt_tensor *t = &x->parts[x->nparts];
+  int rc = gt_tensor_make(t, s, dt, c->ndim, shape, 0, err);
+  gt_storage_release(s);
+  if (rc != GT_OK) return gt_wrap(err, "%s: key \"%s\"", x->b.index_path, name);
+  t->swap = x->b.big && gt_dtype_size(dt) > 1;
+  c->offset = (int64_t)x->nparts++;
+  return GT_OK;
+}
+
+/* Record of table entry i: checked, its key and dims kept. */
+static int add_record(gt_tfindex *x, size_t i, const Tensorflow__BundleEntryProto *e,
+                      meta_maps *mm, gt_err *err) {
+  const gt_tfkv *kv = &x->b.table.kv[i];
+  if (kv->klen >= MAX_KEY || memchr(kv->key, 0, kv->klen))
+    return gt_fail(err, "%s: a key of %zu bytes is not a usable tensor name",
+                   x->b.index_path, kv->klen);
+  char name[MAX_KEY];
+  if (kv->klen) memcpy(name, kv->key, kv->klen);
+  name[kv->klen] = 0;
+  tfrec *c = &x->rec[x->nrec];
+  memset(c, 0, sizeof *c);
+  c->key = x->nkeys;
+  c->klen = (uint16_t)kv->klen;
+  c->shard = e->shard_id;
+  c->offset = e->offset;
+  c->size = e->size;
+  c->crc = e->crc32c;
+  c->tfdt = (int32_t)e->dtype;
+  if (kv->klen) memcpy(x->keys + x->nkeys, kv->key, kv->klen);
+  x->nkeys += kv->klen;
+  x->nrec++;
+  if (e->n_slices > 0) {
+    c->flags |= REC_SLICED;
+    if (gt_value_setk(mm->parts, name, slices_meta(e)))
+      return gt_fail(err, "%s: out of memory", x->b.index_path);
+  }
+  gt_dtype dt;
+  char nb[24];
+  if (gt_tf_to_dtype((int)e->dtype, &dt) != 0) {
+    const char *dn = gt_tf_dtype_name((int)e->dtype, nb);
+    if (gt_value_setk(mm->skipped, name, gt_value_str(dn, strlen(dn))))
+      return gt_fail(err, "%s: out of memory", x->b.index_path);
+    return GT_OK;
+  }
+  c->dt = (uint8_t)dt;
+  int ndim;
+  int64_t shape[GT_MAXDIM], numel;
+  if (gt_tf_shape(e->shape, &ndim, shape, err) != GT_OK ||
+      gt_numel(ndim, shape, &numel, err) != GT_OK)
+    return gt_wrap(err, "%s: key \"%s\"", x->b.index_path, name);
+  if (add_dims(x, c, ndim, shape, err) != GT_OK) return GT_ERR;
+  c->flags |= REC_LISTED;
+  x->nlisted++;
+  if (e->n_slices > 0) return add_part(x, c, name, e, shape, err);
+  /* The label "<index>: key \"name\"" is made only for an error: checked
+   * first without it (10^6 snprintf calls are a tenth of opening). */
+  if (entry_check(&x->b, "", loc_of(e), dt, numel, err) == GT_OK) return GT_OK;
+  char *what = label(x->b.index_path, name, kv->klen);
+  if (!what) return gt_fail(err, "%s: out of memory", x->b.index_path);
+  entry_check(&x->b, what, loc_of(e), dt, numel, err);
+  free(what);
+  return GT_ERR;
+}
+
+/* One listed tensor, placed in data order. */
+typedef struct listed {
+  uint32_t r;         /* record */
+  int32_t shard;
+  int64_t off;
+} listed;
+
+static int cmp_listed(const void *a, const void *b) {
+  const listed *x = a, *y = b;
+  if (x->shard != y->shard) return x->shard < y->shard ? -1 : 1;
+  if (x->off != y->off) return x->off < y->off ? -1 : 1;
+  return x->r < y->r ? -1 : x->r > y->r;
+}
+
+/* x->order: listed tensors by (shard, offset), the order TensorFlow wrote
+ * them; partitioned variables last. */
+static int data_order(gt_tfindex *x, gt_err *err) {
+  listed *l = malloc((x->nlisted ? x->nlisted : 1) * sizeof *l);
+  x->order = malloc((x->nlisted ? x->nlisted : 1) * sizeof *x->order);
+  if (!l || !x->order) {
+    free(l);
+    return gt_fail(err, "%s: out of memory for %zu entries", x->b.index_path,
+                   x->nlisted);
+  }
+  size_t n = 0;
+  for (size_t r = 0; r < x->nrec; r++) {
+    const tfrec *c = &x->rec[r];
+    if (!(c->flags & REC_LISTED)) continue;
+    listed y = {(uint32_t)r, c->shard, c->offset};
+    if (c->flags & REC_SLICED) {
+      y.shard = x->b.num_shards;
+      y.off = 0;
+    }
+    l[n++] = y;
+  }
+  /* Bundles written in key order (TensorFlow's usual) need no sort. */
+  size_t k = 1;
+  while (k < n && cmp_listed(&l[k - 1], &l[k]) < 0) k++;
+  if (k < n) qsort(l, n, sizeof *l, cmp_listed);
+  for (k = 0; k < n; k++) x->order[k] = l[k].r;
+  free(l);
+  return GT_OK;
+}
+
+/* meta but entries: version, num_shards, endianness, producer,
+ * min_consumer, index_snappy_blocks, skipped, partitioned, object_graph. */
+static int index_meta(gt_tfindex *x, meta_maps *mm, gt_err *err) {
+  bundle *b = &x->b;
+  gt_value *d = x->meta, *og;
   const Tensorflow__VersionDef *v = b->hdr->version;
-  int bad = set_str(d, "version", "v2") ||
-            set_int(d, "num_shards", b->num_shards) ||
-            set_str(d, "endianness", b->big ? "big" : "little") ||
-            set_int(d, "producer", v ? v->producer : 0) ||
-            set_int(d, "min_consumer", v ? v->min_consumer : 0) ||
-            set_int(d, "index_snappy_blocks", b->table.snappy_blocks);
+  int bad = gt_value_setk(d, "partitioned", mm->parts);
+  mm->parts = NULL;
+  bad = gt_value_setk(d, "skipped", mm->skipped) || bad;
+  mm->skipped = NULL;
+  bad = bad || set_str(d, "version", "v2") ||
+        set_int(d, "num_shards", b->num_shards) ||
+        set_str(d, "endianness", b->big ? "big" : "little") ||
+        set_int(d, "producer", v ? v->producer : 0) ||
+        set_int(d, "min_consumer", v ? v->min_consumer : 0) ||
+        set_int(d, "index_snappy_blocks", b->table.snappy_blocks);
   if (bad) return gt_fail(err, "out of memory");
   if (object_graph(b, &og, err) != GT_OK) return GT_ERR;
   if (og && gt_value_setk(d, "object_graph", og))
@@ -689,63 +913,109 @@ static int meta_end(bundle *b, meta_maps *mm, gt_err *err) {
   return GT_OK;
 }
 
-/* Tensor and metadata of listed entry i; its proto is freed after. */
-static int read_entry(bundle *b, size_t i, gt_value *skipped, meta_maps *mm,
-                      gt_model *m, gt_err *err) {
-  const Tensorflow__BundleEntryProto *e = entry_get(b, i, err);
-  if (!e) return GT_ERR;
-  int rc = add_tensor(b, m, i, e, skipped, err);
-  if (rc == GT_OK) rc = meta_entry(mm, &b->table.kv[i], e, err);
-  entry_drop(b, i);
-  return rc;
+/* Records of every table entry but the header and slice entries (whose
+ * OrderedCode keys start with byte 00: they are hidden). */
+static int index_records(gt_tfindex *x, meta_maps *mm, gt_err *err) {
+  const gt_tftable *t = &x->b.table;
+  size_t n = 0, kb = 0;
+  for (size_t i = 1; i < t->n; i++)
+    if (!(t->kv[i].klen && t->kv[i].key[0] == 0)) {
+      n++;
+      kb += t->kv[i].klen;   /* keys are in the table's buffer: no overflow */
+    }
+  if (n > UINT32_MAX)
+    return gt_fail(err, "%s: %zu entries are too many", x->b.index_path, n);
+  x->rec = malloc((n ? n : 1) * sizeof *x->rec);
+  x->keys = malloc(kb ? kb : 1);
+  /* Room for one dimension an entry to start with (never NULL: scalars
+   * only still make x->dims + 0 a valid pointer). */
+  x->dims_cap = n ? n : 1;
+  x->dims = malloc(x->dims_cap * sizeof *x->dims);
+  if (!x->rec || !x->keys || !x->dims)
+    return gt_fail(err, "%s: out of memory for %zu entries", x->b.index_path, n);
+  for (size_t i = 1; i < t->n; i++) {
+    if (t->kv[i].klen && t->kv[i].key[0] == 0) continue;
+    const Tensorflow__BundleEntryProto *e = entry_get(&x->b, i, err);
+    if (!e) return GT_ERR;
+    int rc = add_record(x, i, e, mm, err);
+    entry_drop(&x->b, i);
+    if (rc != GT_OK) return GT_ERR;
+  }
+  return GT_OK;
+}
+
+int gt_tfindex_open(const char *prefix, gt_tfindex **out, gt_err *err) {
+  *out = NULL;
+  gt_tfindex *x = calloc(1, sizeof *x);
+  if (!x) return gt_fail(err, "out of memory");
+  meta_maps mm = {meta_map(), meta_map()};
+  x->meta = meta_map();
+  int rc = GT_ERR;
+  if (!mm.parts || !mm.skipped || !x->meta) {
+    memset(&x->b, 0, sizeof x->b);
+    gt_fail(err, "out of memory");
+  } else if (open_bundle(&x->b, prefix, err) == GT_OK &&
+             index_records(x, &mm, err) == GT_OK &&
+             data_order(x, err) == GT_OK && index_meta(x, &mm, err) == GT_OK) {
+    rc = GT_OK;
+  }
+  gt_value_free(mm.parts);
+  gt_value_free(mm.skipped);
+  /* The table (its kv list, keys and blocks) and the unpack cache go: the
+   * records hold what is needed. */
+  if (x->b.ent) {
+    for (size_t i = 0; i < x->b.table.n; i++)
+      if (x->b.ent[i]) tensorflow__bundle_entry_proto__free_unpacked(x->b.ent[i], NULL);
+    free(x->b.ent);
+    x->b.ent = NULL;
+  }
+  gt_tftable_close(&x->b.table);
+  if (x->b.hdr) tensorflow__bundle_header_proto__free_unpacked(x->b.hdr, NULL);
+  x->b.hdr = NULL;
+  x->b.prefix = NULL;
+  if (rc != GT_OK) {
+    gt_tfindex_free(x);
+    return GT_ERR;
+  }
+  *out = x;
+  return GT_OK;
+}
+
+/* meta.entries as a value tree: every entry but the partitioned ones. */
+static int entries_meta(const gt_tfindex *x, gt_value *meta, gt_err *err) {
+  gt_value *ents = meta_map();
+  if (!ents || gt_value_setk(meta, "entries", ents))
+    return gt_fail(err, "out of memory");
+  for (size_t r = 0; r < x->nrec; r++) {
+    const tfrec *c = &x->rec[r];
+    if (c->flags & REC_SLICED) continue;
+    loc e = {c->shard, c->offset, c->size, c->crc};
+    if (gt_value_set(ents, gt_value_str((const char *)x->keys + c->key, c->klen),
+                     entry_meta(e, c->tfdt)))
+      return gt_fail(err, "out of memory");
+  }
+  return GT_OK;
 }
 
 int gt_tfbundle_read(const char *prefix, gt_model *m, gt_err *err) {
-  bundle b;
-  listed *l = NULL;
-  size_t nl = 0;
-  gt_value *skipped = NULL;
-  int rc = GT_ERR;
+  gt_tfindex *x;
   m->format = "tf";
-  if (open_bundle(&b, prefix, err) != GT_OK) goto done;
-  l = calloc(b.table.n ? b.table.n : 1, sizeof *l);
-  skipped = meta_map();
-  if (!l || !skipped) {
-    gt_fail(err, "out of memory");
-    goto done;
+  if (gt_tfindex_open(prefix, &x, err) != GT_OK) return GT_ERR;
+  m->meta = gt_tfindex_take_meta(x);
+  int rc = entries_meta(x, m->meta, err) == GT_OK &&
+                   gt_model_reserve(m, x->nlisted, err) == GT_OK
+               ? GT_OK
+               : GT_ERR;
+  for (size_t k = 0; rc == GT_OK && k < x->nlisted; k++) {
+    size_t r = x->order[k], len;
+    const char *key = gt_tfindex_key(x, r, &len);
+    gt_tensor t;
+    rc = gt_tfindex_tensor(x, r, &t, err);
+    if (rc == GT_OK) rc = gt_model_add(m, key, len, &t, err);
   }
-  for (size_t i = 1; i < b.table.n; i++) {
-    /* Slice entries (OrderedCode keys start with byte 00) are hidden. */
-    if (b.table.kv[i].klen && b.table.kv[i].key[0] == 0) continue;
-    const Tensorflow__BundleEntryProto *e = entry_get(&b, i, err);
-    if (!e) goto done;
-    listed x = {i, e->shard_id, e->offset};
-    if (e->n_slices > 0) {
-      x.shard = b.num_shards;
-      x.off = 0;
-    }
-    entry_drop(&b, i);
-    l[nl++] = x;
-  }
-  qsort(l, nl, sizeof *l, cmp_listed);
-  if (gt_model_reserve(m, nl, err) != GT_OK) {
-    gt_wrap(err, "%s", b.index_path);
-    goto done;
-  }
-  meta_maps mm;
-  gt_value *sk = skipped;   /* meta_begin hands it to m->meta */
-  skipped = NULL;
-  rc = meta_begin(&mm, sk, m, err);
-  for (size_t k = 0; rc == GT_OK && k < nl; k++)
-    rc = read_entry(&b, l[k].i, sk, &mm, m, err);
-  if (rc == GT_OK) rc = meta_end(&b, &mm, err);
-done:
-  gt_value_free(skipped);
-  free(l);
-  bundle_close(&b);
+  gt_tfindex_free(x);
   return rc;
 }
-
 /* ------------------------------------------------------------------ */
 /* 5. Verify                                                            */
 /* ------------------------------------------------------------------ */
@@ -756,7 +1026,7 @@ static int verify_entry(const bundle *b, size_t i,
   if (e->n_slices > 0) return GT_OK;   /* its slices are entries too */
   char *what = label(b->index_path, (const char *)kv->key, kv->klen);
   if (!what) return gt_fail(err, "out of memory");
-  int rc = entry_range(b, what, e, err);
+  int rc = entry_range(b, what, loc_of(e), err);
   if (rc == GT_OK) {
     const unsigned char *p = b->shards[e->shard_id]->data + e->offset;
     if (e->dtype == TENSORFLOW__DATA_TYPE__DT_STRING) {

@@ -43,8 +43,56 @@
 char *gt_tfbundle_index_path(const char *prefix);
 char *gt_tfbundle_data_path(const char *prefix, int shard, int num_shards);
 
-/* Read the bundle at prefix into m. Errors name the file and the key. */
+/* Read the bundle at prefix into m (every tensor made: built on the
+ * index below). Errors name the file and the key. */
 int gt_tfbundle_read(const char *prefix, gt_model *m, gt_err *err);
+
+/* The index of a bundle in compact form, for opening big indexes (10^6
+ * entries) cheaply: one 48-byte record per entry (key order), one key
+ * blob, one pool of dims: about 75 bytes an entry for a short name. Opening
+ * reads the table, makes every check reading a tensor would make (names,
+ * dtypes, shapes, ranges in the shards, sizes), maps the shards, builds the
+ * meta (all but entries, see above) and the partitioned variables, then
+ * drops the table. A tensor's storage and view are made on demand
+ * (gt_tfindex_tensor), its meta.entries record too (gt_tfindex_entry).
+ * Records are numbered 0..nentries-1 in key order; listed tensors are the
+ * records of tensors graft lists (skipped dtypes are not), numbered
+ * 0..count-1 in data order. */
+typedef struct gt_tfindex gt_tfindex;
+
+int gt_tfindex_open(const char *prefix, gt_tfindex **out, gt_err *err);
+void gt_tfindex_free(gt_tfindex *x);
+const char *gt_tfindex_path(const gt_tfindex *x);   /* "<prefix>.index" */
+size_t gt_tfindex_count(const gt_tfindex *x);       /* listed tensors */
+size_t gt_tfindex_nentries(const gt_tfindex *x);    /* records */
+/* The record of listed tensor k < count. */
+size_t gt_tfindex_listed(const gt_tfindex *x, size_t k);
+/* Record r's key (not NUL-terminated; no NUL inside, < 4096 bytes). */
+const char *gt_tfindex_key(const gt_tfindex *x, size_t r, size_t *len);
+/* The record whose key is key[0, len), or -1. */
+long gt_tfindex_find(const gt_tfindex *x, const char *key, size_t len);
+
+typedef struct gt_tfentry {
+  const char *key;       /* into the index */
+  size_t klen;
+  int shard_id;
+  int64_t offset, size;
+  uint32_t crc32c;       /* masked, as stored */
+  int tf_dtype;          /* TF DataType */
+  int listed, sliced;    /* a listed tensor; a partitioned variable */
+} gt_tfentry;
+void gt_tfindex_entry(const gt_tfindex *x, size_t r, gt_tfentry *out);
+
+/* dtype, ndim and shape of listed record r, with storage NULL (nothing is
+ * made); GT_ERR when r is not listed. */
+int gt_tfindex_peek(const gt_tfindex *x, size_t r, gt_tensor *out);
+/* The tensor of listed record r: a new view owning a new storage reference
+ * (numeric entries: crc32c checked on first use; strings parsed on first
+ * use). Only allocation can fail here: every check was made at open. */
+int gt_tfindex_tensor(const gt_tfindex *x, size_t r, gt_tensor *out,
+                      gt_err *err);
+/* The meta but entries (a MAP; the caller owns it; NULL when taken). */
+gt_value *gt_tfindex_take_meta(gt_tfindex *x);
 
 /* Check the crc32c of every entry (slices included) and every string
  * tensor's length checksum; *checked gets the number of entries checked. */
