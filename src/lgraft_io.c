@@ -626,7 +626,9 @@ static void push_json(lua_State *L, const cJSON *j, int depth, int null_at, int 
     lua_pushstring(L, j->valuestring);
   } else if (cJSON_IsNumber(j)) {
     double d = j->valuedouble;
-    if (d == (double)(lua_Integer)d && d > -9007199254740992.0 && d < 9007199254740992.0)
+    /* Range first: casting a double outside lua_Integer's range (1e21, a
+     * NaN) is undefined behaviour. Within +-2^53 every integer is exact. */
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(lua_Integer)d)
       lua_pushinteger(L, (lua_Integer)d);
     else
       lua_pushnumber(L, d);
