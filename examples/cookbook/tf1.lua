@@ -1,7 +1,8 @@
 -- What the TF1 cookbook recipes share (tf1_cnn_to_torch.lua,
 -- tf1_lstm_to_torch.lua, tf1_bert_to_torch.lua): their k=v arguments, the
 -- rules that drop a TF1 training checkpoint's optimizer state, and the
--- ending every recipe has (check against a template, then save).
+-- ending every recipe has (R.run, R.main: map, check against a template,
+-- then save).
 -- Loaded by the recipes with dofile from their own directory:
 --   local tf1 = dofile(tf1_dir .. "tf1.lua")
 
@@ -76,6 +77,30 @@ function M.finish(recipe, out, dst, template)
   print(string.format("%s: %d tensor%s%s -> %s", recipe, n, n == 1 and "" or "s",
     template and (", checked against " .. template) or "", dst))
   graft.save(dst, out)
+end
+
+-- The ending of a recipe module R whose R.rules(opts, ckpt) gives its
+-- rules: defines R.run(src, dst, opts [, overrides]) (open src, let
+-- spec.vet(ckpt, opts, src) refuse it, map with the overrides tried before
+-- R's rules, finish) and R.main(src, dst, k=v ...) (parse the arguments
+-- spec.accepted allows, run). `source` is the recipe's chunk source and
+-- `...` its arguments: when it is the chunk `graft run` runs, run R.main.
+-- spec = {recipe = name, accepted = {key = description}, usage = text,
+-- vet = function or nil}. Returns R.
+function M.recipe(R, spec, source, ...)
+  function R.run(src, dst, opts, overrides)
+    if not (src and dst) then error(spec.usage, 0) end
+    local ckpt = graft.open(src)
+    if spec.vet then spec.vet(ckpt, opts, src) end
+    local rules = R.rules(opts, ckpt)
+    if overrides then rules = graft.rules.extend(overrides, rules) end
+    M.finish(spec.recipe, graft.map(ckpt, rules), dst, opts.template)
+  end
+  function R.main(src, dst, ...)
+    R.run(src, dst, M.args(spec.recipe, { ... }, spec.accepted))
+  end
+  if M.is_main(source) then R.main(...) end
+  return R
 end
 
 return M

@@ -67,25 +67,15 @@ function R.rules(opts)
   })
 end
 
-function R.run(src, dst, opts, overrides)
-  if not (src and dst) then error(USAGE, 0) end
-  local ckpt = graft.open(src)
-  if opts.heads == nil then
-    for _, name in ipairs(graft.names(ckpt)) do
-      if name:match("^cls/") and not name:match("/adam_[mv]$") then
-        error(string.format("graft: %s: %s: %s is a pretraining head, which BertModel has no place for: "
-          .. "add heads=drop to drop the cls/ heads", RECIPE, src, name), 0)
-      end
+-- Without heads=drop, refuse a checkpoint carrying the pretraining heads.
+local function vet(ckpt, opts, src)
+  if opts.heads ~= nil then return end
+  for _, name in ipairs(graft.names(ckpt)) do
+    if name:match("^cls/") and not name:match("/adam_[mv]$") then
+      error(string.format("graft: %s: %s: %s is a pretraining head, which BertModel has no place for: "
+        .. "add heads=drop to drop the cls/ heads", RECIPE, src, name), 0)
     end
   end
-  local rules = R.rules(opts)
-  if overrides then rules = graft.rules.extend(overrides, rules) end
-  tf1.finish(RECIPE, graft.map(ckpt, rules), dst, opts.template)
 end
 
-function R.main(src, dst, ...)
-  R.run(src, dst, tf1.args(RECIPE, { ... }, ACCEPTED))
-end
-
-if tf1.is_main(source) then R.main(...) end
-return R
+return tf1.recipe(R, { recipe = RECIPE, accepted = ACCEPTED, usage = USAGE, vet = vet }, source, ...)

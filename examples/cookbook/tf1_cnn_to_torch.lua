@@ -32,6 +32,7 @@ local R = {}
 local RECIPE = "tf1_cnn_to_torch"
 local ACCEPTED = { fmap = "HxWxC: the feature map the Flatten receives (NHWC), or none",
                    template = "the target's state_dict file to check against" }
+local USAGE = "usage: graft run examples/cookbook/tf1_cnn_to_torch.lua CKPT OUT.pt fmap=HxWxC [template=T.pt]"
 
 local function parse_fmap(s)
   local dims = {}
@@ -86,11 +87,8 @@ function R.rules(opts, ckpt)
   })
 end
 
-function R.run(src, dst, opts, overrides)
-  if not (src and dst) then
-    error("usage: graft run examples/cookbook/tf1_cnn_to_torch.lua CKPT OUT.pt fmap=HxWxC [template=T.pt]", 0)
-  end
-  local ckpt = graft.open(src)
+-- Refuse a checkpoint the fmap argument does not fit.
+local function vet(ckpt, opts, src)
   if opts.fmap == nil then
     error(string.format("graft: %s: fmap= is required: the feature map the Flatten receives as HxWxC "
       .. "(NHWC), or fmap=none for a net without a Flatten", RECIPE), 0)
@@ -105,14 +103,6 @@ function R.run(src, dst, opts, overrides)
       error(string.format("graft: %s: %s: no Dense kernel has %d rows (fmap=%s)", RECIPE, src, rows, opts.fmap), 0)
     end
   end
-  local rules = R.rules(opts, ckpt)
-  if overrides then rules = graft.rules.extend(overrides, rules) end
-  tf1.finish(RECIPE, graft.map(ckpt, rules), dst, opts.template)
 end
 
-function R.main(src, dst, ...)
-  R.run(src, dst, tf1.args(RECIPE, { ... }, ACCEPTED))
-end
-
-if tf1.is_main(source) then R.main(...) end
-return R
+return tf1.recipe(R, { recipe = RECIPE, accepted = ACCEPTED, usage = USAGE, vet = vet }, source, ...)

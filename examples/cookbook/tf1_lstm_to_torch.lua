@@ -75,17 +75,4 @@ function R.rules(opts, ckpt)
   }, cnn.rules({}, ckpt))
 end
 
-function R.run(src, dst, opts, overrides)
-  if not (src and dst) then error(USAGE, 0) end
-  local ckpt = graft.open(src)
-  local rules = R.rules(opts, ckpt)
-  if overrides then rules = graft.rules.extend(overrides, rules) end
-  tf1.finish(RECIPE, graft.map(ckpt, rules), dst, opts.template)
-end
-
-function R.main(src, dst, ...)
-  R.run(src, dst, tf1.args(RECIPE, { ... }, ACCEPTED))
-end
-
-if tf1.is_main(source) then R.main(...) end
-return R
+return tf1.recipe(R, { recipe = RECIPE, accepted = ACCEPTED, usage = USAGE }, source, ...)

@@ -4,41 +4,28 @@
 -- (spec/fixtures/cookbook/keras_cnn.py, oracle environment); the recipe
 -- without the Flatten reorder must be exposed by the outputs.
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
-local GEN = H.ROOT .. "/spec/fixtures/cookbook/keras_cnn.py"
+local GEN = "keras_cnn"
 local TOL = 1e-5
-
-local function graft_ok(...)
-  local out, err, code = H.graft(...)
-  assert(code == 0, "graft " .. table.concat({ ... }, " ") .. " exited " .. tostring(code) .. ": " .. err)
-  return out
-end
+local graft_ok = C.graft_ok
 
 describe("cookbook: torch -> Keras 3 .weights.h5", function()
   local dir, res = nil, {}
   lazy_setup(function()
-    dir = H.tmpdir()
-    H.oracle(H.read(GEN), "make", dir)
+    dir = C.make(GEN)
     graft_ok("run", "examples/cookbook/torch_to_keras.lua", dir .. "/torch_cnn.pt", dir .. "/cnn.weights.h5",
       "fmap=3x3x8")
-    local text = H.read(H.ROOT .. "/examples/cookbook/torch_to_keras.lua")
-    local old = "L.flatten_dense_torch_to_tf(x, fmap)"
-    local s, e = text:find(old, 1, true)
-    assert(s and not text:find(old, e + 1, true))
-    H.write(dir .. "/broken.lua", text:sub(1, s - 1) .. "L.dense_torch_to_tf(x)" .. text:sub(e + 1))
+    C.broken_copy("examples/cookbook/torch_to_keras.lua", "L.flatten_dense_torch_to_tf(x, fmap)",
+      "L.dense_torch_to_tf(x)", dir .. "/broken.lua")
     graft_ok("run", dir .. "/broken.lua", dir .. "/torch_cnn.pt", dir .. "/broken.weights.h5", "fmap=3x3x8")
-    local out = H.oracle(H.read(GEN), "check", dir, "keras3=" .. dir .. "/cnn.weights.h5",
-      "keras3=" .. dir .. "/broken.weights.h5")
-    local i = 0
-    for v in out:gmatch("keras3 max_rel=(%S+)") do
-      i = i + 1
-      res[i] = tonumber(v)
-    end
+    res = C.max_rel(C.gen(GEN, "check", dir, "keras3=" .. dir .. "/cnn.weights.h5",
+      "keras3_broken=" .. dir .. "/broken.weights.h5"))
   end)
   lazy_teardown(H.cleanup)
 
   it("Keras 3 load_weights + predict matches torch's forward pass", function()
-    assert.is_true(res[1] <= TOL, "max_rel " .. tostring(res[1]))
+    assert.is_true(res.keras3 <= TOL, "max_rel " .. tostring(res.keras3))
   end)
 
   it("names the layers as Keras 3 does, by class", function()
@@ -50,7 +37,7 @@ describe("cookbook: torch -> Keras 3 .weights.h5", function()
   end)
 
   it("without the Flatten reorder the outputs are wrong", function()
-    assert.is_true(res[2] > 1e-2, "max_rel " .. tostring(res[2]))
+    assert.is_true(res.keras3_broken > 1e-2, "max_rel " .. tostring(res.keras3_broken))
   end)
 
   it("refuses MODULE=LAYER renames for .weights.h5", function()

@@ -6,39 +6,21 @@
 -- round trip through examples/cookbook/torch_to_keras.lua) and the recipes
 -- with the Flatten reorder taken out, which the outputs must expose.
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
-local GEN = H.ROOT .. "/spec/fixtures/cookbook/keras_cnn.py"
+local GEN = "keras_cnn"
 local TOL = 1e-5
-
--- Run `graft ARGS...`, failing with its stderr unless it exits 0.
-local function graft_ok(...)
-  local out, err, code = H.graft(...)
-  assert(code == 0, "graft " .. table.concat({ ... }, " ") .. " exited " .. tostring(code) .. ": " .. err)
-  return out
-end
+local graft_ok = C.graft_ok
 
 -- The recipe at `rel` with `old` replaced by `new` (exactly once), saved in dir.
 local function broken_copy(rel, old, new, dir)
-  local text = H.read(H.ROOT .. "/" .. rel)
-  local s, e = text:find(old, 1, true)
-  assert(s and not text:find(old, e + 1, true), rel .. ": expected one " .. old)
-  local path = dir .. "/" .. rel:match("[^/]+$"):gsub("%.lua$", "_broken.lua")
-  H.write(path, text:sub(1, s - 1) .. new .. text:sub(e + 1))
-  return path
-end
-
--- {["what file"] = max_rel} from the oracle's lines.
-local function results(text)
-  local r = {}
-  for what, v in text:gmatch("([^\n]-) max_rel=(%S+)") do r[what] = tonumber(v) end
-  return r
+  return C.broken_copy(rel, old, new, dir .. "/" .. rel:match("[^/]+$"):gsub("%.lua$", "_broken.lua"))
 end
 
 describe("cookbook: tf-keras CNN <-> torch", function()
   local dir, res
   lazy_setup(function()
-    dir = H.tmpdir()
-    H.oracle(H.read(GEN), "make", dir)
+    dir = C.make(GEN)
     local d = dir
     -- Keras -> torch: the Flatten's feature map comes from the full model's config.
     graft_ok("run", "examples/cookbook/keras_to_torch.lua", d .. "/keras_cnn.h5", d .. "/torch.pt")
@@ -62,7 +44,7 @@ describe("cookbook: tf-keras CNN <-> torch", function()
     graft_ok("run", "examples/cookbook/torch_to_keras.lua", d .. "/tiny.pt", d .. "/back.h5",
       "conv1=conv1", "conv2=conv2", "fc=dense")
     os.execute("cp " .. H.q(H.ROOT .. "/examples/data/tiny_cnn_keras.h5") .. " " .. H.q(d))
-    res = results(H.oracle(H.read(GEN), "check", d,
+    res = C.max_rel(C.gen(GEN, "check", d,
       "torch=" .. d .. "/torch.pt", "torch_w=" .. d .. "/torch_w.pt", "torch_k3=" .. d .. "/torch_k3.pt",
       "keras_h5=" .. d .. "/keras.h5", "keras_full=" .. d .. "/keras_full.h5",
       "torch_broken=" .. d .. "/torch_broken.pt", "keras_broken=" .. d .. "/keras_broken.h5",

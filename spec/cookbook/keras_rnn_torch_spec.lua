@@ -8,30 +8,18 @@
 -- KerasGRU), and nn.GRU given those weights computes something else. The
 -- recipes without the GRU gate reorder must be exposed by the outputs.
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
-local GEN = H.ROOT .. "/spec/fixtures/cookbook/keras_rnn.py"
+local GEN = "keras_rnn"
 local K2T, T2K = "examples/cookbook/keras_to_torch.lua", "examples/cookbook/torch_to_keras.lua"
 local TOL = 1e-5
 
-local function graft_ok(...)
-  local out, err, code = H.graft(...)
-  assert(code == 0, "graft " .. table.concat({ ... }, " ") .. " exited " .. tostring(code) .. ": " .. err)
-  return out
-end
-
-local function broken_copy(rel, old, new, path)
-  local text = H.read(H.ROOT .. "/" .. rel)
-  local s, e = text:find(old, 1, true)
-  assert(s and not text:find(old, e + 1, true), rel .. ": expected one " .. old)
-  H.write(path, text:sub(1, s - 1) .. new .. text:sub(e + 1))
-  return path
-end
+local graft_ok, broken_copy = C.graft_ok, C.broken_copy
 
 describe("cookbook: Keras LSTM/GRU <-> torch nn.LSTM/nn.GRU", function()
   local d, res
   lazy_setup(function()
-    d = H.tmpdir()
-    H.oracle(H.read(GEN), "make", d)
+    d = C.make(GEN)
     -- Keras -> torch: the two Keras LSTMs stack into torch's 2-layer "lstm".
     graft_ok("run", K2T, d .. "/keras_a.h5", d .. "/ta.pt", "lstm_1=lstm")
     -- Keras 3 objects are named by class (bidirectional); the layer's name (bigru) is used.
@@ -51,13 +39,11 @@ describe("cookbook: Keras LSTM/GRU <-> torch nn.LSTM/nn.GRU", function()
         .. 'bias = graft.stack({ bi, bh }, 1) } end, "no reorder"', d .. "/t2k_broken.lua")
     graft_ok("run", k2t, d .. "/keras_a.h5", d .. "/ta_broken.pt", "lstm_1=lstm")
     graft_ok("run", t2k, d .. "/torch_a.pt", d .. "/ka_broken.h5")
-    local out = H.oracle(H.read(GEN), "check", d,
+    res = C.max_rel(C.gen(GEN, "check", d,
       "torch_a=" .. d .. "/ta.pt", "torch_a=" .. d .. "/ta3.pt", "torch_b=" .. d .. "/tb.pt",
       "keras_a=" .. d .. "/ka.h5", "keras_a=" .. d .. "/ka.weights.h5",
       "keras_b=" .. d .. "/kb.h5", "keras_b=" .. d .. "/kb.weights.h5",
-      "torch_a=" .. d .. "/ta_broken.pt", "keras_a=" .. d .. "/ka_broken.h5", "nngru_b=" .. d .. "/tb.pt")
-    res = {}
-    for what, file, v in out:gmatch("(%S+) (%S+) max_rel=(%S+)") do res[what .. " " .. file] = tonumber(v) end
+      "torch_a=" .. d .. "/ta_broken.pt", "keras_a=" .. d .. "/ka_broken.h5", "nngru_b=" .. d .. "/tb.pt"))
   end)
   lazy_teardown(H.cleanup)
 

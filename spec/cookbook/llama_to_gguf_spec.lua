@@ -10,8 +10,9 @@
 -- (no permute; k permuted with n_head instead of n_kv_head) are caught.
 local json = require "graft.json"
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
-local GEN = "spec/fixtures/cookbook/llama_to_gguf.py"
+local GEN = "llama_to_gguf"
 local RECIPE = "examples/cookbook/llama_to_gguf.lua"
 
 -- The recipe text with `from` replaced by `to` (exactly once).
@@ -26,8 +27,7 @@ describe("cookbook (h): llama torch state dict -> GGUF with llama.cpp's names an
   local dir, results
 
   setup(function()
-    dir = H.tmpdir()
-    H.oracle(H.read(GEN), "make", dir)
+    dir = C.make(GEN)
     local runs = {
       { "f32", RECIPE },
       { "f16", RECIPE, "outtype=f16" },
@@ -43,11 +43,8 @@ describe("cookbook (h): llama torch state dict -> GGUF with llama.cpp's names an
       assert(out:find("wrote " .. path .. ": 21 tensors (llama, 8 heads, 2 kv heads", 1, true), out)
       files[#files + 1] = path
     end
-    results = {}
-    for line in H.oracle(H.read(GEN), "check", dir, table.unpack(files)):gmatch("[^\n]+") do
-      local r = json.decode(line)
-      results[r.gguf:match("([^/]+)%.gguf$")] = r
-    end
+    results = C.json_lines(C.gen(GEN, "check", dir, table.unpack(files)),
+      function(r) return r.gguf:match("([^/]+)%.gguf$") end)
   end)
   teardown(H.cleanup)
 

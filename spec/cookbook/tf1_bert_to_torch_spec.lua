@@ -6,9 +6,10 @@
 -- spec/fixtures/cookbook/tf1_bert_to_torch.py makes the checkpoint and
 -- checks graft's outputs.
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
 local RECIPE = "examples/cookbook/tf1_bert_to_torch.lua"
-local GEN = "spec/fixtures/cookbook/tf1_bert_to_torch.py"
+local GEN = "tf1_bert_to_torch"
 
 -- A recipe that extends the cookbook's with override rules (Lua source).
 local function variant(dir, file, overrides)
@@ -25,34 +26,25 @@ end
 describe("cookbook tf1_bert_to_torch", function()
   local dir, ckpt
   setup(function()
-    dir = H.tmpdir()
+    dir = C.make(GEN)
     ckpt = dir .. "/model.ckpt"
-    H.oracle(H.read(GEN), "make", dir)
   end)
   teardown(H.cleanup)
 
   it("gives a torch BertModel TF's outputs; an untransposed square kernel is caught", function()
-    local out, err, code = H.graft("run", RECIPE, ckpt, dir .. "/bert.pt", "heads=drop",
+    local out = C.graft_ok("run", RECIPE, ckpt, dir .. "/bert.pt", "heads=drop",
       "template=" .. dir .. "/template.pt")
-    assert.are.equal(0, code, err)
     assert.truthy(out:find("23 tensors, checked against", 1, true), out)
 
     -- Broken: the query kernel copied as (in, out); (32, 32) either way, so
     -- graft.check passes it and only the outputs differ.
     local broken = variant(dir, "untransposed.lua", [[
 { "^bert/encoder/layer_0/attention/self/query/kernel$", "encoder.layer.0.attention.self.query.weight" } ]])
-    out, err, code = H.graft("run", broken, ckpt, dir .. "/untransposed.pt")
-    assert.are.equal(0, code, err)
-    out, err, code = H.graft("check", dir .. "/untransposed.pt", dir .. "/template.pt")
-    assert.are.equal(0, code, err)
+    C.graft_ok("run", broken, ckpt, dir .. "/untransposed.pt")
+    out = C.graft_ok("check", dir .. "/untransposed.pt", dir .. "/template.pt")
     assert.truthy(out:find("ok: 23 tensors match the template", 1, true), out)
 
-    local res = H.oracle(H.read(GEN), "check", dir, dir .. "/bert.pt", dir .. "/untransposed.pt")
-    if os.getenv("COOKBOOK_DEBUG") then io.stderr:write(res) end
-    local good = tonumber(res:match("bert%.pt (%S+)"))
-    local bad = tonumber(res:match("untransposed%.pt (%S+)"))
-    assert.is_true(good <= 1e-5, "relative error " .. tostring(good) .. "\n" .. res)
-    assert.is_true(bad > 1e-3, "the untransposed kernel went unseen: " .. tostring(bad))
+    C.assert_outputs(GEN, dir, "bert.pt", { "untransposed.pt" })
   end)
 
   it("names a typo'd target name against the template and writes nothing", function()
@@ -68,8 +60,7 @@ describe("cookbook tf1_bert_to_torch", function()
   end)
 
   it("drops adam_m, adam_v and global_step; stops at the pretraining heads unless heads=drop", function()
-    local out, err, code = H.graft("run", RECIPE, "--dry-run", ckpt, dir .. "/x.pt", "heads=drop", "prefix=bert.")
-    assert.are.equal(0, code, err)
+    local out = C.graft_ok("run", RECIPE, "--dry-run", ckpt, dir .. "/x.pt", "heads=drop", "prefix=bert.")
     assert.truthy(out:find("bert/encoder/layer_0/output/dense/kernel float32 {64,32} -> "
       .. "bert.encoder.layer.0.output.dense.weight float32 {32,64}  [dense_tf_to_torch]", 1, true), out)
     assert.truthy(out:find("bert/embeddings/word_embeddings float32 {50,32} -> "

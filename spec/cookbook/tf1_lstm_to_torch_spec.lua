@@ -5,27 +5,25 @@
 -- environment). spec/fixtures/cookbook/tf1_lstm_to_torch.py makes the
 -- checkpoint and checks graft's outputs.
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
 local RECIPE = "examples/cookbook/tf1_lstm_to_torch.lua"
-local GEN = "spec/fixtures/cookbook/tf1_lstm_to_torch.py"
+local GEN = "tf1_lstm_to_torch"
 
 describe("cookbook tf1_lstm_to_torch", function()
   local dir
   setup(function()
-    dir = H.tmpdir()
-    H.oracle(H.read(GEN), "make", dir)
+    dir = C.make(GEN)
   end)
   teardown(H.cleanup)
 
   it("gives nn.LSTM the TF cells' outputs; without the forget_bias fold or the gate reorder it does not", function()
     local ckpt, tpl = dir .. "/model.ckpt", "template=" .. dir .. "/template.pt"
-    local out, err, code = H.graft("run", RECIPE, ckpt, dir .. "/lstm.pt", tpl)
-    assert.are.equal(0, code, err)
+    local out = C.graft_ok("run", RECIPE, ckpt, dir .. "/lstm.pt", tpl)
     assert.truthy(out:find("10 tensors, checked against", 1, true), out)
 
     -- Broken 1: forget_bias not folded (what forgetting TF's default does).
-    out, err, code = H.graft("run", RECIPE, ckpt, dir .. "/nofold.pt", "forget_bias=0", tpl)
-    assert.are.equal(0, code, err)
+    C.graft_ok("run", RECIPE, ckpt, dir .. "/nofold.pt", "forget_bias=0", tpl)
     -- Broken 2: the recipe extended with an override that keeps TF's gate
     -- order i,j,f,o (torch's is i,f,g,o); shapes unchanged.
     local broken = dir .. "/gates.lua"
@@ -44,22 +42,14 @@ base.run(src, dst, { template = %q }, {
     from = { "%%1/multi_rnn_cell/cell_%%2/%%3/kernel", "%%1/multi_rnn_cell/cell_%%2/%%3/bias" } },
 })
 ]], H.ROOT .. "/" .. RECIPE, dir .. "/template.pt"))
-    out, err, code = H.graft("run", broken, ckpt, dir .. "/gates.pt")
-    assert.are.equal(0, code, err) -- graft.check cannot see either: same names and shapes
+    -- graft.check cannot see either: same names and shapes
+    C.graft_ok("run", broken, ckpt, dir .. "/gates.pt")
 
-    local res = H.oracle(H.read(GEN), "check", dir, dir .. "/lstm.pt", dir .. "/nofold.pt", dir .. "/gates.pt")
-    if os.getenv("COOKBOOK_DEBUG") then io.stderr:write(res) end
-    local good = tonumber(res:match("lstm%.pt (%S+)"))
-    assert.is_true(good <= 1e-5, "relative error " .. tostring(good) .. "\n" .. res)
-    for _, f in ipairs({ "nofold", "gates" }) do
-      local bad = tonumber(res:match(f .. "%.pt (%S+)"))
-      assert.is_true(bad > 1e-3, f .. " went unseen: " .. tostring(bad))
-    end
+    C.assert_outputs(GEN, dir, "lstm.pt", { "nofold.pt", "gates.pt" })
   end)
 
   it("plans each cell as one step from kernel and bias, and drops the optimizer state", function()
-    local out, err, code = H.graft("run", RECIPE, "--dry-run", dir .. "/model.ckpt", dir .. "/x.pt")
-    assert.are.equal(0, code, err)
+    local out = C.graft_ok("run", RECIPE, "--dry-run", dir .. "/model.ckpt", dir .. "/x.pt")
     assert.truthy(out:find("rnn/multi_rnn_cell/cell_1/basic_lstm_cell/kernel float32 {16,32} + "
       .. "rnn/multi_rnn_cell/cell_1/basic_lstm_cell/bias float32 {32} -> rnn.weight_ih_l1 float32 {32,8}, rnn.weight_hh_l1 float32 {32,8}, "
       .. "rnn.bias_ih_l1 float32 {32}, rnn.bias_hh_l1 float32 {32}  [lstm_tf1_to_torch forget_bias 1.0]", 1, true), out)

@@ -7,16 +7,16 @@
 -- casts only the weights (biases and norms left float32) is caught.
 local json = require "graft.json"
 local H = require "helper"
+local C = require "cookbook.cookbook"
 
-local GEN = "spec/fixtures/cookbook/torch_bin_to_sharded_fp16.py"
+local GEN = "torch_bin_to_sharded_fp16"
 local RECIPE = "examples/cookbook/torch_bin_to_sharded_fp16.lua"
 
 describe("cookbook (g): torch .bin -> sharded float16 safetensors", function()
   local dir, results
 
   setup(function()
-    dir = H.tmpdir()
-    H.oracle(H.read(GEN), "make", dir)
+    dir = C.make(GEN)
     -- the recipe as documented; then a broken copy that casts only *.weight
     local out, err, code = H.graft("run", RECIPE, dir .. "/pytorch_model.bin", dir .. "/out",
       "max_shard_size=24KB")
@@ -29,11 +29,8 @@ describe("cookbook (g): torch .bin -> sharded float16 safetensors", function()
     _, err, code = H.graft("run", dir .. "/broken.lua", dir .. "/pytorch_model.bin", dir .. "/broken",
       "max_shard_size=24KB")
     assert(code == 0, err)
-    results = {}
-    for line in H.oracle(H.read(GEN), "check", dir, dir .. "/out", dir .. "/broken"):gmatch("[^\n]+") do
-      local r = json.decode(line)
-      results[r.out:match("[^/]+$")] = r
-    end
+    results = C.json_lines(C.gen(GEN, "check", dir, dir .. "/out", dir .. "/broken"),
+      function(r) return r.out:match("[^/]+$") end)
   end)
   teardown(H.cleanup)
 
