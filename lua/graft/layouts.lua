@@ -605,37 +605,36 @@ function L.qkv_merge(q, k, v)
   return core.cat({ q, k, v }, 1)
 end
 
--- llama.cpp's convert_hf_to_gguf.py permute for q_proj / k_proj (weight
--- (rows, in) or bias (rows)): HF keeps the rotary halves of each head
--- apart ([x0..x(d/2-1) | x(d/2)..]), GGUF/Meta interleaves them
--- (x0, x(d/2), x1, ...). n_head heads for q, n_kv_head for k (the script
--- uses n_kv_head whenever it differs from n_head): rows viewed as
--- (heads, 2, rows/heads/2, ...), axes 2 and 3 swapped, back to rows.
-function L.rope_permute(t, n_head, n_kv_head)
-  need_tensor(t, "rope_permute")
+-- Rows of t (weight (rows, in) or bias (rows)) viewed per head as
+-- (heads, a, b, ...) with (a, b) = (2, rows/heads/2), or the other way
+-- round when `interleaved` is the source order, axes 2 and 3 swapped, back
+-- to rows. n_kv_head counts the heads whenever it differs from n_head (as
+-- llama.cpp's script does for k).
+local function rope_swap(what, t, n_head, n_kv_head, interleaved)
+  need_tensor(t, what)
   local n = (n_kv_head and n_kv_head ~= n_head) and n_kv_head or n_head
   local rows = t.shape[1]
   if math.type(n) ~= "integer" or n < 1 or rows % (2 * n) ~= 0 then
-    fail("rope_permute: tensor %s: %d rows do not split into %s heads of pairs", shape_str(t), rows, tostring(n))
+    fail("%s: tensor %s: %d rows do not split into %s heads of pairs", what, shape_str(t), rows, tostring(n))
   end
-  local shape = { n, 2, rows // n // 2 }
+  local half = rows // n // 2
+  local shape = interleaved and { n, half, 2 } or { n, 2, half }
   for i = 2, #t.shape do shape[#shape + 1] = t.shape[i] end
   return t:reshape(table.unpack(shape)):transpose(2, 3):reshape(table.unpack(t.shape))
 end
 
+-- llama.cpp's convert_hf_to_gguf.py permute for q_proj / k_proj: HF keeps
+-- the rotary halves of each head apart ([x0..x(d/2-1) | x(d/2)..]),
+-- GGUF/Meta interleaves them (x0, x(d/2), x1, ...). n_head heads for q,
+-- n_kv_head for k.
+function L.rope_permute(t, n_head, n_kv_head)
+  return rope_swap("rope_permute", t, n_head, n_kv_head, false)
+end
+
 -- The inverse (GGUF/Meta interleaved -> HF halves), what HF's
--- convert_llama_weights_to_hf.py undoes: (heads, rows/heads/2, 2, ...)
--- with axes 2 and 3 swapped.
+-- convert_llama_weights_to_hf.py undoes.
 function L.rope_unpermute(t, n_head, n_kv_head)
-  need_tensor(t, "rope_unpermute")
-  local n = (n_kv_head and n_kv_head ~= n_head) and n_kv_head or n_head
-  local rows = t.shape[1]
-  if math.type(n) ~= "integer" or n < 1 or rows % (2 * n) ~= 0 then
-    fail("rope_unpermute: tensor %s: %d rows do not split into %s heads of pairs", shape_str(t), rows, tostring(n))
-  end
-  local shape = { n, rows // n // 2, 2 }
-  for i = 2, #t.shape do shape[#shape + 1] = t.shape[i] end
-  return t:reshape(table.unpack(shape)):transpose(2, 3):reshape(table.unpack(t.shape))
+  return rope_swap("rope_unpermute", t, n_head, n_kv_head, true)
 end
 
 -- BatchNorm ----------------------------------------------------------------
