@@ -14,6 +14,18 @@ local function fixture_copy(dir)
   return p
 end
 
+-- Whether the libhdf5 graft is built against (pkg-config: the build's own
+-- source of its flags) is at least major.minor.
+local function hdf5_at_least(major, minor)
+  local f = io.popen("pkg-config --modversion hdf5 2>/dev/null")
+  local v = f:read("l") or ""
+  f:close()
+  local a, b = v:match("^(%d+)%.(%d+)")
+  assert(a, "pkg-config --modversion hdf5 gave no version")
+  a, b = tonumber(a), tonumber(b)
+  return a > major or (a == major and b >= minor)
+end
+
 -- Files mapped from disk go to the sandbox's persistent worker; other
 -- images (a deflated zip member) to a child per call: every case runs both
 -- ways (core.testing.sandbox_worker).
@@ -44,9 +56,15 @@ require("graft.core").testing.sandbox_worker(%s)
       local how = (os.getenv("LD_PRELOAD") or ""):find("asan")
         and "failed (exit status 1, e.g. out of memory past its 2048 MiB budget)"
         or "crashed (signal 11, SIGSEGV)"
-      assert.are.equal("graft: " .. p .. ": libhdf5 " .. how .. " while reading "
-        .. 'attribute "weight_names" of "model_weights/fc2": the file is corrupt (libhdf5 runs '
-        .. "in a separate process, so graft is unharmed)", err)
+      if hdf5_at_least(1, 12) then
+        -- libhdf5 >= 1.12 (Debian 13 has 1.14) rejects the damaged header
+        -- itself, before any wild access: a plain error naming the attribute.
+        assert.are.equal("graft: " .. p .. ': /: cannot read attribute "backend"', err)
+      else
+        assert.are.equal("graft: " .. p .. ": libhdf5 " .. how .. " while reading "
+          .. 'attribute "weight_names" of "model_weights/fc2": the file is corrupt (libhdf5 runs '
+          .. "in a separate process, so graft is unharmed)", err)
+      end
       -- the process goes on: the intact file still opens
       local m = graft.open(H.real(KERAS))
       assert.is_true(#graft.names(m) > 0)
