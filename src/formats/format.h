@@ -48,8 +48,8 @@ typedef struct gt_kv_header {
   const gt_value *kv;     /* LIST of {key, type, value [, item_type]} MAPs,
                              in file order; NULL: none */
   const gt_dtype *types;  /* per entry of the save (never NULL): the type to
-                             store it as; a block-quantised dtype other than
-                             the entry's own asks the writer to quantise */
+                             store it as, its own or Q8_0 / Q4_0 to have
+                             the writer quantise it (gguf.h) */
   uint32_t alignment;     /* of the data section and of every tensor */
 } gt_kv_header;
 
