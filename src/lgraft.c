@@ -98,7 +98,6 @@ int luaopen_graft_core(lua_State *L) {
   lg_io_init(L);
   lg_tf_init(L);
   lg_testing_add(L, testing);
-  lg_gguf_init(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

@@ -116,6 +116,5 @@ void lg_testing_add(lua_State *L, const luaL_Reg *fns);
 void lg_tensor_init(lua_State *L);  /* adds tensor functions to module */
 void lg_io_init(lua_State *L);      /* adds read/write functions */
 void lg_tf_init(lua_State *L);      /* adds TensorFlow helpers (lgraft_tf.c) */
-void lg_gguf_init(lua_State *L);    /* adds the GGUF writer (lgraft_gguf.c) */
 
 #endif

@@ -13,7 +13,14 @@
  *               boolean or {kind = "list", v1, ...} / {kind = "dict", k1,
  *               v1, ...}; without it an OrderedDict of names -> tensors;
  *     layout    (hdf5) JSON text placing groups, datasets and attributes;
- *     compress  (npz) boolean, deflate the members.
+ *     compress  (npz) boolean, deflate the members;
+ *     plan      (tf) {num_shards = n, shard_of = {name -> 0-based shard}}:
+ *               path is the bundle prefix (default: one shard);
+ *     base      (graphdef) path of the GraphDef whose Consts are replaced;
+ *     header    (gguf) {kv = list of {key, type, value [, item_type]}
+ *               tables (arrays as lists), types = {name -> dtype to store
+ *               it as; "q8_0" / "q4_0" quantise}, alignment = n (default
+ *               32)}.
  *   Any other key is an error.
  * core.safetensors_write_set(index_path, index_text, shards, tensors
  *   [, opts]): a sharded safetensors checkpoint committed as a set (see
@@ -27,6 +34,7 @@
  * registry row's single path): detection and every
  * convenience (sharding, dtype policy, ordering, option checks) live in
  * lua/graft; this file only moves between gt_model and Lua tables. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -42,7 +50,6 @@
 #include "io/zipwrite.h"
 #include "formats/format.h"
 #include "formats/safetensors.h"
-#include "formats/tf/graph.h"
 #include "lgraft.h"
 
 /* Pushes v as Lua values. With take, each child is freed (and its slot
@@ -342,51 +349,210 @@ static gt_value *tree_input(lua_State *L, int tree, const gt_save *s, gt_err *e)
   return v;
 }
 
+/* A plain Lua value as a gt_value: tables with a non-empty array part (or
+ * empty) become LISTs, other tables MAPs with string keys. */
+static gt_value *value_from_lua(lua_State *L, int idx, int depth, gt_err *e) {
+  gt_value *v = NULL;
+  if (depth > 64) {
+    gt_fail(e, "metadata nested deeper than 64 levels");
+    return NULL;
+  }
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN: v = gt_value_bool(lua_toboolean(L, idx)); break;
+  case LUA_TNUMBER:
+    v = lua_isinteger(L, idx) ? gt_value_int(lua_tointeger(L, idx))
+                              : gt_value_float(lua_tonumber(L, idx));
+    break;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    v = gt_value_str(s, n);
+    break;
+  }
+  case LUA_TTABLE: {
+    luaL_checkstack(L, 4, "metadata nested too deep");
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    lua_pushnil(L);
+    int empty = lua_next(L, idx) == 0;
+    if (!empty) lua_pop(L, 2);
+    if (n > 0 || empty) {
+      if (!(v = gt_value_new(GT_V_LIST))) break;
+      for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        gt_value *x = value_from_lua(L, lua_gettop(L), depth + 1, e);
+        lua_pop(L, 1);
+        if (!x) {
+          gt_value_free(v);
+          return NULL;
+        }
+        if (gt_value_push(v, x) != GT_OK) {
+          gt_value_free(v);
+          v = NULL;
+          break;
+        }
+      }
+      break;
+    }
+    if (!(v = gt_value_new(GT_V_MAP))) break;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      if (lua_type(L, -2) != LUA_TSTRING) {
+        lua_pop(L, 2);
+        gt_value_free(v);
+        gt_fail(e, "metadata tables take string keys");
+        return NULL;
+      }
+      gt_value *x = value_from_lua(L, lua_gettop(L), depth + 1, e);
+      if (!x) {
+        lua_pop(L, 2);
+        gt_value_free(v);
+        return NULL;
+      }
+      if (gt_value_setk(v, lua_tostring(L, -2), x) != GT_OK) {
+        lua_pop(L, 2);
+        gt_value_free(v);
+        v = NULL;
+        break;
+      }
+      lua_pop(L, 1);
+    }
+    break;
+  }
+  default:
+    gt_fail(e, "cannot write a %s as GGUF metadata", luaL_typename(L, idx));
+    return NULL;
+  }
+  if (!v) gt_fail(e, "out of memory");
+  return v;
+}
+
+static int bad_input(lua_State *L, const gt_format *f, const char *what,
+                     int t, gt_err *e) {
+  return gt_fail(e, "core.write: option \"%s\" of format %s: bad %s",
+                 what, f->name, lua_typename(L, t));
+}
+
+/* The plan at `at` (a table or nil) into p; shard_of is a userdata left on
+ * the stack for the call. Shards are integers (nil: 0) within int. */
+static int plan_input(lua_State *L, int at, const gt_format *f,
+                      const gt_save *s, gt_shard_plan *p, gt_err *e) {
+  p->num_shards = 1;
+  p->shard_of = NULL;
+  if (lua_isnil(L, at)) return GT_OK;
+  if (!lua_istable(L, at)) return bad_input(L, f, "plan", lua_type(L, at), e);
+  int isnum = 0, t = lua_getfield(L, at, "num_shards");
+  if (t != LUA_TNIL) {
+    p->num_shards = (long long)lua_tointegerx(L, -1, &isnum);
+    if (!isnum) return bad_input(L, f, "plan.num_shards", t, e);
+  }
+  lua_pop(L, 1);
+  t = lua_getfield(L, at, "shard_of");
+  if (t == LUA_TNIL) return GT_OK;
+  if (t != LUA_TTABLE) return bad_input(L, f, "plan.shard_of", t, e);
+  int map = lua_gettop(L);
+  int *of = lua_newuserdatauv(L, (s->n ? s->n : 1) * sizeof *of, 0);
+  for (size_t i = 0; i < s->n; i++) {
+    t = lua_getfield(L, map, s->entries[i].name);
+    lua_Integer k = t == LUA_TNIL ? 0 : lua_tointegerx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && !isnum)
+      return gt_fail(e, "tensor \"%s\": plan.shard_of: bad %s",
+                     s->entries[i].name, lua_typename(L, t));
+    if (k < INT_MIN || k > INT_MAX)   /* the writer checks the range */
+      return gt_fail(e, "tensor \"%s\": shard %lld is not in [0, %lld)",
+                     s->entries[i].name, (long long)k, p->num_shards);
+    of[i] = (int)k;
+  }
+  p->shard_of = of;
+  return GT_OK;
+}
+
+/* The header at `at` (a table or nil) into h: kv owned by b, types a
+ * userdata left on the stack for the call. */
+static int header_input(lua_State *L, int at, const gt_format *f,
+                        const gt_save *s, save_box *b, gt_kv_header *h,
+                        gt_err *e) {
+  h->kv = NULL;
+  h->alignment = 32;
+  if (!lua_isnil(L, at) && !lua_istable(L, at))
+    return bad_input(L, f, "header", lua_type(L, at), e);
+  int has = lua_istable(L, at), t;
+  gt_dtype *types = lua_newuserdatauv(L, (s->n ? s->n : 1) * sizeof *types, 0);
+  int want = has && lua_getfield(L, at, "types") != LUA_TNIL ? lua_gettop(L) : 0;
+  if (want && !lua_istable(L, want))
+    return bad_input(L, f, "header.types", lua_type(L, want), e);
+  for (size_t i = 0; i < s->n; i++) {
+    types[i] = s->entries[i].t.dtype;
+    if (want && lua_getfield(L, want, s->entries[i].name) != LUA_TNIL)
+      types[i] = lg_dtype(L, lua_gettop(L), -1);
+    if (want) lua_pop(L, 1);
+  }
+  h->types = types;
+  if (!has) return GT_OK;
+  if ((t = lua_getfield(L, at, "alignment")) != LUA_TNIL) {
+    int isnum;
+    lua_Integer a = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) return bad_input(L, f, "header.alignment", t, e);
+    if (a <= 0 || a > UINT32_MAX)
+      return gt_fail(e, "alignment %lld out of range", (long long)a);
+    h->alignment = (uint32_t)a;
+  }
+  if ((t = lua_getfield(L, at, "kv")) != LUA_TNIL) {
+    if (t != LUA_TTABLE) return bad_input(L, f, "header.kv", t, e);
+    if (!(b->meta = value_from_lua(L, lua_gettop(L), 0, e))) return GT_ERR;
+    h->kv = b->meta;
+  }
+  return GT_OK;
+}
+
 /* Fill `in` from opts (stack index `opts`, a table or nil) for format f:
- * only `progress` and f's own input are accepted. The value built is owned
- * by b. */
+ * only `progress`, `provenance` and f's own input are accepted. What is
+ * built is owned by b or left on the stack, which l_write keeps until the
+ * writer returns. */
 static int write_input(lua_State *L, int opts, const gt_format *f,
                        const gt_save *s, save_box *b, gt_write_input *in,
                        gt_err *e) {
   const char *want = gt_input_name(f->input);
   memset(in, 0, sizeof *in);
   in->kind = f->input;
-  if (lua_isnil(L, opts)) return GT_OK;
-  lua_pushnil(L);
-  while (lua_next(L, opts)) {
-    lua_pop(L, 1);
-    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (!k || (strcmp(k, "progress") != 0 && strcmp(k, "provenance") != 0 &&
-               !(want && strcmp(k, want) == 0))) {
-      gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
+  luaL_checkstack(L, 8, "core.write");
+  if (!lua_isnil(L, opts)) {
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
       lua_pop(L, 1);
-      return GT_ERR;
+      const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+      if (!k || (strcmp(k, "progress") != 0 && strcmp(k, "provenance") != 0 &&
+                 !(want && strcmp(k, want) == 0))) {
+        gt_fail(e, "core.write: format %s takes no option \"%s\"", f->name, k ? k : "?");
+        lua_pop(L, 1);
+        return GT_ERR;
+      }
     }
   }
   if (!want) return GT_OK;
-  int top = lua_gettop(L);
-  int t = lua_getfield(L, opts, want);
-  int rc = GT_OK;
-  if (t == LUA_TNIL) {
-    rc = GT_OK;                      /* the writer's default */
-  } else if (f->input == GT_IN_FLAG) {
-    in->u.flag = lua_toboolean(L, -1);
-  } else if (f->input == GT_IN_JSON && t == LUA_TSTRING) {
-    /* left on the stack, so it lives as long as the call */
-    in->u.json.text = lua_tolstring(L, -1, &in->u.json.len);
-    return GT_OK;
+  int t = lua_isnil(L, opts) ? (lua_pushnil(L), LUA_TNIL) : lua_getfield(L, opts, want);
+  int at = lua_gettop(L);   /* the option's value, kept on the stack */
+  switch (f->input) {
+  case GT_IN_FLAG: in->u.flag = lua_toboolean(L, at); return GT_OK;
+  case GT_IN_PLAN: return plan_input(L, at, f, s, &in->u.plan, e);
+  case GT_IN_HEADER: return header_input(L, at, f, s, b, &in->u.header, e);
+  default: break;
+  }
+  if (t == LUA_TNIL) return GT_OK;   /* the writer's default */
+  if (f->input == GT_IN_JSON && t == LUA_TSTRING) {
+    in->u.json.text = lua_tolstring(L, at, &in->u.json.len);
+  } else if (f->input == GT_IN_BASE && t == LUA_TSTRING) {
+    in->u.base = lua_tostring(L, at);
   } else if (f->input == GT_IN_STRINGS && t == LUA_TTABLE) {
-    if (!(b->meta = metadata_from_lua(L, lua_gettop(L), e))) rc = GT_ERR;
+    if (!(b->meta = metadata_from_lua(L, at, e))) return GT_ERR;
     in->u.strings = b->meta;
   } else if (f->input == GT_IN_TREE && t == LUA_TTABLE) {
-    if (!(b->meta = tree_input(L, lua_gettop(L), s, e))) rc = GT_ERR;
+    if (!(b->meta = tree_input(L, at, s, e))) return GT_ERR;
     in->u.tree = b->meta;
   } else {
-    rc = gt_fail(e, "core.write: option \"%s\" of format %s: bad %s", want,
-                 f->name, lua_typename(L, t));
+    return bad_input(L, f, want, t, e);
   }
-  lua_settop(L, top);
-  return rc;
+  return GT_OK;
 }
 
 static int l_write(lua_State *L) {
@@ -414,8 +580,10 @@ static int l_write(lua_State *L) {
   else lua_pushnil(L);
   gt_write_input in;
   if (write_input(L, 5, f, &s, b, &in, &e) != GT_OK) return lg_raise(L, path, &e);
-  if (gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK) return lg_raise(L, path, &e);
-  if (f->write(path, &s, &in, &e) != GT_OK) return lg_raise(L, path, &e);
+  if (!f->own_files && gt_out_check_inputs(path, s.entries, s.n, &e) != GT_OK)
+    return lg_raise(L, path, &e);
+  if (f->write(path, &s, &in, &e) != GT_OK)
+    return lg_raise(L, f->own_files ? NULL : path, &e);
   return 0;
 }
 
@@ -463,28 +631,6 @@ static int l_safetensors_write_set(lua_State *L) {
   }
   if (gt_safetensors_write_set(sh, (size_t)n, b->meta, index_path, index, index_len, &e) != GT_OK)
     return lg_raise(L, NULL, &e);
-  return 0;
-}
-
-/* core.tfgraph_patch(path, base, names, tensors [, progress]): the GraphDef
- * `base` written to path with the Consts named in `names` replaced. */
-static int l_tfgraph_patch(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  const char *base = luaL_checkstring(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
-  int has_prog = lua_isfunction(L, 5);
-  gt_err e;
-  lua_Integer n = lg_count_names(L, 3);
-  gt_entry *entries = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(gt_entry), 0);
-  for (lua_Integer i = 1; i <= n; i++) lg_entry(L, 3, 4, i, path, &entries[i - 1]);
-  lg_progress pc = {L, 5};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
-  gt_storage *file = gt_storage_map(base, &e);
-  if (!file) return lg_raise(L, base, &e);
-  int rc = gt_tfgraph_patch(path, file, &s, &e);
-  gt_storage_release(file);
-  if (rc != GT_OK) return lg_raise(L, path, &e);
   return 0;
 }
 
@@ -719,7 +865,6 @@ static const luaL_Reg funcs[] = {
   {"read", l_read}, {"write", l_write}, {"write_file", l_write_file},
   {"zip_write", l_zip_write}, {"safetensors_write_set", l_safetensors_write_set},
   {"formats", l_formats}, {"zip_names", l_zip_names},
-  {"tfgraph_patch", l_tfgraph_patch},
   {"isatty", l_isatty}, {"now", l_now}, {"maxrss", l_maxrss}, {"json_decode", l_json_decode},
   {"sha256", l_sha256}, {"sha256_file", l_sha256_file}, {NULL, NULL}};
 

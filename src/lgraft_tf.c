@@ -1,7 +1,5 @@
 /* lgraft_tf.c: the TensorFlow parts of graft.core.
  *
- * core.tf_write(prefix, names, tensors, num_shards [, shard_of [, progress]])
- *   shard_of: name -> 0-based shard (all 0 when absent)
  * core.tf_verify(prefix) -> number of entries whose crc32c was checked
  * core.tf_open(prefix) -> tensors, names, meta: the bundle through its
  *   compact index (formats/tf/bundle.h gt_tfindex): tensors are lazy
@@ -49,38 +47,6 @@ static int tf_box_gc(lua_State *L) {
 
 static tf_box *new_box(lua_State *L) {
   return lg_push_box(L, sizeof(tf_box), "graft.tfbox", tf_box_gc);
-}
-
-static int l_tf_write(lua_State *L) {
-  const char *prefix = luaL_checkstring(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  lua_Integer ns = luaL_checkinteger(L, 4);
-  int has_map = lua_istable(L, 5), has_prog = lua_isfunction(L, 6);
-  lua_Integer n = lg_count_names(L, 2);
-  if (ns < 1 || ns > GT_TFBUNDLE_MAX_SHARDS)
-    return luaL_error(L, "graft: %s: num_shards must be in [1, %d]", prefix,
-                      GT_TFBUNDLE_MAX_SHARDS);
-  tf_box *b = new_box(L);
-  size_t per = sizeof(gt_entry) + sizeof(int);
-  b->p = calloc((size_t)(n ? n : 1), per);
-  if (!b->p) return luaL_error(L, "graft: out of memory");
-  gt_entry *entries = b->p;
-  int *shard_of = (int *)(void *)(entries + (n ? n : 1));
-  for (lua_Integer i = 1; i <= n; i++) {
-    lg_entry(L, 2, 3, i, prefix, &entries[i - 1]);
-    if (has_map) {
-      lua_getfield(L, 5, entries[i - 1].name);
-      shard_of[i - 1] = (int)luaL_optinteger(L, -1, 0);
-      lua_pop(L, 1);
-    }
-  }
-  lg_progress pc = {L, 6};
-  gt_save s = {entries, (size_t)n, has_prog ? lg_progress_cb : NULL, &pc, NULL, 0};
-  gt_tfbundle_opts o = {(int)ns, has_map ? shard_of : NULL};
-  gt_err e;
-  if (gt_tfbundle_write(prefix, &s, &o, &e) != GT_OK) return lg_raise(L, NULL, &e);
-  return 0;
 }
 
 static int l_tf_verify(lua_State *L) {
@@ -410,8 +376,7 @@ static int l_crc32c_path(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-  {"tf_write", l_tf_write}, {"tf_verify", l_tf_verify}, {"tf_open", l_tf_open},
-  {NULL, NULL}};
+  {"tf_verify", l_tf_verify}, {"tf_open", l_tf_open}, {NULL, NULL}};
 
 /* testing.commit_crash_before(step): the next multi-file commit stops
  * before that step, as a kill would (io/fileout.h gt_out_commit_set). */

@@ -108,29 +108,58 @@ static int wr_hdf5(const char *path, const gt_save *s, const gt_write_input *in,
                    gt_err *e) {
   return gt_hdf5_write(path, s, in->u.json.text, in->u.json.len, e);
 }
+static int wr_gguf(const char *path, const gt_save *s, const gt_write_input *in,
+                   gt_err *e) {
+  const gt_kv_header *h = &in->u.header;
+  return gt_gguf_write(path, s, h->kv, h->types, h->alignment, e);
+}
+
+/* own_files: a bundle is PREFIX.index and its data shards, each checked
+ * and named in errors by gt_tfbundle_write. */
+static int wr_tf(const char *path, const gt_save *s, const gt_write_input *in,
+                 gt_err *e) {
+  const gt_shard_plan *p = &in->u.plan;
+  if (p->num_shards < 1 || p->num_shards > GT_TFBUNDLE_MAX_SHARDS)
+    return gt_fail(e, "%s: num_shards must be in [1, %d]", path,
+                   GT_TFBUNDLE_MAX_SHARDS);
+  gt_tfbundle_opts o = {(int)p->num_shards, p->shard_of};
+  return gt_tfbundle_write(path, s, &o, e);
+}
+
+/* own_files: a copy of the GraphDef at `base` with Consts replaced; errors
+ * name base when it cannot be mapped, else path. */
+static int wr_graphdef(const char *path, const gt_save *s,
+                       const gt_write_input *in, gt_err *e) {
+  if (!in->u.base)
+    return gt_fail(e, "%s: a graph is written as a patched copy: no base "
+                      "graph given", path);
+  gt_storage *base = gt_storage_map(in->u.base, e);
+  if (!base) return gt_wrap(e, "%s", in->u.base);
+  int rc = gt_tfgraph_patch(path, base, s, e);
+  gt_storage_release(base);
+  return rc == GT_OK ? GT_OK : gt_wrap(e, "%s", path);
+}
 
 /* "pickle" is a plain pickle read by the torch reader; "tf_v1" a V1
  * checkpoint file; "savedmodel_pb" the saved_model.pb of a SavedModel (its
  * variables are a "tf" bundle, which lua/graft/formats/tfgraph.lua joins). */
 static const gt_format formats[] = {
-  {"safetensors", rd_safetensors, 0, wr_safetensors, GT_IN_STRINGS},
-  {"npy", rd_npy, 0, wr_npy, GT_IN_NONE},
-  {"npz", rd_npz, 0, wr_npz, GT_IN_FLAG},
-  {"torch", rd_torch, 0, wr_torch, GT_IN_TREE},
-  {"pickle", rd_torch, 0, NULL, GT_IN_NONE},
-  {"tf", rd_tf, 1, NULL, GT_IN_NONE},
-  {"tf_v1", rd_tf_v1, 0, NULL, GT_IN_NONE},
-  {"graphdef", rd_graphdef, 0, NULL, GT_IN_NONE},
-  {"metagraph", rd_metagraph, 0, NULL, GT_IN_NONE},
-  {"savedmodel_pb", rd_savedmodel, 0, NULL, GT_IN_NONE},
-  {"hdf5", rd_hdf5, 0, wr_hdf5, GT_IN_JSON},
-  {"keras_zip", rd_keras_zip, 0, NULL, GT_IN_NONE},
-  /* GGUF's writer takes a typed key/value list: core.gguf_write
-   * (lgraft_gguf.c). */
-  {"gguf", rd_gguf, 0, NULL, GT_IN_NONE},
-  {"onnx", rd_onnx, 0, wr_onnx, GT_IN_STRINGS},
-  {"onnx_tensor", rd_onnx_tensor, 0, NULL, GT_IN_NONE},
-  {"t7", rd_t7, 0, NULL, GT_IN_NONE},
+  {"safetensors", rd_safetensors, 0, wr_safetensors, GT_IN_STRINGS, 0},
+  {"npy", rd_npy, 0, wr_npy, GT_IN_NONE, 0},
+  {"npz", rd_npz, 0, wr_npz, GT_IN_FLAG, 0},
+  {"torch", rd_torch, 0, wr_torch, GT_IN_TREE, 0},
+  {"pickle", rd_torch, 0, NULL, GT_IN_NONE, 0},
+  {"tf", rd_tf, 1, wr_tf, GT_IN_PLAN, 1},
+  {"tf_v1", rd_tf_v1, 0, NULL, GT_IN_NONE, 0},
+  {"graphdef", rd_graphdef, 0, wr_graphdef, GT_IN_BASE, 1},
+  {"metagraph", rd_metagraph, 0, NULL, GT_IN_NONE, 0},
+  {"savedmodel_pb", rd_savedmodel, 0, NULL, GT_IN_NONE, 0},
+  {"hdf5", rd_hdf5, 0, wr_hdf5, GT_IN_JSON, 0},
+  {"keras_zip", rd_keras_zip, 0, NULL, GT_IN_NONE, 0},
+  {"gguf", rd_gguf, 0, wr_gguf, GT_IN_HEADER, 0},
+  {"onnx", rd_onnx, 0, wr_onnx, GT_IN_STRINGS, 0},
+  {"onnx_tensor", rd_onnx_tensor, 0, NULL, GT_IN_NONE, 0},
+  {"t7", rd_t7, 0, NULL, GT_IN_NONE, 0},
 };
 
 const gt_format *gt_format_at(size_t i) {
@@ -149,6 +178,9 @@ const char *gt_input_name(gt_input_kind kind) {
   case GT_IN_TREE: return "tree";
   case GT_IN_JSON: return "layout";
   case GT_IN_FLAG: return "compress";
+  case GT_IN_PLAN: return "plan";
+  case GT_IN_BASE: return "base";
+  case GT_IN_HEADER: return "header";
   case GT_IN_NONE: break;
   }
   return NULL;

@@ -2,8 +2,6 @@
 -- policy (which keys, which tensor types, alignment). Bytes are in
 -- src/formats/gguf.c and src/tensor/quant.c; docs/formats/gguf.md.
 
-local core = require "graft.core"
-
 local M = { name = "gguf" }
 
 M.formats = {
@@ -163,7 +161,8 @@ function M.save(path, tensors, names, opts, ctx)
   local align
   align, kv = alignment(path, opts, kv)
   local out, types = tensor_types(path, tensors, names, opts)
-  core.gguf_write(path, names, out, kv, types, align, ctx.progress(path))
+  ctx.write(path, "gguf", names, out,
+    { header = { kv = kv, types = types, alignment = align }, progress = ctx.progress(path) })
 end
 
 return M

@@ -439,7 +439,8 @@ end
 function tf.save(path, tensors, names, opts, ctx)
   local prefix = prefix_of(path)
   local n, map = plan_shards(names, tensors, opts, ctx.source_meta)
-  core.tf_write(prefix, names, tensors, n, map, ctx.progress(path))
+  ctx.write(prefix, "tf", names, tensors,
+    { plan = { num_shards = n, shard_of = map }, progress = ctx.progress(path) })
   if opts.checkpoint_state ~= false then update_state(prefix) end
   return prefix
 end

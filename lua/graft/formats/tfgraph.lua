@@ -103,7 +103,7 @@ function M.save(path, tensors, names, opts, ctx)
   if type(opts.base) ~= "string" then
     fail("%s: format graphdef writes a patched copy of a graph: pass opts.base = \"frozen.pb\"", path)
   end
-  core.tfgraph_patch(path, opts.base, names, tensors, ctx.progress(path))
+  ctx.write(path, "graphdef", names, tensors, { base = opts.base, progress = ctx.progress(path) })
 end
 
 return M

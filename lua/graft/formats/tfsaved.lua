@@ -89,7 +89,7 @@ local function merge(out, base, src, keys, tensors, names)
   return vals
 end
 
-local function build(tmp, out, base, cmeta, keys, vals, progress)
+local function build(tmp, out, base, cmeta, keys, vals, progress, write)
   for _, e in ipairs(entries(base)) do
     local dst = tmp .. "/" .. e.rel
     if e.kind == "d" then
@@ -102,7 +102,7 @@ local function build(tmp, out, base, cmeta, keys, vals, progress)
     fail("%s: cannot create variables/", out)
   end
   tf.save(tmp .. "/variables/variables", vals, keys, { checkpoint_state = false },
-    { source_meta = cmeta, progress = function() return progress end })
+    { source_meta = cmeta, write = write, progress = function() return progress end })
 end
 
 -- names: the order of tensors; ctx: the registry's save context (open,
@@ -126,7 +126,7 @@ function M.save(out, tensors, names, opts, ctx)
   local tmp = string.format("%s.graft-tmp-%d-%d", out, os.time(), math.random(1 << 30))
   if not os.execute("mkdir " .. q(tmp)) then fail("%s: cannot create the temporary %s", out, tmp) end
   local ok, err = pcall(build, tmp, out, base, ctx.meta(src).checkpoint, keys, vals,
-    ctx.progress(out))
+    ctx.progress(out), ctx.write)
   if ok then
     local r, rerr = os.rename(tmp, out)
     ok, err = r ~= nil, rerr and ("graft: " .. out .. ": cannot rename into place: " .. rerr)

@@ -215,8 +215,8 @@ static int walk_block(reader *r, const unsigned char *b, size_t n,
   return GT_OK;
 }
 
-static int cmp_bytes(const unsigned char *a, size_t an, const unsigned char *b,
-                     size_t bn) {
+int gt_tftable_cmp(const unsigned char *a, size_t an, const unsigned char *b,
+                   size_t bn) {
   size_t m = an < bn ? an : bn;
   int c = m ? memcmp(a, b, m) : 0;
   if (c) return c;
@@ -247,7 +247,7 @@ static int add_entry(reader *r, const unsigned char *key, size_t klen,
   if (t->n > 0) {
     const unsigned char *prev = key_at(r, t->n - 1);
     size_t plen = t->kv[t->n - 1].klen;
-    if (cmp_bytes(prev, plen, key, klen) >= 0) {
+    if (gt_tftable_cmp(prev, plen, key, klen) >= 0) {
       char a[512], b[512];
       return gt_fail(err, "key \"%s\": keys are not sorted (it comes after "
                           "\"%s\")", show_key(key, klen, a),
@@ -349,7 +349,7 @@ static int read_data_block(reader *r, index_list *l, size_t k, gt_tfbuf *key,
   if (r->t->n == first) return GT_OK;
   size_t last = r->t->n - 1;
   const unsigned char *lk = key_at(r, last);
-  if (cmp_bytes(lk, r->t->kv[last].klen, l->sep[k], l->seplen[k]) > 0) {
+  if (gt_tftable_cmp(lk, r->t->kv[last].klen, l->sep[k], l->seplen[k]) > 0) {
     char a[512];
     return gt_fail(err, "data block at offset %llu: key \"%s\" is past its "
                         "index entry", (unsigned long long)l->h[k].off,
@@ -548,7 +548,7 @@ int gt_tftable_build(const gt_tfkv *kv, size_t n, const gt_tftable_opts *opts,
   for (size_t i = 0; i < n; i++) {
     const gt_tfkv *e = &kv[i];
     if (i > 0) {
-      if (cmp_bytes(last.p, last.n, e->key, e->klen) >= 0) {
+      if (gt_tftable_cmp(last.p, last.n, e->key, e->klen) >= 0) {
         char a[512];
         gt_fail(err, "key \"%s\": keys must be added in strictly increasing "
                      "order", show_key(e->key, e->klen, a));

@@ -68,6 +68,10 @@ void gt_tfbuf_free(gt_tfbuf *b);
  * bytes. */
 int gt_tf_varint(const unsigned char *p, size_t n, size_t *i, uint64_t *v);
 
+/* The table's key order: bytewise, a proper prefix first (<0, 0, >0). */
+int gt_tftable_cmp(const unsigned char *a, size_t an, const unsigned char *b,
+                   size_t bn);
+
 typedef struct gt_tftable_opts {
   size_t block_size;       /* flush a data block once its estimate reaches this */
   int restart_interval;    /* data blocks; the index block always uses 1 */
