@@ -67,9 +67,19 @@ static int rd_onnx_tensor(gt_storage *f, const char *path, gt_model *m,
                           gt_err *e) {
   return gt_onnx_tensor_read(f, path, m, e);
 }
+/* t7 detects the size of a binary long; t7_long4 and t7_long8 force it
+ * (the open option long_size, lua/graft/formats/t7.lua). */
 static int rd_t7(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
-  return gt_t7_read(f, m, e);
+  return gt_t7_read(f, m, 0, e);
+}
+static int rd_t7_long4(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_t7_read(f, m, 4, e);
+}
+static int rd_t7_long8(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  (void)path;
+  return gt_t7_read(f, m, 8, e);
 }
 /* The patch options (base, external_data, external_threshold) as strings. */
 static int wr_onnx(const char *path, const gt_save *s, const gt_write_input *in,
@@ -160,6 +170,8 @@ static const gt_format formats[] = {
   {"onnx", rd_onnx, 0, wr_onnx, GT_IN_STRINGS, 0},
   {"onnx_tensor", rd_onnx_tensor, 0, NULL, GT_IN_NONE, 0},
   {"t7", rd_t7, 0, NULL, GT_IN_NONE, 0},
+  {"t7_long4", rd_t7_long4, 0, NULL, GT_IN_NONE, 0},
+  {"t7_long8", rd_t7_long8, 0, NULL, GT_IN_NONE, 0},
 };
 
 const gt_format *gt_format_at(size_t i) {

@@ -17,13 +17,16 @@
  * size[ndim], long stride[ndim], long storageOffset (1-based), storage
  * object; tds.Hash = long n, n x (key, value); tds.Vec = long n, n items;
  * any other class = one object, its table state.
- * Binary: ints 4 bytes, longs 8 bytes (torch7 on 64-bit Unix), doubles 8,
- * all in the writer's byte order. Ascii: numbers as decimal text separated
- * by whitespace, each read of n items followed by one optional newline;
+ * Binary: ints 4 bytes, longs the writer's File:longSize (8 bytes on 64-bit
+ * Unix, 4 on Windows and 32-bit machines: sizes, strides, offsets, storage
+ * and tds sizes and a Long storage's elements), doubles 8, all in the
+ * writer's byte order. Ascii: numbers as decimal text separated by
+ * whitespace, each read of n items followed by one optional newline;
  * strings and Byte/Char storages are raw bytes. */
 #include "formats/t7.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +47,7 @@ typedef struct obj {
   char *path;          /* where it was first met */
   gt_storage *st;      /* O_STORAGE: its bytes (owned reference) */
   gt_dtype dt;         /* O_TENSOR, O_STORAGE */
+  int swap;            /* O_STORAGE: st holds big-endian elements */
   int64_t count;       /* O_STORAGE: elements */
   int64_t entry;       /* entry index in the model, or -1 */
 } obj;
@@ -53,6 +57,9 @@ typedef struct rd {
   const unsigned char *p;
   size_t n, pos;
   int enc;
+  int lsize;           /* bytes of a binary long, 8 or 4; 0 until the first
+                          header holding longs settles it (see settle) */
+  int long_seen;       /* a long was read: the long size mattered */
   gt_model *m;
   gt_err *err;
   obj **objs;          /* by object index (1-based as written) */
@@ -146,8 +153,108 @@ static int read_ints(rd *r, int64_t *v, int n, int size, const char *what) {
 static int read_int(rd *r, int64_t *v, const char *what) {
   return read_ints(r, v, 1, 4, what);
 }
-static int read_long(rd *r, int64_t *v, const char *what) {
-  return read_ints(r, v, 1, 8, what);
+/* ---- the size of a long ------------------------------------------------- *
+ * torch7 writes a long in File:longSize bytes: 8 on 64-bit Unix, 4 on
+ * Windows and 32-bit machines (torch.load's "b32"). Nothing in the file says
+ * which; the first header that holds longs (a tensor's, a storage's or a
+ * tds's, whichever comes first) settles it: it is read both ways, and 4 is
+ * taken only when the 8-byte reading cannot be laid out and the 4-byte one
+ * is laid out and its values are valid. Where the header ends a type tag
+ * must follow (a tensor's storage: nil or a torch object, whose version
+ * string or class name are never 0 or 4 when misread as a tag), and a
+ * storage or tds count and a tensor offset, read as 8 bytes, have a high
+ * word that is the sign extension of the low one (a storage of 2^31
+ * elements or more breaks this: it is taken for 4 only if its 4-byte
+ * reading fits too); read from a file of 4-byte longs that high word is
+ * the next field, which is rarely 0. Bad values alone (a negative size,
+ * offset 0) do not refute the 8-byte reading: that is a damaged file,
+ * reported as such. Each probe answers 1 (fits), 0 (the file ends first:
+ * cannot tell; 8 it is) or -1 (does not fit); it reads nothing past the
+ * file and moves nothing. docs/formats/t7.md says why this and not a
+ * second reading of the whole file. */
+
+/* The int32 at byte `at` in the file's byte order. */
+static int peek32(const rd *r, uint64_t at, int64_t *v) {
+  if (at > r->n || r->n - at < 4) return 0;
+  uint32_t u = 0;
+  for (int i = 0; i < 4; i++) u = u << 8 | r->p[at + (size_t)(r->enc == ENC_BE ? i : 3 - i)];
+  *v = (int32_t)u;
+  return 1;
+}
+
+/* The long of lsize bytes at `at`. */
+static int peek_long(const rd *r, uint64_t at, int lsize, int64_t *v) {
+  if (lsize == 4) return peek32(r, at, v);
+  int64_t lo, hi;
+  int be = r->enc == ENC_BE;
+  if (!peek32(r, at + (be ? 4 : 0), &lo) || !peek32(r, at + (be ? 0 : 4), &hi)) return 0;
+  if (hi != (lo < 0 ? -1 : 0)) return -1;
+  *v = lo;
+  return 1;
+}
+
+/* Whether an object may start at `at`: the end of the file or a type tag. */
+static int object_fits(const rd *r, uint64_t at) {
+  int64_t tag;
+  if (at == r->n) return 1;
+  return peek32(r, at, &tag) == 1 && tag >= T_NIL && tag <= T_RECUR ? 1 : -1;
+}
+
+/* A tensor header after its ndim: nd sizes, nd strides, an offset, then
+ * its storage, nil or a torch object. With 4-byte longs the sizes must be
+ * >= 0 and the offset >= 1; with 8 only the offset's high word is
+ * checked (a size may legitimately pass 2^32: a damaged file says so later). */
+static int tensor_fits(const rd *r, int nd, int lsize) {
+  int64_t v;
+  for (int i = 0; lsize == 4 && i < nd; i++)
+    if (peek32(r, r->pos + 4 * (uint64_t)i, &v) && v < 0) return -1;
+  uint64_t at = r->pos + 2 * (uint64_t)nd * (uint64_t)lsize;
+  int k = peek_long(r, at, lsize, &v);
+  if (k <= 0) return k;
+  if (lsize == 4 && v < 1) return -1;
+  k = peek32(r, at + (uint64_t)lsize, &v);
+  if (k <= 0) return k;
+  return v == T_NIL || v == T_TORCH ? 1 : -1;
+}
+
+/* A count read as one long, then `each` bytes of data per counted thing
+ * (a storage's elements; 0 for a tds, whose items are objects), then an
+ * object or the end of the file. Data past the end answers 0: a file cut
+ * short must not pass for one of 4-byte longs. */
+static int count_fits(const rd *r, int lsize, uint64_t each) {
+  int64_t n;
+  int k = peek_long(r, r->pos, lsize, &n);
+  if (k <= 0) return k;
+  if (n < 0) return lsize == 4 ? -1 : 0;
+  uint64_t at = r->pos + (uint64_t)lsize;
+  if (each && (uint64_t)n > (r->n - at) / each) return 0;
+  return object_fits(r, at + (uint64_t)n * each);
+}
+
+/* Whether the long size is still open (binary, not given, no long yet). */
+static int unsettled(const rd *r) { return !r->lsize && r->enc != ENC_ASCII; }
+
+/* Settles r->lsize at the first header holding longs; f8 and f4 are its
+ * probes read with 8- and 4-byte longs. */
+static void settle(rd *r, int f8, int f4) {
+  r->lsize = f8 < 0 && f4 > 0 ? 4 : 8;
+}
+
+/* n longs: r->lsize bytes each in binary, decimal in ascii. */
+static int read_longs(rd *r, int64_t *v, int n, const char *what) {
+  r->long_seen = 1;
+  return read_ints(r, v, n, r->enc == ENC_ASCII ? 8 : r->lsize, what);
+}
+
+/* A count of things each taking at least `each` bytes of what follows (an
+ * int, or a long when is_long): non-negative and, with each > 0, fitting
+ * the bytes left. */
+static int read_count(rd *r, int is_long, uint64_t each, const char *what, int64_t *n) {
+  if ((is_long ? read_longs(r, n, 1, what) : read_int(r, n, what)) != GT_OK) return GT_ERR;
+  if (*n < 0) return gt_fail(r->err, "byte %zu: bad %s %lld", r->pos, what, (long long)*n);
+  if (each && (uint64_t)*n > (r->n - r->pos) / each)
+    return gt_fail(r->err, "byte %zu: %s %lld overruns the file", r->pos, what, (long long)*n);
+  return GT_OK;
 }
 
 static int read_double(rd *r, double *v) {
@@ -358,6 +465,13 @@ static gt_value *ref_value(const obj *o) {
   return v;
 }
 
+/* Appends item (nil when NULL) to the OBJECT v; on failure frees v. */
+static int push_item(rd *r, gt_value *v, gt_value *item) {
+  if (gt_value_push(v, item ? item : gt_value_new(GT_V_NIL)) == GT_OK) return GT_OK;
+  gt_value_free(v);
+  return oom(r);
+}
+
 static gt_value *tensor_value(int64_t entry) {
   gt_value *v = gt_value_new(GT_V_TENSOR);
   if (v) v->i = entry;
@@ -399,11 +513,16 @@ static int numeric_class(const char *cls, size_t len, gt_dtype *dt) {
 
 static int read_object(rd *r, gt_value **out);
 
-/* Ascii storage: n numbers decoded into a heap storage. Every element takes
- * at least 2 bytes of text, which bounds n before allocating. */
-static gt_storage *ascii_storage(rd *r, gt_dtype dt, int64_t count) {
+/* A storage whose file elements are not its bytes, decoded here into a
+ * native heap storage: ascii text (every element at least 2 bytes of text,
+ * the last one 1), or a Long storage in a binary file of 4-byte longs
+ * (torch7 writes each long as an int32; read back sign-extended). The bytes
+ * left bound count before anything is allocated. */
+static gt_storage *decoded_storage(rd *r, gt_dtype dt, int64_t count) {
   size_t es = gt_dtype_size(dt);
-  if ((uint64_t)count > (r->n - r->pos) / 2 + 1) {
+  int text = r->enc == ENC_ASCII;
+  uint64_t left = r->n - r->pos;
+  if ((uint64_t)count > (text ? left / 2 + 1 : left / 4)) {
     gt_fail(r->err, "byte %zu: storage of %lld elements overruns the file", r->pos, (long long)count);
     return NULL;
   }
@@ -413,8 +532,10 @@ static gt_storage *ascii_storage(rd *r, gt_dtype dt, int64_t count) {
     unsigned char *d = s->data + (size_t)i * es;
     int64_t iv = 0;
     double fv = 0;
-    int rc = gt_dtype_is_float(dt) ? ascii_double(r, &fv, "storage element")
-                                   : ascii_int(r, &iv, "storage element");
+    int rc = GT_OK;
+    if (!text) iv = (int32_t)(uint32_t)load_uint(r, 4);
+    else if (gt_dtype_is_float(dt)) rc = ascii_double(r, &fv, "storage element");
+    else rc = ascii_int(r, &iv, "storage element");
     if (rc != GT_OK) {
       gt_storage_release(s);
       return NULL;
@@ -433,46 +554,75 @@ static gt_storage *ascii_storage(rd *r, gt_dtype dt, int64_t count) {
   return s;
 }
 
-/* Storage body: long n, n elements. */
+/* Storage body: long n, n elements. Binary elements are views of the file
+ * in its byte order, but for a Long storage whose longs are 4 bytes; ascii
+ * ones (but raw Byte/Char bytes) are decoded. */
 static int read_storage(rd *r, obj *o) {
   int64_t count;
-  if (read_long(r, &count, "storage size") != GT_OK) return GT_ERR;
   size_t es = gt_dtype_size(o->dt);
-  if (count < 0 || (uint64_t)count > UINT64_MAX / es)
+  int is_long = o->dt == GT_I64;
+  /* a Long storage's elements are longs */
+  if (unsettled(r)) settle(r, count_fits(r, 8, es), count_fits(r, 4, is_long ? 4 : es));
+  if (read_count(r, 1, 0, "storage size", &count) != GT_OK) return GT_ERR;
+  if ((uint64_t)count > UINT64_MAX / es)
     return gt_fail(r->err, "byte %zu: bad storage size %lld", r->pos, (long long)count);
-  uint64_t bytes = (uint64_t)count * es;
   o->count = count;
-  if (r->enc == ENC_ASCII && es > 1) {
-    o->st = ascii_storage(r, o->dt, count);
+  int narrow = is_long && r->enc != ENC_ASCII && r->lsize == 4;
+  if ((r->enc == ENC_ASCII && es > 1) || narrow) {
+    o->st = decoded_storage(r, o->dt, count);
     return o->st ? GT_OK : GT_ERR;
   }
+  uint64_t bytes = (uint64_t)count * es;
   if (need(r, bytes, "storage data") != GT_OK) return GT_ERR;
   o->st = gt_storage_aligned(r->file, r->pos, bytes, es, r->err);
   if (!o->st) return GT_ERR;
+  o->swap = r->enc == ENC_BE;
   r->pos += (size_t)bytes;
   if (bytes) end_items(r);
   return GT_OK;
 }
 
-/* A view of a whole storage object as a 1-D tensor. */
-static int storage_tensor(rd *r, const obj *o, gt_tensor *t) {
-  int64_t shape[1] = {o->count};
-  if (gt_tensor_make(t, o->st, o->dt, 1, shape, 0, r->err) != GT_OK) return GT_ERR;
-  t->swap = r->enc == ENC_BE;
+/* A view of storage object so: nd sizes and strides in elements from the
+ * 0-based element offset off, checked to lie inside the storage. */
+static int storage_view(rd *r, const obj *so, int nd, const int64_t *size, const int64_t *stride,
+                        int64_t off, gt_tensor *t) {
+  memset(t, 0, sizeof *t);
+  t->dtype = t->sdtype = so->dt;
+  t->swap = so->swap;
+  t->ndim = nd;
+  for (int i = 0; i < nd; i++) {
+    t->shape[i] = size[i];
+    t->strides[i] = stride[i];
+  }
+  t->offset = off * (int64_t)gt_dtype_size(so->dt);
+  t->storage = so->st;
+  if (gt_tensor_check(t, r->err) != GT_OK) {
+    t->storage = NULL;
+    return GT_ERR;
+  }
+  gt_storage_retain(so->st);
   return GT_OK;
 }
 
-/* Tensor body: int ndim, long size[ndim], long stride[ndim], long
- * storageOffset (1-based), storage object (nil for an empty tensor). */
+/* A whole storage object as a 1-D tensor. */
+static int storage_tensor(rd *r, const obj *o, gt_tensor *t) {
+  int64_t one = 1;
+  return storage_view(r, o, 1, &o->count, &one, 0, t);
+}
+
+/* Tensor body (torch7's Tensor write): int ndim, long size[ndim], long
+ * stride[ndim], long storageOffset (1-based), storage object (nil for an
+ * empty tensor). */
 static int read_tensor(rd *r, obj *o, gt_tensor *t) {
   int64_t nd, size[GT_MAXDIM], stride[GT_MAXDIM], off;
   if (read_int(r, &nd, "tensor ndim") != GT_OK) return GT_ERR;
   if (nd < 0 || nd > GT_MAXDIM)
     return gt_fail(r->err, "byte %zu: tensor has %lld dimensions (at most %d)", r->pos,
                    (long long)nd, GT_MAXDIM);
-  if (read_ints(r, size, (int)nd, 8, "tensor size") != GT_OK ||
-      read_ints(r, stride, (int)nd, 8, "tensor stride") != GT_OK ||
-      read_long(r, &off, "tensor storage offset") != GT_OK)
+  if (unsettled(r)) settle(r, tensor_fits(r, (int)nd, 8), tensor_fits(r, (int)nd, 4));
+  if (read_longs(r, size, (int)nd, "tensor size") != GT_OK ||
+      read_longs(r, stride, (int)nd, "tensor stride") != GT_OK ||
+      read_longs(r, &off, 1, "tensor storage offset") != GT_OK)
     return GT_ERR;
   gt_value *sv = NULL;
   r->want_storage = 1;
@@ -504,22 +654,7 @@ static int read_tensor(rd *r, obj *o, gt_tensor *t) {
   if (off < 1 || (uint64_t)(off - 1) > (uint64_t)so->count)
     return gt_fail(r->err, "tensor storage offset %lld outside its storage of %lld", (long long)off,
                    (long long)so->count);
-  memset(t, 0, sizeof *t);
-  t->dtype = t->sdtype = o->dt;
-  t->swap = r->enc == ENC_BE;
-  t->ndim = (int)nd;
-  for (int i = 0; i < nd; i++) {
-    t->shape[i] = size[i];
-    t->strides[i] = stride[i];
-  }
-  t->offset = (off - 1) * (int64_t)gt_dtype_size(o->dt);
-  t->storage = so->st;
-  if (gt_tensor_check(t, r->err) != GT_OK) {
-    t->storage = NULL;
-    return GT_ERR;
-  }
-  gt_storage_retain(so->st);
-  return GT_OK;
+  return storage_view(r, so, (int)nd, size, stride, off - 1, t);
 }
 
 /* The value of key k (consumed) read under k's path segment and set in map. */
@@ -575,9 +710,9 @@ static int read_entries(rd *r, int64_t n, int pairs, const char *keyseg, gt_valu
  * MAP (a Vec's keys 1..n). */
 static int read_tds(rd *r, int pairs, gt_value **out) {
   int64_t n;
-  if (read_long(r, &n, "tds size") != GT_OK) return GT_ERR;
-  if (n < 0 || (uint64_t)n > (r->n - r->pos) / 4)
-    return gt_fail(r->err, "byte %zu: tds size %lld overruns the file", r->pos, (long long)n);
+  /* each item takes at least one 4-byte tag */
+  if (unsettled(r)) settle(r, count_fits(r, 8, 0), count_fits(r, 4, 0));
+  if (read_count(r, 1, 4, "tds size", &n) != GT_OK) return GT_ERR;
   return read_entries(r, n, pairs, NULL, out);
 }
 
@@ -630,10 +765,7 @@ static int read_torch(rd *r, int64_t index, gt_value **out) {
     gt_value_free(state);
     return oom(r);
   }
-  if (gt_value_push(v, state ? state : gt_value_new(GT_V_NIL)) != GT_OK) {
-    gt_value_free(v);
-    return oom(r);
-  }
+  if (push_item(r, v, state) != GT_OK) return GT_ERR;
   *out = v;
   return GT_OK;
 }
@@ -642,10 +774,8 @@ static int read_torch(rd *r, int64_t index, gt_value **out) {
 static int read_table(rd *r, int64_t index, gt_value **out) {
   int64_t n;
   if (!new_obj(r, index, O_TABLE)) return oom(r);
-  if (read_int(r, &n, "table size") != GT_OK) return GT_ERR;
-  /* each pair takes at least two 4-byte tags (two bytes in ascii) */
-  if (n < 0 || (uint64_t)n > (r->n - r->pos) / 4)
-    return gt_fail(r->err, "byte %zu: table of %lld entries overruns the file", r->pos, (long long)n);
+  /* each pair takes at least two 4-byte tags (two bytes each in ascii) */
+  if (read_count(r, 0, 4, "table size", &n) != GT_OK) return GT_ERR;
   return read_entries(r, n, 1, "<key>", out);
 }
 
@@ -674,10 +804,7 @@ static int read_function(rd *r, int64_t index, gt_value **out) {
     gt_value_free(v);
     return GT_ERR;
   }
-  if (gt_value_push(v, up ? up : gt_value_new(GT_V_NIL)) != GT_OK) {
-    gt_value_free(v);
-    return oom(r);
-  }
+  if (push_item(r, v, up) != GT_OK) return GT_ERR;
   *out = v;
   return GT_OK;
 }
@@ -799,23 +926,57 @@ static void rd_free(rd *r) {
 
 static const char *enc_name[] = {"binary-le", "binary-be", "ascii"};
 
-int gt_t7_read(gt_storage *file, gt_model *m, gt_err *err) {
+/* What one reading of a file left behind, for its error message. */
+typedef struct attempt {
+  int enc;             /* -1: no encoding detected */
+  int lsize;           /* the long size read with (0: none settled) */
+  int long_seen;       /* a long was read: the long size played a part */
+} attempt;
+
+/* m->meta of a file read: encoding, long size (binary), root, functions,
+ * classes (taken from r). */
+static int set_meta(rd *r, gt_value **root) {
+  gt_value *meta = gt_value_new(GT_V_MAP);
+  if (!meta) return oom(r);
+  const char *enc = enc_name[r->enc];
+  int rc = gt_value_setk(meta, "encoding", gt_value_str(enc, strlen(enc)));
+  if (rc == GT_OK && r->lsize)
+    rc = gt_value_setk(meta, "long_size", gt_value_int(r->lsize));
+  if (rc == GT_OK) rc = gt_value_setk(meta, "root", *root ? *root : gt_value_new(GT_V_NIL));
+  *root = NULL;
+  if (rc == GT_OK) rc = gt_value_setk(meta, "functions", r->functions);
+  r->functions = NULL;
+  if (rc == GT_OK) rc = gt_value_setk(meta, "classes", r->classes);
+  r->classes = NULL;
+  if (rc != GT_OK) {
+    gt_value_free(meta);
+    return oom(r);
+  }
+  r->m->meta = meta;
+  return GT_OK;
+}
+
+/* Reads the file with binary longs of lsize bytes (0: settled by the first
+ * header holding longs) into m (freed on failure); *a says how it went. */
+static int read_as(gt_storage *file, gt_model *m, int lsize, gt_err *err, attempt *a) {
   rd *r = calloc(1, sizeof *r);
   if (!r) return gt_fail(err, "out of memory");
   r->file = file;
   r->p = file->data;
   r->n = file->size;
+  r->lsize = lsize;
   r->m = m;
   r->err = err;
   m->format = "t7";
-  gt_value *root = NULL, *meta = NULL;
-  int rc = gt_storage_ready(file, err);
-  if (rc == GT_OK) rc = detect(r);
+  gt_value *root = NULL;
+  a->enc = -1;
+  int rc = detect(r);
   if (rc == GT_OK) {
+    a->enc = r->enc;
+    if (r->enc == ENC_ASCII) r->lsize = 0;   /* longs are text */
     r->functions = gt_value_new(GT_V_LIST);
     r->classes = gt_value_new(GT_V_LIST);
-    meta = gt_value_new(GT_V_MAP);
-    if (!r->functions || !r->classes || !meta) rc = oom(r);
+    if (!r->functions || !r->classes) rc = oom(r);
   }
   if (rc == GT_OK) rc = read_object(r, &root);
   if (rc == GT_OK && r->pos < r->n) {
@@ -824,24 +985,49 @@ int gt_t7_read(gt_storage *file, gt_model *m, gt_err *err) {
     while (r->enc == ENC_ASCII && q < r->n && strchr(" \t\r\n", r->p[q]) && r->p[q]) q++;
     if (q < r->n) rc = gt_fail(err, "%zu bytes after the object", r->n - r->pos);
   }
-  if (rc == GT_OK) {
-    rc = gt_value_setk(meta, "encoding", gt_value_str(enc_name[r->enc], strlen(enc_name[r->enc])));
-    if (rc == GT_OK) rc = gt_value_setk(meta, "root", root ? root : gt_value_new(GT_V_NIL));
-    root = NULL;
-    if (rc == GT_OK) rc = gt_value_setk(meta, "functions", r->functions);
-    r->functions = NULL;
-    if (rc == GT_OK) rc = gt_value_setk(meta, "classes", r->classes);
-    r->classes = NULL;
-    if (rc != GT_OK) oom(r);
-  }
-  if (rc == GT_OK) {
-    m->meta = meta;
-    meta = NULL;
-  }
+  if (rc == GT_OK) rc = set_meta(r, &root);
+  a->long_seen = r->long_seen;
+  a->lsize = r->lsize;
   gt_value_free(root);
-  gt_value_free(meta);
   rd_free(r);
   free(r);
   if (rc != GT_OK) gt_model_free(m);
   return rc;
+}
+
+/* Appends printf-style text to err's message (cut at its size). */
+static void append(gt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void append(gt_err *err, const char *fmt, ...) {
+  size_t len = strlen(err->msg);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->msg + len, sizeof err->msg - len, fmt, ap);
+  va_end(ap);
+}
+
+/* A forced long size that fails is tried the other way only to say which
+ * one the file has. */
+int gt_t7_read(gt_storage *file, gt_model *m, int long_size, gt_err *err) {
+  if (long_size != 0 && long_size != 4 && long_size != 8)
+    return gt_fail(err, "long size %d is not 4 or 8", long_size);
+  if (gt_storage_ready(file, err) != GT_OK) return GT_ERR;
+  attempt a;
+  if (read_as(file, m, long_size, err, &a) == GT_OK) return GT_OK;
+  if (a.enc < 0 || a.enc == ENC_ASCII || !a.long_seen) return GT_ERR;
+  if (!long_size) {
+    append(err, " (longs read as %d bytes, as detected; the option long_size = %d reads them as %d)",
+           a.lsize, 12 - a.lsize, 12 - a.lsize);
+    return GT_ERR;
+  }
+  gt_err e2;
+  gt_model scratch;
+  gt_model_init(&scratch);
+  if (read_as(file, &scratch, 12 - long_size, &e2, &a) == GT_OK) {
+    gt_model_free(&scratch);
+    append(err, " (long_size = %d given, but the file reads with %d-byte longs)", long_size,
+           12 - long_size);
+  } else {
+    append(err, " (longs read as %d bytes: long_size = %d)", long_size, long_size);
+  }
+  return GT_ERR;
 }

@@ -1,13 +1,19 @@
 -- Lua Torch7 .t7 (torch.save): detection and open. Bytes are in
 -- src/formats/t7.c; layout and naming in docs/formats/t7.md.
 
+local util = require "graft.util"
+
 local M = { name = "t7" }
 
 M.formats = {
   { name = "t7", description = "Lua Torch7 torch.save files (binary either endianness, ascii): "
       .. "tensors and storages named by their path (modules.1.weight); the object tree in "
       .. "graft.meta.root, functions never loaded (graft.meta.functions)",
-    extensions = { "t7" }, read = true, write = false },
+    extensions = { "t7" }, read = true, write = false,
+    open_options = {
+      long_size = "4 or 8: bytes of a binary file's longs (sizes, strides, offsets, Long storages; "
+        .. "4 when written on Windows or a 32-bit machine); default: detected from the first header holding longs",
+    } },
 }
 
 -- t7 has no magic: the first object's type tag, then (for a table or torch
@@ -51,8 +57,18 @@ function M.detect(head, path, ctx)
   return nil
 end
 
+-- The C rows: "t7" detects the long size, these force it.
+local long_rows = { [4] = "t7_long4", [8] = "t7_long8" }
+
 function M.open(path, opts, ctx)
-  local tensors, names, meta = ctx.read(path, "t7", opts)
+  local row = "t7"
+  if opts.long_size ~= nil then
+    row = long_rows[opts.long_size]
+    if not row then
+      util.fail("%s: opts.long_size must be 4 or 8, not %s", path, tostring(opts.long_size))
+    end
+  end
+  local tensors, names, meta = ctx.read(path, row, opts)
   return ctx.remember(tensors, names, meta)
 end
 

@@ -1,7 +1,8 @@
 -- Torch7 .t7 bad input: truncations at every length, sizes and counts that
 -- overrun, bad type tags, object indexes out of range or of the wrong
 -- kind, tensors outside their storage, too many dimensions, deep nesting
--- and seeded byte mutations. Every outcome is a clear error naming the file
+-- and seeded byte mutations; the same for files of 4-byte longs (both byte
+-- orders), whose long size is settled at the first header holding longs. Every outcome is a clear error naming the file
 -- or a file that opens and reads fully; never a crash (this spec runs under
 -- `make asan` too). Files are built here byte by byte (docs/formats/t7.md).
 local graft = require "graft"
@@ -30,6 +31,22 @@ local function key(s) return i4(2) .. str(s) end
 
 local GOOD = table_of(1, key("a") .. tensor(2, { 2, 2 }, { 2, 1 }, 1, storage(3, { 1, 2, 3, 4 }))
   .. key("b") .. tensor(4, { 3 }, { 1 }, 2, i4(4, 3)), 2)
+
+-- GOOD with 4-byte longs in byte order bo ("<" or ">"), plus a LongTensor
+-- whose storage's elements are longs too, and a tds.Vec.
+local function good4(bo)
+  local function i(...) return string.pack(bo .. string.rep("i4", select("#", ...)), ...) end
+  local function s(x) return i(#x) .. x end
+  local function head(index, cls) return i(4, index) .. s("V 1") .. s(cls) end
+  local function k(x) return i(2) .. s(x) end
+  local fst = head(3, "torch.FloatStorage") .. i(4) .. string.pack(bo .. "ffff", 1, 2, 3, 4)
+  local lst = head(6, "torch.LongStorage") .. i(3, -7, 0, 9)
+  return i(3, 1, 4)
+    .. k("a") .. head(2, "torch.FloatTensor") .. i(2, 2, 2, 2, 1, 1) .. fst
+    .. k("b") .. head(4, "torch.FloatTensor") .. i(1, 3, 1, 2) .. i(4, 3)
+    .. k("l") .. head(5, "torch.LongTensor") .. i(1, 2, 1, 2) .. lst
+    .. k("v") .. head(7, "tds.Vec") .. i(2, 2) .. s("x") .. i(5, 1)
+end
 
 local dir = H.tmpdir()
 local n = 0
@@ -155,6 +172,48 @@ describe("t7 bad input", function()
       for _ = 1, 1 + rand(4) do b[1 + rand(#b)] = rand(256) end
       try(string.char(table.unpack(b)))
     end
+  end)
+
+  it("files of 4-byte longs: read as such, every truncation an error, mutations no crash", function()
+    for _, bo in ipairs({ "<", ">" }) do
+      local good = good4(bo)
+      local m = graft.open(file(good))
+      assert.are.same({ 2, 3, 4 }, m.b:totable())
+      assert.are.same({ 0, 9 }, m.l:totable())
+      assert.are.equal(4, graft.meta(m).long_size)
+      for len = 0, #good - 1 do
+        assert.is_truthy(try(good:sub(1, len)), "length " .. len)
+      end
+      local rnd = 777
+      local function rand(n)
+        rnd = (rnd * 1103515245 + 12345) % 2147483648
+        return rnd % n
+      end
+      for _ = 1, 300 do
+        local b = { good:byte(1, -1) }
+        for _ = 1, 1 + rand(4) do b[1 + rand(#b)] = rand(256) end
+        try(string.char(table.unpack(b)))
+      end
+    end
+  end)
+
+  it("a failed read says which long size it used and how to force the other", function()
+    -- GOOD cut inside its first tensor header reads as 8-byte longs
+    fails(GOOD:sub(1, 101), "longs read as 8 bytes, as detected; the option long_size = 4 reads them as 4")
+    -- a root storage whose first element is 0 (4-byte longs): its 8-byte
+    -- reading runs past the end, so the probe cannot tell; forced, it opens
+    local root = torch_head(1, "torch.FloatStorage") .. i4(3) .. string.pack("<fff", 0, 1, 2)
+    fails(root, "long_size = 4 reads them as 4")
+    local m = graft.open(file(root), { long_size = 4 })
+    assert.are.same({ 0, 1, 2 }, m.storage:totable())
+    -- a 4-byte file forced to 8, and the other way
+    local err = H.raises(function() graft.open(file(good4("<")), { long_size = 8 }) end)
+    assert.is_truthy(err:find("long_size = 8 given, but the file reads with 4-byte longs", 1, true), err)
+    err = H.raises(function() graft.open(file(GOOD), { long_size = 4 }) end)
+    assert.is_truthy(err:find("long_size = 4 given, but the file reads with 8-byte longs", 1, true), err)
+    -- damaged whichever size: the forced size is named
+    err = H.raises(function() graft.open(file(GOOD:sub(1, 150)), { long_size = 8 }) end)
+    assert.is_truthy(err:find("(longs read as 8 bytes: long_size = 8)", 1, true), err)
   end)
 
   it("a file that is no t7 is not claimed", function()

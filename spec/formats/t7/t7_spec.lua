@@ -1,7 +1,7 @@
 -- Torch7 .t7: the real files of ../shared/fixtures/real/t7 as MANIFEST.md
 -- section 8 describes them, and files spec/fixtures/gen_t7.py writes byte by
--- byte as torch7's File.lua does (binary little- and big-endian, ascii) with
--- the values it records in expected.json.
+-- byte as torch7's File.lua does (binary little- and big-endian with 8- and
+-- 4-byte longs, ascii) with the values it records in expected.json.
 local graft = require "graft"
 local json = require "graft.json"
 local H = require "helper"
@@ -119,8 +119,11 @@ describe("t7: generated files (gen_t7.py)", function()
   H.py(H.read("spec/fixtures/gen_t7.py"), dir)
   local expected = json.decode(H.read(dir .. "/expected.json"))
 
-  for _, enc in ipairs({ "le", "be", "ascii" }) do
-    for _, stem in ipairs({ "types", "model", "shared" }) do
+  local encoding = { le = "binary-le", be = "binary-be", ascii = "ascii", le4 = "binary-le",
+                     be4 = "binary-be" }
+  local long_size = { le = 8, be = 8, le4 = 4, be4 = 4 }
+  for _, enc in ipairs({ "le", "be", "ascii", "le4", "be4" }) do
+    for _, stem in ipairs({ "types", "model", "shared", "edge" }) do
       local file = stem .. "_" .. enc .. ".t7"
       it(file .. ": names, dtypes, shapes and values as written", function()
         local exp = expected[file]
@@ -133,7 +136,8 @@ describe("t7: generated files (gen_t7.py)", function()
           assert.are.same(e.values, values(t), name)
         end
         local meta = graft.meta(m)
-        assert.are.equal(({ le = "binary-le", be = "binary-be", ascii = "ascii" })[enc], meta.encoding)
+        assert.are.equal(encoding[enc], meta.encoding)
+        assert.are.equal(long_size[enc], meta.long_size)
         assert.are.same(exp.functions, meta.functions)
       end)
     end
@@ -162,13 +166,51 @@ describe("t7: generated files (gen_t7.py)", function()
     end)
   end
 
+  it("files of 4-byte longs read as their 8-byte versions (both byte orders)", function()
+    for _, stem in ipairs({ "types", "model", "shared", "edge" }) do
+      for _, bo in ipairs({ "le", "be" }) do
+        local m8 = graft.open(dir .. "/" .. stem .. "_" .. bo .. ".t7")
+        local m4 = graft.open(dir .. "/" .. stem .. "_" .. bo .. "4.t7")
+        assert.are.same(graft.names(m8), graft.names(m4))
+        for _, name in ipairs(graft.names(m8)) do
+          local a, b = m8[name], m4[name]
+          assert.are.equal(a.dtype, b.dtype, name)
+          assert.are.same(a.shape, b.shape, name)
+          assert.are.same(a:totable(), b:totable(), name)
+        end
+      end
+    end
+    -- a Long storage's elements are longs too: 4 bytes each, sign-extended
+    assert.are.same({ 3, -1, 0 }, graft.open(dir .. "/edge_be4.t7").st:totable())
+    assert.are.same({ 1.5, "x" }, graft.meta(graft.open(dir .. "/edge_le4.t7")).root.vec[1])
+  end)
+
+  it("open option long_size forces the size of a long; a wrong one is a clear error", function()
+    for _, f in ipairs({ "model_le4.t7", "edge_be4.t7" }) do
+      local m = graft.open(dir .. "/" .. f, { long_size = 4 })
+      assert.are.equal(4, graft.meta(m).long_size)
+      local err = H.raises(function() graft.open(dir .. "/" .. f, { long_size = 8 }) end)
+      assert.is_truthy(err:find("graft: " .. dir .. "/" .. f .. ": ", 1, true), err)
+      assert.is_truthy(err:find("(long_size = 8 given, but the file reads with 4-byte longs)", 1, true), err)
+    end
+    assert.are.equal(8, graft.meta(graft.open(dir .. "/model_be.t7", { long_size = 8 })).long_size)
+    local err = H.raises(function() graft.open(dir .. "/model_be.t7", { long_size = 4 }) end)
+    assert.is_truthy(err:find("(long_size = 4 given, but the file reads with 8-byte longs)", 1, true), err)
+    -- ascii files write longs as text: the option changes nothing
+    local m = graft.open(dir .. "/edge_ascii.t7", { long_size = 4 })
+    assert.are.same({ 3, -1, 0 }, m.st:totable())
+    assert.is_nil(graft.meta(m).long_size)
+    err = H.raises(function() graft.open(dir .. "/model_le.t7", { long_size = 2 }) end)
+    assert.is_truthy(err:find("opts.long_size must be 4 or 8, not 2", 1, true), err)
+  end)
+
   it("the weight and its transposed view share one storage", function()
     local m = graft.open(dir .. "/model_le.t7")
     assert.are.equal(m["modules.1.weight"]:storage_id(), m["modules.1.weightT"]:storage_id())
   end)
 
   it("strings keep their bytes, numbers are floats, booleans booleans", function()
-    for _, enc in ipairs({ "le", "be", "ascii" }) do
+    for _, enc in ipairs({ "le", "be", "ascii", "le4", "be4" }) do
       local root = graft.meta(graft.open(dir .. "/types_" .. enc .. ".t7")).root
       assert.are.equal("héllo\nworld", root.title)
       assert.are.equal(0.125, root.lr)
