@@ -1,5 +1,7 @@
 /* onnx.h: ONNX models (.onnx, a ModelProto) and lone TensorProto files
- * (docs/formats/onnx.md).
+ * (docs/formats/onnx.md). The code is in src/formats/onnx/: read.c (the
+ * readers), write.c (the patch writer), proto.c (what both share: data
+ * types, the graph walk, TensorProto decoding; private header proto.h).
  *
  * Reading. The tensors of a model are its main graph's initializers, in
  * file order, and the `value` tensors of its Constant nodes, named by the

@@ -1,7 +1,7 @@
 /* pbpatch.h: a protobuf message rewritten by splicing new values into it.
  *
  * Both patch writers (a TF GraphDef's Const values, formats/tf/graph_patch.c;
- * an ONNX model's initializers and Constant values, formats/onnx.c) copy
+ * an ONNX model's initializers and Constant values, formats/onnx/write.c) copy
  * every byte of the base message verbatim except one nested record's
  * payload: the target. A patch says where the target sits, as the chain
  * of LEN records enclosing it (chain[0] outermost, chain[depth - 1] the

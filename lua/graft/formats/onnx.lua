@@ -3,7 +3,7 @@
 -- files (.pb, as ONNX's test data sets hold them); writing patches the
 -- initializers of a base model, every other byte kept, optionally moving
 -- large tensors to an external data file.
--- Bytes live in C (src/formats/onnx.c); this module recognises the files
+-- Bytes live in C (src/formats/onnx/); this module recognises the files
 -- and gathers the save options.
 
 local json = require "graft.json"

@@ -1,6 +1,9 @@
-/* torch.h: reading PyTorch files (docs/formats/torch.md) without running them.
+/* read.h: reading PyTorch files (docs/formats/torch.md) without running them.
+ * The code: read.c (what every layout shares and the dispatch), zip.c (zip
+ * archives), old.c (the layouts before it); reader.h is their private
+ * header.
  *
- * Three layouts, told apart by their first bytes:
+ * Four layouts, told apart by their first bytes:
  *   zip     torch.save since 1.6 (and torch.jit.save archives): one top-level
  *           folder (any name) holding data.pkl, data/<key> storages, version,
  *           optional byteorder ("big" gives swapped views); TorchScript
