@@ -216,7 +216,7 @@ function M.save(path, tensors, names, opts, ctx)
     fail("save %s: shard_size must be a positive integer", path)
   end
   local order = weight_order(cfg, names)
-  local specs, parts = {}, {}
+  local specs, total = {}, 0
   for i, n in ipairs(order) do
     local t = tensors[n]
     local dt = tfjs_dtype[t.dtype]
@@ -225,19 +225,34 @@ function M.save(path, tensors, names, opts, ctx)
         .. "cast it, e.g. {dtype = \"float32\"})", path, n, t.dtype)
     end
     specs[i] = { name = n, shape = setmetatable(t.shape, json.array_mt), dtype = dt }
-    parts[i] = t:contiguous():bytes()
+    total = total + t.nbytes
   end
-  local bytes = table.concat(parts)
   -- tfjs-converter cuts the group's byte stream into shard_size pieces
-  -- (a weight may span two files): group1-shard<i>of<n>.bin.
-  local n = math.max(1, (#bytes + shard - 1) // shard)
-  local dir = util.dirname(path)
-  local paths = {}
-  for i = 1, n do
-    local file = string.format("group1-shard%dof%d.bin", i, n)
-    ctx.write_file(dir .. "/" .. file, bytes:sub((i - 1) * shard + 1, i * shard))
-    paths[i] = file
+  -- (a weight may span two files): group1-shard<i>of<n>.bin. Streamed one
+  -- tensor at a time: memory holds one tensor's bytes and one shard.
+  local count = math.max(1, (total + shard - 1) // shard)
+  local dir, paths = util.dirname(path), {}
+  local pending, room = {}, shard
+  local function flush()
+    local file = string.format("group1-shard%dof%d.bin", #paths + 1, count)
+    ctx.write_file(dir .. "/" .. file, table.concat(pending))
+    paths[#paths + 1] = file
+    pending, room = {}, shard
   end
+  for _, n in ipairs(order) do
+    local b = tensors[n]:contiguous():bytes()
+    local pos = 1
+    while #b - pos + 1 >= room do
+      pending[#pending + 1] = b:sub(pos, pos + room - 1)
+      pos = pos + room
+      flush()
+    end
+    if pos <= #b then
+      pending[#pending + 1] = b:sub(pos)
+      room = room - (#b - pos + 1)
+    end
+  end
+  if #paths < count then flush() end
   local gen_by = opts.generated_by or gen
     or (cfg.keras_version and ("keras v" .. cfg.keras_version)) or "graft"
   local manifest = setmetatable({ { paths = setmetatable(paths, json.array_mt),
