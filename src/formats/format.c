@@ -12,6 +12,7 @@
 #include "formats/onnx.h"
 #include "formats/safetensors.h"
 #include "formats/t7.h"
+#include "formats/tfjs.h"
 #include "formats/tf/bundle.h"
 #include "formats/tf/graph.h"
 #include "formats/tf/v1.h"
@@ -80,6 +81,10 @@ static int rd_t7_long4(gt_storage *f, const char *path, gt_model *m, gt_err *e) 
 static int rd_t7_long8(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
   (void)path;
   return gt_t7_read(f, m, 8, e);
+}
+/* model.json mapped; its path locates the .bin shards beside it. */
+static int rd_tfjs(gt_storage *f, const char *path, gt_model *m, gt_err *e) {
+  return gt_tfjs_read(f, path, m, e);
 }
 /* The patch options (base, external_data, external_threshold) as strings. */
 static int wr_onnx(const char *path, const gt_save *s, const gt_write_input *in,
@@ -172,6 +177,9 @@ static const gt_format formats[] = {
   {"t7", rd_t7, 0, NULL, GT_IN_NONE, 0},
   {"t7_long4", rd_t7_long4, 0, NULL, GT_IN_NONE, 0},
   {"t7_long8", rd_t7_long8, 0, NULL, GT_IN_NONE, 0},
+  /* TF.js: the writer is lua/graft/formats/tfjs.lua (JSON assembly and
+   * shard cutting over tensor bytes). */
+  {"tfjs", rd_tfjs, 0, NULL, GT_IN_NONE, 0},
 };
 
 const gt_format *gt_format_at(size_t i) {

@@ -6,12 +6,11 @@
 -- writing makes a layers model from tensors plus a Keras model config,
 -- sharded as tfjs-converter shards.
 --
--- Bytes: shards are read whole and each weight is a tensor over its slice
--- (graft.core.tensor copies it); dequantisation is graft's lazy arithmetic
--- in float64, rounded once to float32, which is what tfjs computes
--- (`q * scale + min` in JS doubles, stored into a Float32Array).
+-- Bytes: src/formats/tfjs.c reads the manifest and maps the shards (weights
+-- are views on them, quantised ones dequantised lazily as tfjs's
+-- decodeWeight does); the writer here assembles the JSON and cuts the
+-- tensors' bytes into shards.
 
-local core = require "graft.core"
 local json = require "graft.json"
 local util = require "graft.util"
 
@@ -29,10 +28,6 @@ M.formats = {
       generated_by = "the generatedBy field (default: the config's keras_version)",
     } },
 }
-
--- The bytes one value of each dtype (or quantization dtype) takes.
-local value_size = { float32 = 4, float16 = 2, int32 = 4, uint16 = 2, uint8 = 1,
-                     bool = 1, complex64 = 8 }
 
 -- JSON text whose first keys are tfjs's (converters write "format" or
 -- "modelTopology" first; hand-made manifests may lead with weightsManifest).
@@ -54,161 +49,29 @@ end
 
 -- ------------------------------------------------------------ reading
 
--- Shard files sit beside model.json: a bare file name, never a path.
-local function bad_shard_name(shard)
-  return type(shard) ~= "string" or shard == "" or shard == "." or shard == ".."
-    or shard:find("/", 1, true) or shard:find("\\", 1, true) or shard:find("%z")
-end
-
-local function count_of(path, w)
-  if type(w.shape) ~= "table" then fail("%s: %s: shape must be a list", path, w.name) end
-  local n = 1
-  for i, d in ipairs(w.shape) do
-    if math.type(d) ~= "integer" or d < 0 then
-      fail("%s: %s: dimension %d is %s, not a size", path, w.name, i, tostring(d))
-    end
-    if d > 0 and n > (2^53) // d then fail("%s: %s: shape too large", path, w.name) end
-    n = n * d
-  end
-  return n
-end
-
--- The shard files of one group, read and concatenated.
-local function group_bytes(path, gi, group)
-  if type(group) ~= "table" or type(group.paths) ~= "table" or type(group.weights) ~= "table" then
-    fail("%s: weightsManifest[%d] needs `paths` and `weights` lists", path, gi)
-  end
-  local dir, parts = util.dirname(path), {}
-  for i, shard in ipairs(group.paths) do
-    if bad_shard_name(shard) then
-      fail("%s: weightsManifest[%d]: shard path %q is not a file name beside model.json",
-        path, gi, tostring(shard))
-    end
-    local f = io.open(dir .. "/" .. shard, "rb")
-    if not f then fail("%s: weightsManifest[%d]: shard %s is missing", path, gi, shard) end
-    parts[i] = f:read("a")
-    f:close()
-  end
-  return table.concat(parts), group.paths
-end
-
--- Strings: each a uint32 length then its bytes; returns the total length.
-local function string_span(path, w, bytes, offset, n)
-  local pos = offset
-  for _ = 1, n do
-    if pos + 4 > #bytes then fail("%s: %s: string lengths run past the shards", path, w.name) end
-    local len = string.unpack("<I4", bytes, pos + 1)
-    pos = pos + 4 + len
-  end
-  return pos - offset
-end
-
--- One quantised weight as tfjs decodes it (io_utils decodeWeight).
-local function dequantise(path, w, raw, shape)
-  local q = w.quantization
-  if q.dtype == "float16" then
-    if w.dtype ~= "float32" then
-      fail("%s: %s: float16 quantization needs dtype float32, not %s", path, w.name, tostring(w.dtype))
-    end
-    return core.tensor(raw, "float16", shape):float()
-  end
-  if q.dtype ~= "uint8" and q.dtype ~= "uint16" then
-    fail("%s: %s: unknown quantization dtype %q (tfjs has uint8, uint16, float16)",
-      path, w.name, tostring(q.dtype))
-  end
-  if type(q.scale) ~= "number" or type(q.min) ~= "number" then
-    fail("%s: %s: %s quantization needs numbers `scale` and `min`", path, w.name, q.dtype)
-  end
-  local v = core.tensor(raw, q.dtype, shape)
-  if w.dtype == "float32" then
-    -- JS numbers are doubles: q * scale + min in float64, then stored in a
-    -- Float32Array (one rounding to float32).
-    return (v:cast("float64") * (q.scale + 0.0) + (q.min + 0.0)):float()
-  elseif w.dtype == "int32" then
-    -- Math.round: the nearest integer, halves toward +infinity.
-    local out, n = {}, #raw // value_size[q.dtype]
-    local fmt = q.dtype == "uint8" and "<I1" or "<I2"
-    local step = value_size[q.dtype]
-    for i = 1, n do
-      local x = string.unpack(fmt, raw, (i - 1) * step + 1) * q.scale + q.min
-      out[i] = string.pack("<i4", math.floor(x + 0.5))
-    end
-    return core.tensor(table.concat(out), "int32", shape)
-  end
-  fail("%s: %s: dtype %s cannot be quantized", path, w.name, tostring(w.dtype))
-end
-
-local function read_group(path, gi, group, m, names, meta)
-  local bytes, files = group_bytes(path, gi, group)
-  local offset = 0
-  for wi, w in ipairs(group.weights) do
-    if type(w) ~= "table" or type(w.name) ~= "string" then
-      fail("%s: weightsManifest[%d].weights[%d] has no name", path, gi, wi)
-    end
-    local n = count_of(path, w)
-    local q = w.quantization
-    if q ~= nil and type(q) ~= "table" then fail("%s: %s: quantization must be an object", path, w.name) end
-    local size
-    if w.dtype == "string" and not q then
-      size = string_span(path, w, bytes, offset, n)
-    else
-      local vs = value_size[q and q.dtype or w.dtype]
-      if not vs then
-        fail("%s: %s: unknown %s %q", path, w.name, q and "quantization dtype" or "dtype",
-          tostring(q and q.dtype or w.dtype))
-      end
-      size = n * vs
-    end
-    if offset + size > #bytes then
-      fail("%s: %s: the manifest places it at bytes %d..%d but weightsManifest[%d]'s %d shard "
-        .. "file(s) hold %d bytes", path, w.name, offset, offset + size, gi, #files, #bytes)
-    end
-    if m[w.name] or meta.strings[w.name] then
-      fail("%s: %s: two weights have this name", path, w.name)
-    end
-    local raw = bytes:sub(offset + 1, offset + size)
-    if w.dtype == "string" and not q then
-      local list, pos = {}, 1
-      for i = 1, n do
-        local len = string.unpack("<I4", raw, pos)
-        list[i] = raw:sub(pos + 4, pos + 3 + len)
-        pos = pos + 4 + len
-      end
-      meta.strings[w.name] = list
-    else
-      local ok, t = pcall(function()
-        if q then return dequantise(path, w, raw, w.shape) end
-        return core.tensor(raw, w.dtype, w.shape)
-      end)
-      if not ok then fail("%s: %s: %s", path, w.name, (inner(t):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", ""))) end
-      m[w.name] = t
-      names[#names + 1] = w.name
-      if q then meta.quantization[w.name] = q end
-    end
-    meta.groups[w.name] = gi
-    offset = offset + size
-  end
-  if offset ~= #bytes then
-    fail("%s: weightsManifest[%d]: the manifest's weights take %d bytes but its %d shard file(s) hold %d",
-      path, gi, offset, #files, #bytes)
-  end
-  for _, f in ipairs(files) do meta.shards[#meta.shards + 1] = f end
-end
-
+-- The weights are src/formats/tfjs.c's (format "tfjs" of graft.core.read):
+-- it checks the manifest against the shard files and maps them; no weight
+-- data is read at open. Here: the document's own fields for graft.meta.
 function M.open(path, _, ctx)
   local ok, doc = pcall(json.decode, util.read_text(path))
   if not ok then fail("%s: %s", path, inner(doc)) end
   if type(doc) ~= "table" or type(doc.weightsManifest) ~= "table" then
     fail("%s: not a TensorFlow.js model.json (no weightsManifest)", path)
   end
-  local m, names = {}, {}
+  local m, names, cmeta = ctx.read(path, "tfjs")
   local meta = { format = "tfjs", model_format = doc.format, modelTopology = doc.modelTopology,
                  generatedBy = doc.generatedBy, convertedBy = doc.convertedBy,
                  signature = doc.signature, userDefinedMetadata = doc.userDefinedMetadata,
                  modelInitializer = doc.modelInitializer, trainingConfig = doc.trainingConfig,
-                 shards = {}, groups = {}, quantization = {}, strings = {} }
-  for gi, group in ipairs(doc.weightsManifest) do
-    read_group(path, gi, group, m, names, meta)
+                 shards = cmeta.shards, groups = cmeta.groups, strings = cmeta.strings,
+                 quantization = {} }
+  -- The C reader accepted the manifest: every group and weight is well formed.
+  for _, group in ipairs(doc.weightsManifest) do
+    for _, w in ipairs(group.weights) do
+      if m[w.name] and type(w.quantization) == "table" and w.quantization ~= json.null then
+        meta.quantization[w.name] = w.quantization
+      end
+    end
   end
   return ctx.remember(m, names, meta)
 end
@@ -353,7 +216,7 @@ function M.save(path, tensors, names, opts, ctx)
     fail("save %s: shard_size must be a positive integer", path)
   end
   local order = weight_order(cfg, names)
-  local specs, parts = {}, {}
+  local specs, total = {}, 0
   for i, n in ipairs(order) do
     local t = tensors[n]
     local dt = tfjs_dtype[t.dtype]
@@ -362,19 +225,34 @@ function M.save(path, tensors, names, opts, ctx)
         .. "cast it, e.g. {dtype = \"float32\"})", path, n, t.dtype)
     end
     specs[i] = { name = n, shape = setmetatable(t.shape, json.array_mt), dtype = dt }
-    parts[i] = t:contiguous():bytes()
+    total = total + t.nbytes
   end
-  local bytes = table.concat(parts)
   -- tfjs-converter cuts the group's byte stream into shard_size pieces
-  -- (a weight may span two files): group1-shard<i>of<n>.bin.
-  local n = math.max(1, (#bytes + shard - 1) // shard)
-  local dir = util.dirname(path)
-  local paths = {}
-  for i = 1, n do
-    local file = string.format("group1-shard%dof%d.bin", i, n)
-    ctx.write_file(dir .. "/" .. file, bytes:sub((i - 1) * shard + 1, i * shard))
-    paths[i] = file
+  -- (a weight may span two files): group1-shard<i>of<n>.bin. Streamed one
+  -- tensor at a time: memory holds one tensor's bytes and one shard.
+  local count = math.max(1, (total + shard - 1) // shard)
+  local dir, paths = util.dirname(path), {}
+  local pending, room = {}, shard
+  local function flush()
+    local file = string.format("group1-shard%dof%d.bin", #paths + 1, count)
+    ctx.write_file(dir .. "/" .. file, table.concat(pending))
+    paths[#paths + 1] = file
+    pending, room = {}, shard
   end
+  for _, n in ipairs(order) do
+    local b = tensors[n]:contiguous():bytes()
+    local pos = 1
+    while #b - pos + 1 >= room do
+      pending[#pending + 1] = b:sub(pos, pos + room - 1)
+      pos = pos + room
+      flush()
+    end
+    if pos <= #b then
+      pending[#pending + 1] = b:sub(pos)
+      room = room - (#b - pos + 1)
+    end
+  end
+  if #paths < count then flush() end
   local gen_by = opts.generated_by or gen
     or (cfg.keras_version and ("keras v" .. cfg.keras_version)) or "graft"
   local manifest = setmetatable({ { paths = setmetatable(paths, json.array_mt),

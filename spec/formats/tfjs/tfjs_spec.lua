@@ -44,6 +44,29 @@ local function edit_manifest(file, fn)
   H.write(file, json.encode(doc))
 end
 
+-- A model.json over hand-made shards: files maps shard name -> bytes,
+-- groups is the weightsManifest (a Lua list of {paths, weights}).
+local function hand_model(dir, files, groups)
+  for name, bytes in pairs(files) do H.write(dir .. "/" .. name, bytes) end
+  for _, g in ipairs(groups) do
+    setmetatable(g.paths, json.array_mt)
+    setmetatable(g.weights, json.array_mt)
+    for _, w in ipairs(g.weights) do setmetatable(w.shape, json.array_mt) end
+  end
+  H.write(dir .. "/model.json", json.encode({ format = "graph-model",
+    weightsManifest = setmetatable(groups, json.array_mt) }))
+  return dir .. "/model.json"
+end
+
+-- Overwrites a file's bytes in place (same inode, so a mapping sees them).
+local function overwrite(path, bytes)
+  local f = assert(io.open(path, "r+b"))
+  f:write(bytes)
+  f:close()
+end
+
+local function floats(...) return string.pack("<" .. string.rep("f", select("#", ...)), ...) end
+
 describe("tfjs", function()
   teardown(H.cleanup)
 
@@ -156,5 +179,146 @@ describe("tfjs", function()
     assert.same({}, graft.names(m))
     H.write(d .. "/x.json", '{"format": "graph-model", "modelTopology": {}, "weightsManifest": []}')
     assert.equal("graph-model", graft.meta(graft.open(d .. "/x.json")).model_format)
+  end)
+
+  it("opens the manifest, not the shards: a shard rewritten after open gives its new values", function()
+    -- w lies in a.bin, span crosses a.bin / b.bin, q (uint8) and h
+    -- (float16) in b.bin: views, a lazy gather, lazy dequantisation, a
+    -- lazy cast. Had open read the shards, the old values would show.
+    local d = H.tmpdir()
+    local p = hand_model(d, { ["a.bin"] = floats(1, 2, 3, 4, 5, 6),
+                              ["b.bin"] = floats(7) .. "\1\2\3\4" .. "\0\60\0\64" },
+      { { paths = { "a.bin", "b.bin" }, weights = {
+        { name = "w", shape = { 2, 2 }, dtype = "float32" },
+        { name = "span", shape = { 3 }, dtype = "float32" },
+        { name = "q", shape = { 4 }, dtype = "float32",
+          quantization = { dtype = "uint8", scale = 0.5, min = -1 } },
+        { name = "h", shape = { 2 }, dtype = "float32", quantization = { dtype = "float16" } } } } })
+    local m = graft.open(p)
+    assert.same({ "w", "span", "q", "h" }, graft.names(m))
+    assert.same({ "a.bin", "b.bin" }, graft.meta(m).shards)
+    overwrite(d .. "/a.bin", floats(10, 20, 30, 40, 50, 60))
+    -- float16 0x3E00 = 1.5, 0xC000 = -2
+    overwrite(d .. "/b.bin", floats(70) .. "\10\20\30\40" .. "\0\62\0\192")
+    assert.same({ { 10, 20 }, { 30, 40 } }, m.w:totable())
+    assert.same({ 50, 60, 70 }, m.span:totable())
+    assert.same({ 4, 9, 14, 19 }, m.q:totable())
+    assert.same({ 1.5, -2 }, m.h:totable())
+    assert.equal("float32", m.h.dtype)
+  end)
+
+  it("opens a 128 MiB model in a few MiB: no shard data is read (measured in a subprocess)", function()
+    -- Sparse shards (no disk blocks): a 64 MiB float32 weight and a
+    -- 64 Mi-element uint8-quantised one (256 MiB once dequantised).
+    local d = H.tmpdir()
+    for _, name in ipairs({ "a.bin", "b.bin" }) do
+      local f = assert(io.open(d .. "/" .. name, "wb"))
+      f:seek("set", 64 * 1024 * 1024 - 1)
+      f:write("\0")
+      f:close()
+    end
+    local p = hand_model(d, {}, { { paths = { "a.bin", "b.bin" }, weights = {
+      { name = "big", shape = { 4096, 4096 }, dtype = "float32" },
+      { name = "q", shape = { 8192, 8192 }, dtype = "float32",
+        quantization = { dtype = "uint8", scale = 0.25, min = 0 } } } } })
+    local code = 'package.path = "lua/?.lua;lua/?/init.lua;" .. package.path; '
+      .. 'package.cpath = "build/?.so;" .. package.cpath; '
+      .. 'local g = require "graft"; local c = require "graft.core"; '
+      .. 'collectgarbage(); local r0 = c.maxrss(); '
+      .. 'local m = g.open(' .. string.format("%q", p) .. '); '
+      .. 'print(#g.names(m), m.big.nbytes + m.q.nbytes, c.maxrss() - r0)'
+    local f = io.popen("lua5.4 -e " .. H.q(code) .. " 2>&1")
+    local out = f:read("a")
+    f:close()
+    local n, bytes, rss = out:match("^(%d+)\t(%d+)\t(%d+)")
+    assert.equal("2", n, out)
+    assert.equal(64 * 2 ^ 20 + 256 * 2 ^ 20, tonumber(bytes))
+    assert.is_true(tonumber(rss) < 16 * 2 ^ 20, "open grew the RSS by " .. tostring(rss) .. " bytes")
+  end)
+
+  it("dequantises as tfjs's decodeWeights at the edges: ties, wrap-around, spans", function()
+    -- int32 from uint8: Math.round of q * scale + min (x.5 ties up; the
+    -- double just under 0.5 rounds to 0, where floor(x + 0.5) gives 1),
+    -- stored into an Int32Array (modulo 2^32); uint16 values and a float16
+    -- weight split across shard files at odd offsets.
+    local d = H.tmpdir()
+    local q8 = string.char(0, 1, 2, 3, 4, 5, 254, 255)
+    local q16 = string.pack("<" .. string.rep("I2", 6), 0, 1, 257, 32768, 65534, 65535)
+    local h = string.pack("<" .. string.rep("I2", 4), 0x3C00, 0x0001, 0x7BFF, 0x8400)
+    local all = q8 .. q8 .. q8 .. q16 .. q16 .. h
+    local p = hand_model(d, { ["x1.bin"] = all:sub(1, 13), ["x2.bin"] = all:sub(14, 41),
+                              ["x3.bin"] = all:sub(42) },
+      { { paths = { "x1.bin", "x2.bin", "x3.bin" }, weights = {
+        { name = "ties", shape = { 8 }, dtype = "int32",
+          quantization = { dtype = "uint8", scale = 0.5, min = -1.5 } },
+        { name = "under", shape = { 8 }, dtype = "int32",
+          quantization = { dtype = "uint8", scale = 0.49999999999999994, min = 0 } },
+        { name = "wrap", shape = { 2, 4 }, dtype = "int32",
+          quantization = { dtype = "uint8", scale = 3e7, min = -2e9 } },
+        { name = "u16", shape = { 6 }, dtype = "float32",
+          quantization = { dtype = "uint16", scale = 1.2345e-5, min = -0.3 } },
+        { name = "u16i", shape = { 3, 2 }, dtype = "int32",
+          quantization = { dtype = "uint16", scale = 0.001, min = -32.5 } },
+        { name = "h", shape = { 4 }, dtype = "float32", quantization = { dtype = "float16" } } } } })
+    local m = graft.open(p)
+    tfjs("decode", p, d .. "/ref.json")
+    local ref = json.decode(H.read(d .. "/ref.json"))
+    for _, name in ipairs({ "ties", "under", "wrap", "u16", "u16i", "h" }) do
+      local r = ref[name]
+      assert.equal(r.dtype, m[name].dtype, name)
+      assert.same(r.shape, m[name].shape, name)
+      local want = graft.tensor(r.values, r.dtype):reshape(table.unpack(r.shape))
+      assert.is_true(m[name]:equal(want), name)
+    end
+    assert.equal(0, m.under:totable()[2])
+  end)
+
+  it("keeps string weights in graft.meta and refuses their lengths past the shards", function()
+    local d = H.tmpdir()
+    local s = string.pack("<s4s4s4", "ab", "", "xyz")
+    local p = hand_model(d, { ["s.bin"] = s .. floats(1.5) },
+      { { paths = { "s.bin" }, weights = { { name = "words", shape = { 3 }, dtype = "string" },
+                                          { name = "x", shape = { 1 }, dtype = "float32" } } } })
+    local m = graft.open(p)
+    assert.same({ "x" }, graft.names(m))
+    assert.same({ "ab", "", "xyz" }, graft.meta(m).strings.words)
+    assert.same({ 1.5 }, m.x:totable())
+    p = hand_model(d, { ["s.bin"] = s }, { { paths = { "s.bin" }, weights = {
+      { name = "words", shape = { 4 }, dtype = "string" } } } })
+    assert.truthy(H.raises(function() graft.open(p) end):find("words: string lengths run past the shards", 1, true))
+  end)
+
+  it("refuses malformed manifests, naming the weight or group", function()
+    local d = H.tmpdir()
+    local function refuses(weights, want, paths)
+      local p = hand_model(d, { ["a.bin"] = floats(1, 2, 3, 4) },
+        { { paths = paths or { "a.bin" }, weights = weights } })
+      local err = H.raises(function() graft.open(p) end)
+      assert.truthy(err:find(want, 1, true), err)
+      assert.truthy(err:find("^graft: " .. p:gsub("%p", "%%%0") .. ": "), err)
+    end
+    local f4 = { { name = "x", shape = { 4 }, dtype = "float32" } }
+    refuses(f4, 'shard path ".." is not a file name beside model.json', { ".." })
+    refuses(f4, 'shard path "a\\b.bin" is not a file name beside model.json', { "a\\b.bin" })
+    refuses(f4, 'shard path "" is not a file name beside model.json', { "" })
+    refuses({ { name = "x", shape = { 4 }, dtype = "uint8" } }, 'x: unknown dtype "uint8"')
+    refuses({ { name = "x", shape = { 4 }, dtype = "float64" } }, 'x: unknown dtype "float64"')
+    refuses({ { name = "x", shape = { 1.5 }, dtype = "float32" } }, "x: dimension 1 is 1.5, not a size")
+    refuses({ { name = "x", shape = { 2 ^ 40, 2 ^ 40 }, dtype = "float32" } }, "x: shape too large")
+    refuses({ { name = "x", shape = { 2 ^ 26, 2 ^ 26 }, dtype = "float32" } },
+      "x: the manifest places it at bytes 0..18014398509481984 but weightsManifest[1]'s 1 shard file(s) hold 16 bytes")
+    refuses({ { name = "x", shape = { 2 }, dtype = "float32" }, { name = "x", shape = { 2 }, dtype = "float32" } },
+      "x: two weights have this name")
+    refuses({ { name = "x", shape = { 16 }, dtype = "int32", quantization = { dtype = "float16" } } },
+      "x: float16 quantization needs dtype float32, not int32")
+    refuses({ { name = "x", shape = { 16 }, dtype = "bool", quantization = { dtype = "uint8", scale = 1, min = 0 } } },
+      "x: dtype bool cannot be quantized")
+    refuses({ { name = "x", shape = { 16 }, dtype = "float32", quantization = { dtype = "uint8", min = 0 } } },
+      "x: uint8 quantization needs numbers `scale` and `min`")
+    local many = {}
+    for i = 1, 33 do many[i] = 1 end
+    refuses({ { name = "x", shape = many, dtype = "float32" } }, "x: more than 32 dimensions")
+    os.execute("mkdir -p " .. H.q(d .. "/sub"))
+    refuses(f4, "weightsManifest[1]: shard sub: not a regular file", { "sub" })
   end)
 end)
