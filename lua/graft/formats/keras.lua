@@ -384,7 +384,7 @@ end
 -- known, any "<prefix>/<variable>" tensor is taken in the given order);
 -- at: where it is (see plan_layer).
 local function add_object(P, k3, name, vars, at, trainable)
-  local o = { k3 = k3, name = name, top = at.top, k2 = at.k2, a = at.a, trainable = trainable,
+  local o = { k3 = k3, name = name, top = at.top, k2 = at.k2, trainable = trainable,
     slots = {}, open = vars == nil }
   P.objects[#P.objects + 1] = o
   P.rank[k3] = #P.objects
@@ -460,7 +460,6 @@ function keras.plan(path, cfg)
   local P = { objects = {}, rank = {}, alias = {}, open = {}, tops = model_layers(path, cfg),
     by = {} }
   for _, l in ipairs(P.tops) do
-    l.refused = nil
     plan_layer(P, path, l, { k3 = "layers/" .. l.obj, a = { l.obj, l.name }, k2 = l.name, top = l,
       trainable = true })
   end
@@ -535,7 +534,8 @@ function keras.read3(path, tensors, names, h5, remember, config_text, metadata_t
   if type(config) == "table" and type(config.class_name) == "string" then
     local ok, P = pcall(keras.plan, path, config)
     if ok then
-      for i, o in ipairs(P.objects) do plan[o.k3], prank[o.k3] = o, i end
+      for _, o in ipairs(P.objects) do plan[o.k3] = o end
+      prank = P.rank
     end
   end
   local objects, byobj = {}, {}
