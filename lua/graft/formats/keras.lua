@@ -312,10 +312,232 @@ local function layer_path(obj)
   return (s:gsub("^/", ""))
 end
 
+-- ------------------------------------------------------------- model plans
+-- A model config's variables as Keras 3 and Keras 2 store them
+-- (docs/formats/keras.md#nested-layers), shared by the .keras reader
+-- (names and order) and the whole-model writers.
+
+-- The layers of a Sequential or Functional config in model order, each
+-- { name, class (snake case), config, obj (Keras 3 object name: the
+-- snake-cased class, de-duplicated with _1, _2, ... over the container's
+-- layers as Keras 3's saver visits them: a Sequential's InputLayer is not
+-- one of its `layers` and takes no number) }.
+local function model_layers(path, cfg)
+  local layers = type(cfg.config) == "table" and cfg.config.layers
+  if type(layers) ~= "table" then
+    fail("%s: model config %s has no config.layers (only Sequential and Functional "
+      .. "models can be written whole)", path, cfg.class_name)
+  end
+  local out, seen = {}, {}
+  for _, l in ipairs(layers) do
+    if type(l) ~= "table" or type(l.class_name) ~= "string" or type(l.config) ~= "table" then
+      fail("%s: model config: a layer without class_name and config", path)
+    end
+    local base = snake(l.class_name)
+    local obj = base
+    if not (cfg.class_name == "Sequential" and l.class_name == "InputLayer") then
+      local n = seen[base]
+      seen[base] = (n or 0) + 1
+      obj = n and (base .. "_" .. n) or base
+    end
+    out[#out + 1] = { name = type(l.config.name) == "string" and l.config.name or obj,
+      class = base, class_name = l.class_name, config = l.config, obj = obj }
+  end
+  return out
+end
+
+-- RNN layers whose one cell (Keras 3 object `cell`; Keras 2 weight scope
+-- `<layer>/<cell>`) holds kernel, recurrent_kernel and bias.
+local RNN_CELLS = { lstm = "lstm_cell", gru = "gru_cell", simple_rnn = "simple_rnn_cell" }
+-- BatchNormalization's statistics: the non-trainable variables Keras 2
+-- lists after every trainable one of the same layer (a nested model's
+-- weight_names put them last).
+local NON_TRAINABLE = { moving_mean = true, moving_variance = true }
+
+-- Variables of a layer of class `class` that owns them (VARS) as its
+-- config creates them, nil for a class graft does not know.
+local function config_vars(class, cfg)
+  local full = VARS[class]
+  if not full then return nil end
+  local out = {}
+  for _, v in ipairs(full) do
+    local off = (v == "bias" and cfg.use_bias == false)
+      or (v == "gamma" and cfg.scale == false) or (v == "beta" and cfg.center == false)
+    if not off then out[#out + 1] = v end
+  end
+  return out
+end
+
+-- A wrapped layer's { class_name, config } as model_layers describes it.
+local function sub_layer(path, owner, entry, what)
+  if type(entry) ~= "table" or type(entry.class_name) ~= "string" or type(entry.config) ~= "table" then
+    fail("%s: model config: layer %q (%s) has no %s layer config", path, owner.name,
+      owner.class_name, what)
+  end
+  local base = snake(entry.class_name)
+  return { name = type(entry.config.name) == "string" and entry.config.name or base,
+    class = base, class_name = entry.class_name, config = entry.config }
+end
+
+-- One object with variables: k3 its Keras 3 path ("layers/lstm/cell"),
+-- name its vars group's name attribute, vars its variables (nil: not
+-- known, any "<prefix>/<variable>" tensor is taken in the given order);
+-- at: where it is (see plan_layer).
+local function add_object(P, k3, name, vars, at, trainable)
+  local o = { k3 = k3, name = name, top = at.top, k2 = at.k2, trainable = trainable,
+    slots = {}, open = vars == nil }
+  P.objects[#P.objects + 1] = o
+  P.rank[k3] = #P.objects
+  -- The Keras 2 name graft reads (top layer + weight name without the
+  -- repeated top layer prefix) is a prefix too.
+  local rel = at.k2 == at.top.name and "" or at.k2:gsub("^" .. at.top.name:gsub("%p", "%%%0") .. "/", "")
+  o.prefixes = { at.a[2], at.a[1], rel == "" and at.top.name or (at.top.name .. "/" .. rel) }
+  if o.open then
+    for _, p in ipairs(o.prefixes) do P.open[p] = P.open[p] or o end
+    return o
+  end
+  for _, v in ipairs(vars) do
+    local s = { object = o, var = v, k2 = at.k2 .. "/" .. v, trainable = trainable and not NON_TRAINABLE[v] }
+    o.slots[#o.slots + 1] = s
+    s.names = {}
+    for i, p in ipairs(o.prefixes) do s.names[i] = p .. "/" .. v end
+  end
+  return o
+end
+
+-- Plan layer l at `at` = { k3 (its Keras 3 object path), a (its tensor-name
+-- prefixes: { object names, layer names }), k2 (the Keras 2 weight scope of
+-- its variables), top (its top-level layer), trainable }.
+local function plan_layer(P, path, l, at)
+  local cfg = l.config
+  local trainable = at.trainable and cfg.trainable ~= false
+  local function sub(step, k2)
+    return { k3 = at.k3 .. "/" .. step, a = { at.a[1] .. "/" .. step, at.a[2] .. "/" .. step },
+      k2 = k2, top = at.top, trainable = trainable }
+  end
+  if RNN_CELLS[l.class] then
+    local cell = RNN_CELLS[l.class]
+    local vars = { "kernel", "recurrent_kernel" }
+    if cfg.use_bias ~= false then vars[3] = "bias" end
+    add_object(P, at.k3 .. "/cell", cell, vars, sub("cell", at.k2 .. "/" .. cell), trainable)
+  elseif l.class == "bidirectional" then
+    -- tf-keras renames the halves forward_<layer> and backward_<layer>;
+    -- Keras 3's config already holds forward_<layer>.
+    local fwd = sub_layer(path, l, cfg.layer, "wrapped")
+    local bwd = cfg.backward_layer ~= nil and cfg.backward_layer ~= json.null
+      and sub_layer(path, l, cfg.backward_layer, "backward") or fwd
+    local base = fwd.name:gsub("^forward_", "")
+    local bname = bwd == fwd and base or bwd.name:gsub("^backward_", "")
+    plan_layer(P, path, fwd, sub("forward_layer", at.k2 .. "/forward_" .. base))
+    plan_layer(P, path, bwd, sub("backward_layer", at.k2 .. "/backward_" .. bname))
+  elseif l.class == "time_distributed" then
+    -- tf-keras creates the wrapped layer's variables in the wrapper's scope.
+    plan_layer(P, path, sub_layer(path, l, cfg.layer, "wrapped"), sub("layer", at.k2))
+  elseif type(cfg.layers) == "table" then
+    -- A nested model: Keras 3 saves its layers under `layers`; Keras 2
+    -- lists their weights in the model's group under their own names.
+    for _, k in ipairs(model_layers(path, l)) do
+      plan_layer(P, path, k, { k3 = at.k3 .. "/layers/" .. k.obj,
+        a = { at.a[1] .. "/" .. k.obj, at.a[2] .. "/" .. k.name }, k2 = k.name, top = at.top,
+        trainable = trainable })
+    end
+  elseif VARS[l.class] then
+    add_object(P, at.k3, l.name, config_vars(l.class, cfg), at, trainable)
+  elseif l.class == "rnn" or l.class:find("^conv_lstm") or cfg.cell ~= nil or cfg.layer ~= nil then
+    at.top.refused = at.top.refused or string.format("%s keeps its variables in a %s graft does "
+      .. "not lay out (graft knows LSTM, GRU, SimpleRNN, Bidirectional, TimeDistributed and "
+      .. "nested Sequential/Functional models)", l.class_name, l.class == "rnn" and "custom cell"
+      or "sub-object")
+  else
+    add_object(P, at.k3, l.name, nil, at, trainable)
+  end
+end
+
+-- The plan of a Sequential or Functional config: { tops (model_layers),
+-- objects (in model order), rank (Keras 3 path -> position), alias (tensor
+-- name -> slot), open (name prefix -> object of unknown variables) }.
+function keras.plan(path, cfg)
+  local P = { objects = {}, rank = {}, alias = {}, open = {}, tops = model_layers(path, cfg),
+    by = {} }
+  for _, l in ipairs(P.tops) do
+    plan_layer(P, path, l, { k3 = "layers/" .. l.obj, a = { l.obj, l.name }, k2 = l.name, top = l,
+      trainable = true })
+  end
+  -- Layer names before object names (as graft's readers name them: Keras
+  -- 2 by layer, Keras 3 by object), first layer first.
+  for _, l in ipairs(P.tops) do P.by[l.name] = P.by[l.name] or l end
+  for _, l in ipairs(P.tops) do P.by[l.obj] = P.by[l.obj] or l end
+  for i = 1, 3 do
+    for _, o in ipairs(P.objects) do
+      for _, s in ipairs(o.slots) do
+        P.alias[s.names[i]] = P.alias[s.names[i]] or s
+      end
+    end
+  end
+  return P
+end
+
+-- Put each tensor of `names` in its slot of plan P; every tensor must find
+-- one, and an object given some of its variables must be given all.
+local function fill(path, P, names)
+  for _, n in ipairs(names) do
+    local s = P.alias[n]
+    local prefix, var = n:match("^(.+)/([^/]+)$")
+    local o = not s and prefix and P.open[prefix]
+    if s then
+      if s.tensor then
+        fail("%s: %s: the same variable as %s (%s of layer %q)", path, n, s.tensor,
+          s.object.k3, s.object.top.name)
+      end
+      s.tensor = n
+    elseif o then
+      o.slots[#o.slots + 1] = { object = o, var = var, tensor = n, k2 = o.k2 .. "/" .. var,
+        trainable = o.trainable and not NON_TRAINABLE[var] }
+    else
+      local top = P.by[n:match("^[^/]+")]
+      if not top then
+        fail("%s: %s: no layer of the model config is named %q (name tensors "
+          .. "\"<layer>/<variable>\")", path, n, prefix or n)
+      end
+      if top.refused then
+        fail("%s: %s: layer %q (%s): %s", path, n, top.name, top.class_name, top.refused)
+      end
+      local want = {}
+      for _, ob in ipairs(P.objects) do
+        if ob.top == top then
+          for _, sl in ipairs(ob.slots) do want[#want + 1] = sl.names[1] end
+        end
+      end
+      fail("%s: %s: layer %q (%s) has no variable of this name (its variables: %s)", path, n,
+        top.name, top.class_name, #want > 0 and table.concat(want, ", ") or "none")
+    end
+  end
+  for _, o in ipairs(P.objects) do
+    local have, miss = false, nil
+    for _, s in ipairs(o.slots) do
+      if s.tensor then have = true elseif not miss then miss = s end
+    end
+    if have and miss then
+      fail("%s: layer %q (%s): no tensor for %s's variable %s (name it %q)", path, o.top.name,
+        o.top.class_name, o.k3, miss.var, miss.names[1])
+    end
+  end
+end
+
 -- Keras 3: every dataset "<object>/vars/<i>".
 function keras.read3(path, tensors, names, h5, remember, config_text, metadata_text)
   local config = decode_json(config_text)
   local objs = config_objects(config)
+  -- The config's plan names and orders the variables of sub-objects too
+  -- (an RNN's cell, a wrapper's layer, a nested model's layers).
+  local plan, prank = {}, {}
+  if type(config) == "table" and type(config.class_name) == "string" then
+    local ok, P = pcall(keras.plan, path, config)
+    if ok then
+      for _, o in ipairs(P.objects) do plan[o.k3] = o end
+      prank = P.rank
+    end
+  end
   local objects, byobj = {}, {}
   local function object(obj)
     local o = byobj[obj]
@@ -346,10 +568,15 @@ function keras.read3(path, tensors, names, h5, remember, config_text, metadata_t
   end
   -- Model order where the config gives it; HDF5 order otherwise.
   for i, o in ipairs(objects) do o.pos = i end
+  local function rank(o)
+    local top = objs[o.path:match("^layers/[^/]+")]
+    return top and top.index or math.huge, prank[o.path] or math.huge
+  end
   table.sort(objects, function(a, b)
-    local ia = objs[a.path] and objs[a.path].index or math.huge
-    local ib = objs[b.path] and objs[b.path].index or math.huge
-    if ia ~= ib then return ia < ib end
+    local ta, ra = rank(a)
+    local tb, rb = rank(b)
+    if ta ~= tb then return ta < tb end
+    if ra ~= rb then return ra < rb end
     return a.pos < b.pos
   end)
   local out, order, paths = {}, {}, {}
@@ -361,8 +588,20 @@ function keras.read3(path, tensors, names, h5, remember, config_text, metadata_t
     for k, v in ipairs(o.vars) do shapes[k] = v.t.shape end
     local c = objs[o.path]
     local base = o.path:match("([^/]*)$"):gsub("_%d+$", "")
-    if base == "cell" then base = (o.path:match("([^/]*)/cell$") or ""):gsub("_%d+$", "") .. "_cell" end
+    local parent = o.path:match("([^/]*)/[^/]*$") or ""
+    if base == "cell" and parent:find("_layer$") or base == "layer" then
+      -- Without a config, a Bidirectional half's cell or a wrapped layer is
+      -- known by its vars group's name ("lstm_cell", "dense").
+      base = type(o.name) == "string" and o.name:gsub("_%d+$", "") or base
+    elseif base == "cell" then
+      base = parent:gsub("_%d+$", "") .. "_cell"
+    end
     local vn = var_names(c and c.class or base, c and c.config, shapes)
+    local po = plan[o.path]
+    if po and not po.open and #po.slots == #o.vars then
+      vn = {}
+      for k, sl in ipairs(po.slots) do vn[k] = sl.var end
+    end
     local lp = layer_path(o.path)
     local is_opt = o.path == "optimizer" or o.path:find("^optimizer/")
     o.names = {}
@@ -734,81 +973,17 @@ local function version_of(info, major)
   return nil
 end
 
--- The layers of a Sequential or Functional config in model order, each
--- { name, class (snake case), config, obj (Keras 3 object name: the
--- snake-cased class, de-duplicated with _1, _2, ... over all layers) }.
-local function model_layers(path, cfg)
-  local layers = type(cfg.config) == "table" and cfg.config.layers
-  if type(layers) ~= "table" then
-    fail("%s: model config %s has no config.layers (only Sequential and Functional "
-      .. "models can be written whole)", path, cfg.class_name)
-  end
-  local out, seen = {}, {}
-  for _, l in ipairs(layers) do
-    if type(l) ~= "table" or type(l.class_name) ~= "string" or type(l.config) ~= "table" then
-      fail("%s: model config: a layer without class_name and config", path)
-    end
-    local base = snake(l.class_name)
-    local n = seen[base]
-    seen[base] = (n or 0) + 1
-    out[#out + 1] = { name = l.config.name, class = base, class_name = l.class_name,
-      config = l.config, obj = n and (base .. "_" .. n) or base }
-  end
-  return out
-end
-
--- Which tensors belong to each layer, in the layer's variable order: a
--- tensor "<layer name>/<variable>" (or "<object name>/<variable>", as graft
--- reads a .keras), variables ordered as the layer class creates them when
--- graft knows the class, else as given. Every tensor must find its layer.
-local function assign(path, layers, names)
-  local byname, byobj = {}, {}
-  for _, l in ipairs(layers) do
-    l.tensors = {}
-    if type(l.name) == "string" then byname[l.name] = byname[l.name] or l end
-    byobj[l.obj] = byobj[l.obj] or l
-  end
-  local var = {}
-  for _, n in ipairs(names) do
-    local lname, v = n:match("^(.+)/([^/]+)$")
-    local l = lname and (byname[lname] or byobj[lname])
-    if not l then
-      fail("%s: %s: no layer of the model config is named %q (name tensors "
-        .. "\"<layer>/<variable>\")", path, n, lname or n)
-    end
-    var[n] = v
-    l.tensors[#l.tensors + 1] = n
-  end
-  for _, l in ipairs(layers) do
-    local order = VARS[l.class]
-    if order and #l.tensors > 1 then
-      local rank = {}
-      for i, v in ipairs(order) do rank[v] = i end
-      for i, n in ipairs(l.tensors) do rank[n] = (rank[var[n]] or #order + 1) * 1e6 + i end
-      table.sort(l.tensors, function(a, b) return rank[a] < rank[b] end)
-    end
-  end
-end
-
--- Layers whose Keras 3 variables live in sub-objects (layers/lstm/cell/vars,
--- wrapped layers, nested models): not laid out from a flat config.
-local NESTED3 = { lstm = true, gru = true, simple_rnn = true, rnn = true, bidirectional = true,
-  time_distributed = true, sequential = true, functional = true, model = true }
-
 -- A Keras 3 source description (as read3 makes) for layout3: the model's
--- vars group, then one object per layer with tensors.
-local function objects3(path, layers, cfg)
+-- vars group, then each object of plan P given tensors, in model order.
+local function objects3(P, cfg)
   local objs = { { path = "", name = cfg.config.name ~= json.null and cfg.config.name or nil,
     names = {} } }
-  for _, l in ipairs(layers) do
-    if #l.tensors > 0 and NESTED3[l.class] then
-      fail("%s: %s: layer %q (%s) keeps its variables in sub-objects; graft writes "
-        .. ".keras archives only for layers that own their variables", path, l.tensors[1],
-        tostring(l.name), l.class_name)
+  for _, o in ipairs(P.objects) do
+    local list = {}
+    for _, s in ipairs(o.slots) do
+      if s.tensor then list[#list + 1] = s.tensor end
     end
-    if #l.tensors > 0 then
-      objs[#objs + 1] = { path = "layers/" .. l.obj, name = l.name, names = l.tensors }
-    end
+    if #list > 0 then objs[#objs + 1] = { path = o.k3, name = o.name, names = list } end
   end
   return { format = "keras3", objects = objs }
 end
@@ -846,9 +1021,9 @@ function keras.save_zip(path, tensors, names, opts, ctx)
     fail("%s: a .keras archive needs a model config: opts.model_config or opts.base "
       .. "(a .keras, a full-model .h5 or a model.to_json() file)", path)
   end
-  local layers = model_layers(path, cfg)
-  assign(path, layers, names)
-  local layout, order = keras.layout3(path, tensors, names, {}, objects3(path, layers, cfg))
+  local P = keras.plan(path, cfg)
+  fill(path, P, names)
+  local layout, order = keras.layout3(path, tensors, names, {}, objects3(P, cfg))
   local md = src and src.format == "keras3" and type(src.metadata) == "table" and src.metadata or {}
   -- metadata.json: Keras writes its version and date here and never reads
   -- the file back when loading, so graft's provenance keys go here too
@@ -881,14 +1056,23 @@ end
 -- model_weights (layer_names as model.layers: a Sequential's InputLayer is
 -- not listed).
 local function layout_full2(path, tensors, names, opts, cfg, info)
-  local layers = model_layers(path, cfg)
-  assign(path, layers, names)
+  local P = keras.plan(path, cfg)
+  fill(path, P, names)
   local src = { format = "keras", layers = {}, strings = "vlen", top_level = true }
-  for _, l in ipairs(layers) do
+  for _, l in ipairs(P.tops) do
     if not (cfg.class_name == "Sequential" and l.class_name == "InputLayer") then
-      local wn = {}
-      for i, n in ipairs(l.tensors) do wn[i] = l.name .. "/" .. n:match("([^/]+)$") .. ":0" end
-      src.layers[#src.layers + 1] = { name = l.name, listed = true, weights = l.tensors,
+      -- A layer's weights as tf-keras lists them: trainable, then not.
+      local slots = {}
+      for _, o in ipairs(P.objects) do
+        for _, s in ipairs(o.top == l and o.slots or {}) do
+          if s.tensor then slots[#slots + 1] = s end
+        end
+      end
+      for i, s in ipairs(slots) do s.pos = (s.trainable and 0 or #slots) + i end
+      table.sort(slots, function(a, b) return a.pos < b.pos end)
+      local weights, wn = {}, {}
+      for i, s in ipairs(slots) do weights[i], wn[i] = s.tensor, s.k2 .. ":0" end
+      src.layers[#src.layers + 1] = { name = l.name, listed = true, weights = weights,
         weight_names = wn }
     end
   end

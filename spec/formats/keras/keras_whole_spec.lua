@@ -6,8 +6,14 @@
 -- and Functional); Keras 3's
 -- keras.models.load_model and tf-keras's load_model take them and predict
 -- what torch predicts (1e-5 relative). graft.keras.config reads the three
--- kinds of config. Oracle: spec/fixtures/gen_keras_whole.py (two oracle
--- processes: one makes the sources, one loads every file graft wrote).
+-- kinds of config. Layers whose variables Keras keeps in sub-objects (LSTM,
+-- GRU with reset_after on and off, SimpleRNN, Bidirectional, TimeDistributed,
+-- a nested Sequential with BatchNormalization and a frozen layer): a .keras
+-- and a tf-keras .h5 read by graft and written back as both kinds, and a
+-- torch LSTM + bidirectional LSTM + per-step Linear through a short recipe;
+-- the frameworks predict what the source predicts (1e-6 relative).
+-- Oracle: spec/fixtures/gen_keras_whole.py (two oracle processes: one makes
+-- the sources, one loads every file graft wrote).
 local graft = require "graft"
 local json = require "graft.json"
 local H = require "helper"
@@ -20,6 +26,33 @@ local WRITES = {
   { "w_k2.h5", "k2.h5" }, { "w_j2.h5", "k2.json" },
   { "w_k3f.keras", "k3f.keras" }, { "w_k2f.h5", "k2f.h5" },
 }
+
+-- target file, source, base (nil: the source's own config), reference
+-- predictions (gen_keras_whole.py check tag)
+local NESTED = {
+  { "n_z33.keras", "z3.keras", nil, "z3" }, { "n_z32.h5", "z3.keras", "z2.h5", "z3" },
+  { "n_z22.h5", "z2.h5", "z2.h5", "z2" }, { "n_z23.keras", "z2.h5", "z3.keras", "z2" },
+  { "n_r3.keras", "rnn.pt", "r3.keras", "rnn" }, { "n_r2.h5", "rnn.pt", "r2.h5", "rnn" },
+}
+
+-- torch lstm, bi (bidirectional LSTM) and fc -> Keras LSTM "lstm",
+-- Bidirectional "bi", TimeDistributed(Dense) "td", named as graft reads a
+-- .keras (the .h5 writer takes the same names).
+local function rnn_recipe(sd)
+  local out = {}
+  local function lstm(dst, src, sfx)
+    local function p(w) return sd[src .. "." .. w .. "_l0" .. sfx] end
+    local r = graft.layouts.lstm_torch_to_keras(p("weight_ih"), p("weight_hh"), p("bias_ih"),
+      p("bias_hh"))
+    for _, v in ipairs({ "kernel", "recurrent_kernel", "bias" }) do out[dst .. "/" .. v] = r[v] end
+  end
+  lstm("lstm/cell", "lstm", "")
+  lstm("bi/forward_layer/cell", "bi", "")
+  lstm("bi/backward_layer/cell", "bi", "_reverse")
+  out["td/layer/kernel"] = sd["fc.weight"]:t()
+  out["td/layer/bias"] = sd["fc.bias"]
+  return out
+end
 
 local function recipe(t)
   return graft.map(t, {
@@ -56,6 +89,12 @@ describe("whole Keras models", function()
     for _, f in ipairs({ "w_cfg.keras", "w_cfg.h5", "w_again.keras" }) do
       files[#files + 1] = dir .. "/" .. f
     end
+    for _, w in ipairs(NESTED) do
+      local t = w[2] == "rnn.pt" and rnn_recipe(graft.open(dir .. "/rnn.pt"))
+        or graft.open(dir .. "/" .. w[2])
+      graft.save(dir .. "/" .. w[1], t, { base = w[3] and dir .. "/" .. w[3] or nil })
+      files[#files + 1] = dir .. "/" .. w[1] .. ":" .. w[4]
+    end
     loaded = json.decode(H.oracle(H.read(GEN), "check", dir, table.unpack(files)))
   end)
   teardown(H.cleanup)
@@ -68,6 +107,53 @@ describe("whole Keras models", function()
       assert.is_true(r <= 1e-5, f .. ": max |difference| / max |output| " .. tostring(r))
     end)
   end
+
+  for _, w in ipairs(NESTED) do
+    it(w[1] .. " (nested layers, from " .. w[2] .. ") loads whole and predicts as its source (1e-6 relative)", function()
+      local r = loaded[dir .. "/" .. w[1] .. ":" .. w[4]]
+      assert.are.equal("number", type(r), json.encode(r))
+      assert.is_true(r <= 1e-6, w[1] .. ": max |difference| / max |output| " .. tostring(r))
+    end)
+  end
+
+  it("nested layers read back under the names they were written with, at Keras's own paths", function()
+    -- { source, written, whether written from the source's own tensors }
+    for _, pair in ipairs({ { "z3.keras", "n_z33.keras", true }, { "z2.h5", "n_z22.h5", true },
+                            { "z3.keras", "n_z23.keras" }, { "z2.h5", "n_z32.h5" } }) do
+      local src, out = graft.open(dir .. "/" .. pair[1]), graft.open(dir .. "/" .. pair[2])
+      if pair[1]:match("%.(%w+)$") == pair[2]:match("%.(%w+)$") then
+        -- Read and written back: names, order, HDF5 paths; values too
+        -- where the source holds the same weights.
+        assert.are.same(graft.names(src), graft.names(out), pair[2])
+        assert.are.same(graft.meta(src).paths, graft.meta(out).paths, pair[2])
+        if pair[3] then
+          for _, n in ipairs(graft.names(src)) do assert.is_true(src[n]:equal(out[n]), n) end
+        end
+      end
+      if pair[2]:find("%.h5$") then
+        -- tf-keras's weight_names per layer (a nested model's
+        -- non-trainable weights last), whichever file the tensors came from.
+        local want = {}
+        for _, l in ipairs(graft.meta(graft.open(dir .. "/z2.h5")).layers) do
+          want[#want + 1] = { l.name, l.weight_names }
+        end
+        local got = {}
+        for _, l in ipairs(graft.meta(out).layers) do got[#got + 1] = { l.name, l.weight_names } end
+        assert.are.same(want, got, pair[2])
+      end
+    end
+    local names = {}
+    for _, n in ipairs(graft.names(graft.open(dir .. "/n_z33.keras"))) do names[n] = true end
+    for _, n in ipairs({ "lstm/cell/kernel", "gru_1/cell/bias", "simple_rnn/cell/recurrent_kernel",
+        "bidirectional/forward_layer/cell/kernel", "bidirectional/backward_layer/cell/bias",
+        "time_distributed/layer/kernel", "sequential/batch_normalization/moving_variance",
+        "sequential/dense_1/kernel" }) do
+      assert.is_true(names[n], n)
+    end
+    local m = graft.meta(graft.open(dir .. "/n_r3.keras"))
+    assert.are.equal("layers/bidirectional/backward_layer/cell/vars/1",
+      m.paths["bidirectional/backward_layer/cell/recurrent_kernel"])
+  end)
 
   it("graft.keras.config reads a .keras, a full-model .h5 and to_json files", function()
     for _, src in ipairs({ "k3.keras", "k3.json", "k2.h5", "k2.json" }) do
@@ -153,10 +239,20 @@ describe("whole Keras models", function()
     assert.is_false(ok)
     assert.truthy(err:find("not both", 1, true), err)
     local lstm = { class_name = "Sequential", config = { name = "s", layers = {
-      { class_name = "LSTM", config = { name = "rnn" } } } } }
+      { class_name = "LSTM", config = { name = "rnn" } },
+      { class_name = "ConvLSTM2D", config = { name = "conv" } } } } }
     ok, err = pcall(graft.save, out, { ["rnn/kernel"] = k["fc1/kernel"] }, { model_config = lstm })
     assert.is_false(ok)
-    assert.truthy(err:find(out .. ": rnn/kernel: layer \"rnn\" (LSTM) keeps its variables in sub-objects", 1, true), err)
+    assert.truthy(err:find(out .. ": rnn/kernel: layer \"rnn\" (LSTM) has no variable of this name "
+      .. "(its variables: rnn/cell/kernel, rnn/cell/recurrent_kernel, rnn/cell/bias)", 1, true), err)
+    ok, err = pcall(graft.save, out, { ["rnn/cell/kernel"] = k["fc1/kernel"] }, { model_config = lstm })
+    assert.is_false(ok)
+    assert.truthy(err:find(out .. ": layer \"rnn\" (LSTM): no tensor for layers/lstm/cell's variable "
+      .. "recurrent_kernel (name it \"rnn/cell/recurrent_kernel\")", 1, true), err)
+    ok, err = pcall(graft.save, out, { ["conv/cell/kernel"] = k["fc1/kernel"] }, { model_config = lstm })
+    assert.is_false(ok)
+    assert.truthy(err:find(out .. ": conv/cell/kernel: layer \"conv\" (ConvLSTM2D): ConvLSTM2D keeps "
+      .. "its variables in a sub-object graft does not lay out", 1, true), err)
     ok, err = pcall(graft.keras.config, dir .. "/plain.h5")
     assert.is_false(ok)
     assert.truthy(err:find("no model_config attribute", 1, true), err)
