@@ -97,6 +97,22 @@ size_t pbp_tensors(const pb_patch *p) {
   return n;
 }
 
+int pbp_open_out(gt_out *o, const char *path, const gt_save *s,
+                 const void *patches, size_t n, pbp_at_fn at, gt_err *err) {
+  size_t total = 0;
+  const gt_entry *e;
+  for (size_t i = 0; i < n; i++) total += pbp_tensors(at(patches, i, &e));
+  gt_entry *streamed = calloc(total ? total : 1, sizeof *streamed);
+  if (!streamed) return gt_fail(err, "out of memory");
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = pbp_tensors(at(patches, i, &e)); j > 0; j--) streamed[k++] = *e;
+  gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
+  int rc = gt_out_open(o, path, &prog, err);
+  free(streamed);
+  return rc;
+}
+
 int pbp_write_base(gt_out *o, const uint8_t *base, size_t from, size_t to, gt_err *err) {
   return gt_out_write(o, base + from, to - from, err);
 }

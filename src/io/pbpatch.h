@@ -75,6 +75,16 @@ int pbp_lengths(pb_patch *p, gt_err *err);
 /* How many TENSOR segments p streams (for progress). */
 size_t pbp_tensors(const pb_patch *p);
 
+/* Patch i of an array, as pbp_open_out sees it: its pb_patch and the entry
+ * whose values its TENSOR segments stream. */
+typedef const pb_patch *(*pbp_at_fn)(const void *patches, size_t i,
+                                     const gt_entry **e);
+
+/* Opens o at path for a patched file whose progress counts each patch's
+ * entry once per TENSOR segment it streams (progress as s gives it). */
+int pbp_open_out(gt_out *o, const char *path, const gt_save *s,
+                 const void *patches, size_t n, pbp_at_fn at, gt_err *err);
+
 /* Writes base[*cursor, ...) up to the end of p's target, with the chain's
  * new length prefixes and p's segments in place; *cursor is then the
  * target's end. A patch of depth 0 writes its segments only. */

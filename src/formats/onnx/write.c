@@ -520,20 +520,19 @@ static int write_ext(const wopts *w, patch *ps, size_t n, gt_err *err) {
   return gt_out_commit(&o, err);
 }
 
+/* pbp_at_fn over this file's patch array. */
+static const pb_patch *patch_at(const void *patches, size_t i, const gt_entry **e) {
+  const patch *p = (const patch *)patches + i;
+  *e = p->e;
+  return &p->pp;
+}
+
 static int write_all(const char *path, const gt_storage *base, const pb_rec *g,
                      patch *ps, size_t n, const wopts *w, const props *pr,
                      const gt_save *s, gt_err *err) {
   if (w->ext_name && write_ext(w, ps, n, err) != GT_OK) return GT_ERR;
-  gt_entry *streamed = calloc(n ? n : 1, sizeof *streamed);
-  if (!streamed) return gt_fail(err, "out of memory");
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = pbp_tensors(&ps[i].pp); j > 0; j--) streamed[k++] = *ps[i].e;
-  gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
   gt_out o;
-  int rc = gt_out_open(&o, path, &prog, err);
-  free(streamed);
-  if (rc != GT_OK) return GT_ERR;
+  if (pbp_open_out(&o, path, s, ps, n, patch_at, err) != GT_OK) return GT_ERR;
   if (write_model(&o, base, g, ps, n, pr, err) != GT_OK) {
     gt_out_abort(&o);
     return GT_ERR;

@@ -294,19 +294,18 @@ static int plan_all(gt_storage *base, pconsts *cs, const gt_save *s, patch *ps,
   return GT_OK;
 }
 
+/* pbp_at_fn over this file's patch array. */
+static const pb_patch *patch_at(const void *patches, size_t i, const gt_entry **e) {
+  const patch *p = (const patch *)patches + i;
+  *e = p->e;
+  return &p->pp;
+}
+
 /* The entries written as tensor_content, for progress. */
 static int write_all(const char *path, gt_storage *base, const patch *ps, size_t n,
                      const gt_save *s, gt_err *err) {
-  gt_entry *streamed = calloc(n ? n : 1, sizeof *streamed);
-  if (!streamed) return gt_fail(err, "out of memory");
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = pbp_tensors(&ps[i].pp); j > 0; j--) streamed[k++] = *ps[i].e;
-  gt_save prog = {streamed, k, s->progress, s->progress_ctx, NULL, 0};
   gt_out o;
-  int rc = gt_out_open(&o, path, &prog, err);
-  free(streamed);
-  if (rc != GT_OK) return GT_ERR;
+  if (pbp_open_out(&o, path, s, ps, n, patch_at, err) != GT_OK) return GT_ERR;
   size_t cursor = 0;
   for (size_t i = 0; i < n; i++)
     if (pbp_write(&o, base->data, &ps[i].pp, &cursor, err) != GT_OK) {
