@@ -269,6 +269,20 @@ static int pt2_config(reader *r, zipread *z, const char *rel, const char *dir,
   return rc == GT_OK ? GT_OK : gt_wrap(err, "%s%s", z->prefix, rel);
 }
 
+/* The archive's tree, then its constants (TorchScript's constants.pkl,
+ * .pt2's model constants) named under "constants". */
+static int finish_tree(reader *r, const gt_value *tree, const gt_value *consts,
+                       gt_value *meta, gt_err *err) {
+  int rc = gt_torch_finish(r, tree, "tree", meta, err);
+  if (rc == GT_OK && consts) {
+    size_t mark;
+    rc = gt_torch_path_push(r, "constants", 9, &mark, err);
+    if (rc == GT_OK) rc = gt_torch_finish(r, consts, "constants", meta, err);
+    gt_torch_path_pop(r, mark);
+  }
+  return rc;
+}
+
 static int read_pt2(reader *r, zipread *z, gt_value *meta, gt_err *err) {
   gt_value *tree = NULL, *consts = NULL, *skipped = gt_value_new(GT_V_LIST);
   int rc = skipped ? GT_OK : gt_fail(err, "out of memory");
@@ -279,13 +293,7 @@ static int read_pt2(reader *r, zipread *z, gt_value *meta, gt_err *err) {
     rc = pt2_config(r, z, "data/constants/model_constants_config.json", "data/constants/",
                     &consts, skipped, err);
   if (rc == GT_OK && !tree && !(tree = gt_value_new(GT_V_MAP))) rc = gt_fail(err, "out of memory");
-  if (rc == GT_OK) rc = gt_torch_finish(r, tree, "tree", meta, err);
-  if (rc == GT_OK && consts) {
-    size_t mark;
-    rc = gt_torch_path_push(r, "constants", 9, &mark, err);
-    if (rc == GT_OK) rc = gt_torch_finish(r, consts, "constants", meta, err);
-    gt_torch_path_pop(r, mark);
-  }
+  if (rc == GT_OK) rc = finish_tree(r, tree, consts, meta, err);
   if (rc == GT_OK && gt_value_setk(meta, "skipped", skipped)) rc = gt_fail(err, "out of memory");
   else if (rc == GT_OK) skipped = NULL;
   gt_value_free(skipped);
@@ -331,13 +339,7 @@ int gt_torch_read_zip(reader *r, gt_value *meta, gt_err *err) {
   size_t before = r->nst;
   if (rc == GT_OK) rc = zip_pickle(r, &z, "constants.pkl", &consts, err);
   if (rc == GT_OK) rc = zip_storages(r, &z, "constants/", before, err);
-  if (rc == GT_OK) rc = gt_torch_finish(r, tree, "tree", meta, err);
-  if (rc == GT_OK && consts) {
-    size_t mark;
-    rc = gt_torch_path_push(r, "constants", 9, &mark, err);
-    if (rc == GT_OK) rc = gt_torch_finish(r, consts, "constants", meta, err);
-    gt_torch_path_pop(r, mark);
-  }
+  if (rc == GT_OK) rc = finish_tree(r, tree, consts, meta, err);
 done:
   gt_value_free(tree);
   gt_value_free(consts);
