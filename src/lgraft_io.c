@@ -119,10 +119,41 @@ static void push_value(lua_State *L, gt_value *v, int tensors, int take) {
 
 /* A readers' model, owned by a to-be-closed userdata so a Lua error while
  * pushing cannot leak it. */
+typedef struct model_lazy model_lazy;
 typedef struct model_box {
   gt_model m;
   int live;
+  model_lazy *lazy;   /* the box's reference to the model's handles' source */
 } model_box;
+
+/* A read model as the lazy source of its handles (lgraft.h): a handle is
+ * 16 bytes until first used, so opening builds no view, and fields (shape,
+ * dtype) are read from the entry. make moves the entry's tensor into its
+ * handle (each entry has exactly one handle), so no view is ever held
+ * twice; the entries left are freed when the last handle is made or
+ * released. Names and meta are taken out before the handles are made. */
+struct model_lazy {
+  lg_lazy z;
+  gt_model m;
+};
+
+static int ml_make(lg_lazy *z, uint32_t i, gt_tensor *out, gt_err *err) {
+  gt_tensor *t = &((model_lazy *)z)->m.entries[i].t;
+  (void)err;
+  *out = *t;
+  memset(t, 0, sizeof *t);
+  return GT_OK;
+}
+
+static void ml_peek(const lg_lazy *z, uint32_t i, gt_tensor *out) {
+  *out = ((const model_lazy *)z)->m.entries[i].t;
+  out->storage = NULL;
+}
+
+static void ml_destroy(lg_lazy *z) {
+  gt_model_free(&((model_lazy *)z)->m);
+  free(z);
+}
 
 static int box_gc(lua_State *L) {
   model_box *b = lua_touserdata(L, 1);
@@ -130,7 +161,29 @@ static int box_gc(lua_State *L) {
     gt_model_free(&b->m);
     b->live = 0;
   }
+  if (b && b->lazy) {
+    lg_lazy_release(&b->lazy->z);
+    b->lazy = NULL;
+  }
   return 0;
+}
+
+/* Moves b's entries into a new lazy source holding one reference (the
+ * box's); meta and format stay in b->m. NULL when out of memory. */
+static model_lazy *box_to_lazy(model_box *b) {
+  model_lazy *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  l->z.refs = 1;
+  l->z.make = ml_make;
+  l->z.peek = ml_peek;
+  l->z.destroy = ml_destroy;
+  l->m = b->m;
+  gt_model_init(&b->m);
+  b->m.meta = l->m.meta;
+  b->m.format = l->m.format;
+  l->m.meta = NULL;
+  b->lazy = l;
+  return l;
 }
 
 static model_box *new_box(lua_State *L) {
@@ -160,54 +213,39 @@ static int l_read(lua_State *L) {
     gt_storage_release(file);
   }
   if (rc != GT_OK) return lg_raise(L, path, &e);
-  gt_model *m = &b->m;
+  if (b->m.n > UINT32_MAX)
+    return luaL_error(L, "graft: %s: %zu tensors are too many", path, b->m.n);
+  model_lazy *l = box_to_lazy(b);
+  if (!l) return luaL_error(L, "graft: %s: out of memory", path);
+  gt_model *m = &l->m;
   lua_createtable(L, 0, (int)m->n);        /* tensors */
   int tensors = lua_gettop(L);
   lua_createtable(L, (int)m->n, 0);        /* names */
   int names = tensors + 1;
-  lua_createtable(L, (int)m->n, 0);        /* list of userdata, for meta */
+  lua_createtable(L, (int)m->n, 0);        /* list of handles, for meta */
   int list = tensors + 2;
-  /* Last entry first, so the list can be given back to the system in
-   * chunks as its entries become handles (~0.5 KB an entry): on an index
-   * of 10^6 entries the list and the handles never peak together. */
-  for (size_t i = m->n; i-- > 0;) {
+  for (size_t i = 0; i < m->n; i++) {
     gt_entry *en = &m->entries[i];
-    lua_getfield(L, tensors, en->name);
-    if (!lua_isnil(L, -1))
+    lua_pushstring(L, en->name);  /* interned once, used three times */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, tensors) != LUA_TNIL)
       return luaL_error(L, "graft: %s: tensor name \"%s\" appears twice", path, en->name);
     lua_pop(L, 1);
-    lg_push_tensor(L, &en->t);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, names, (lua_Integer)i + 1);
+    lg_push_lazy(L, &l->z, (uint32_t)i);
     lua_pushvalue(L, -1);
     lua_rawseti(L, list, (lua_Integer)i + 1);
-    lua_setfield(L, tensors, en->name);
-    lua_pushstring(L, en->name);
-    lua_rawseti(L, names, (lua_Integer)i + 1);
+    lua_rawset(L, tensors);       /* tensors[name] = handle */
     free(en->name);
     en->name = NULL;
-    m->n = i;   /* entries [i, n) are handed over */
-    if (i % 65536 == 0 && i > 0) {
-      gt_entry *shrunk = realloc(m->entries, i * sizeof *shrunk);
-      if (shrunk) {
-        m->entries = shrunk;
-        m->cap = i;
-      }
-    }
   }
-  /* The handles own the tensors now: drop the list (~0.5 KB an entry)
-   * before the metadata becomes Lua tables, so the two never peak
-   * together on a big index. */
-  gt_value *meta = m->meta;
-  const char *fmt = m->format;
-  m->meta = NULL;
-  gt_model_free(m);
-  m->meta = meta;
-  m->format = fmt;
-  if (m->meta) push_value(L, m->meta, list, 1);
+  if (b->m.meta) push_value(L, b->m.meta, list, 1);
   else lua_newtable(L);
-  lua_pushstring(L, m->format ? m->format : format);
+  lua_pushstring(L, b->m.format ? b->m.format : format);
   lua_setfield(L, -2, "format");
   lua_remove(L, list);
-  return 3;
+  return 3;  /* the box closes: its reference to l goes */
 }
 
 /* Build a gt_value MAP of strings from a Lua table of string -> string. */
@@ -890,9 +928,18 @@ static int l_sandbox_worker_pid(lua_State *L) {
   return 1;
 }
 
+/* testing.safetensors_general(on): every safetensors header read through
+ * the general parser (true) or the fast path first (false, the default);
+ * returns whether the last header read took the fast path. */
+static int l_safetensors_general(lua_State *L) {
+  lua_pushboolean(L, gt_safetensors_test_general(lua_toboolean(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg testing[] = {{"sandbox_fault", l_sandbox_fault},
                                    {"sandbox_worker", l_sandbox_worker},
                                    {"sandbox_worker_pid", l_sandbox_worker_pid},
+                                   {"safetensors_general", l_safetensors_general},
                                    {NULL, NULL}};
 
 void lg_io_init(lua_State *L) {

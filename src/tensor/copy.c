@@ -256,11 +256,25 @@ static void tile_blocks(block8_fn kernel, tile_fn edge, size_t esz,
                         int64_t sa, int tb, int ta) {
   int tb8 = tb & ~7, ta8 = ta & ~7;
   int64_t e = (int64_t)esz;
-  for (int i = 0; i < tb8; i += 8)
+  /* A ragged edge at least 8 wide takes one more block placed flush with
+   * it (at ta - 8 or tb - 8): it overlaps blocks already done and rewrites
+   * the same values (d and s never alias), which beats a scalar strip (a
+   * conv kernel's 3 x 3 = 9 innermost gives a one-column strip per tile). */
+  int jl = ta8 < ta && ta >= 8 ? ta - 8 : -1, il = tb8 < tb && tb >= 8 ? tb - 8 : -1;
+  for (int i = 0; i < tb8; i += 8) {
     for (int j = 0; j < ta8; j += 8)
       kernel(d + (i * db + j) * e, db, s + (i + j * sa) * e, sa);
-  if (ta8 < ta) edge(d + ta8 * e, s + ta8 * sa * e, db, sa, tb8, ta - ta8);
-  if (tb8 < tb) edge(d + tb8 * db * e, s + tb8 * e, db, sa, tb - tb8, ta);
+    if (jl >= 0) kernel(d + (i * db + jl) * e, db, s + (i + jl * sa) * e, sa);
+  }
+  if (il >= 0) {
+    for (int j = 0; j < ta8; j += 8)
+      kernel(d + (il * db + j) * e, db, s + (il + j * sa) * e, sa);
+    if (jl >= 0) kernel(d + (il * db + jl) * e, db, s + (il + jl * sa) * e, sa);
+  }
+  if (ta8 < ta && jl < 0) edge(d + ta8 * e, s + ta8 * sa * e, db, sa, tb8, ta - ta8);
+  if (tb8 < tb && il < 0) edge(d + tb8 * db * e, s + tb8 * e, db, sa, tb - tb8, ta);
+  else if (tb8 < tb && ta8 < ta && jl < 0)   /* the corner below the strip */
+    edge(d + (tb8 * db + ta8) * e, s + (tb8 + ta8 * sa) * e, db, sa, tb - tb8, ta - ta8);
 }
 
 static void block8_16(unsigned char *d, int64_t db, const unsigned char *s,
