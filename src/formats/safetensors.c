@@ -393,13 +393,8 @@ static int any_repeated(const char *const *keys, size_t n, int *oom) {
 #define FAST_NO 1
 
 static int general_only = 0; /* gt_safetensors_test_general */
-static int last_fast = 0;    /* the last header took the fast path */
 
-int gt_safetensors_test_general(int on) {
-  int was = last_fast;
-  general_only = on;
-  return was;
-}
+void gt_safetensors_test_general(int on) { general_only = on; }
 
 static void skip_ws(char **p) {
   while (is_json_space((unsigned char)**p)) (*p)++;
@@ -925,8 +920,7 @@ static int header_length(const gt_storage *file, uint64_t *n, gt_err *err) {
 static int parse_header(const unsigned char *p, size_t n, st_header *h, gt_err *err) {
   size_t bad = utf8_bad_at(p, n);
   if (bad != n) return gt_fail(err, "header is not valid UTF-8 (byte %zu)", bad);
-  last_fast = fast_header(p, n, h) == GT_OK;
-  if (last_fast) return GT_OK;
+  if (fast_header(p, n, h) == GT_OK) return GT_OK;
   header_free(h);
   return general_header(p, n, h, err);
 }
