@@ -928,17 +928,9 @@ static int l_sandbox_worker_pid(lua_State *L) {
   return 1;
 }
 
-/* testing.safetensors_general(on): every safetensors header read through
- * the general parser (true) or the fast path first (false, the default). */
-static int l_safetensors_general(lua_State *L) {
-  gt_safetensors_test_general(lua_toboolean(L, 1));
-  return 0;
-}
-
 static const luaL_Reg testing[] = {{"sandbox_fault", l_sandbox_fault},
                                    {"sandbox_worker", l_sandbox_worker},
                                    {"sandbox_worker_pid", l_sandbox_worker_pid},
-                                   {"safetensors_general", l_safetensors_general},
                                    {NULL, NULL}};
 
 void lg_io_init(lua_State *L) {

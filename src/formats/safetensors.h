@@ -13,11 +13,6 @@
  * of strings} when the header has metadata, else stays NULL. On failure m
  * is freed (left as after gt_model_init). */
 int gt_safetensors_read(gt_storage *file, gt_model *m, gt_err *err);
-/* Test setting (core.testing.safetensors_general): on != 0 sends every
- * header through the general (cJSON) parser, skipping the one-pass parser
- * of the plain form, so specs can compare the two. Not thread-safe: set it
- * between reads. */
-void gt_safetensors_test_general(int on);
 /* Writes tensors ordered as the reference writer orders them (dtype
  * alignment descending, then name bytewise), each as its presented dtype
  * (lazy casts and views are materialised while streaming). `metadata`,
