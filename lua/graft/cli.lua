@@ -1,15 +1,17 @@
 -- graft.cli: the `graft` command (docs/cli.md). One function per command,
 -- registered in `commands` with its usage and the options it takes; the
 -- parser refuses any other option, naming it (and the closest one taken).
---   graft ls FILE [--json]
---   graft show FILE NAME [--json]
---   graft convert IN OUT [--dtype D] [--map RECIPE] [--format F] [--no-provenance]
+--   graft ls FILE [--open K=V,...] [--json]
+--   graft show FILE NAME [--open K=V,...] [--json]
+--   graft convert IN OUT [--open K=V,...] [--dtype D] [--map RECIPE] [--format F] [--no-provenance]
 --                 [--json] [--OPTION VALUE ...]
---   graft diff A B [--map RECIPE] [--atol X] [--json]
---   graft check FILE TEMPLATE [--map RECIPE] [--json]
+--   graft diff A B [--open K=V,...] [--map RECIPE] [--atol X] [--json]
+--   graft check FILE TEMPLATE [--open K=V,...] [--map RECIPE] [--json]
 --   graft run RECIPE.lua [--dry-run] [ARGS...]   (graft run --json RECIPE ... for a JSON summary)
---   graft verify FILE [--json]
+--   graft verify FILE [--open K=V,...] [--json]
 --   graft formats [--json]
+-- --open passes open options (graft formats lists each format's) to
+-- graft.open for the files read: diff and check give them to both files.
 -- Exit status: 0 done (diff: same), 1 diff: different (verify: a check
 -- failed), 2 usage or bad input.
 
@@ -25,29 +27,30 @@ local cli = {}
 
 -- Option kinds: flag (no value), number>=0, string.
 local commands = {
-  ls = { usage = "graft ls FILE [--json]", npos = { 1, 1 }, need = "a FILE",
-         opts = { json = "flag" } },
-  show = { usage = "graft show FILE NAME [--json]", npos = { 2, 2 }, need = "FILE NAME",
-           opts = { json = "flag" } },
-  convert = { usage = "graft convert IN OUT [--dtype D] [--map RECIPE] [--format F]"
+  ls = { usage = "graft ls FILE [--open K=V,...] [--json]", npos = { 1, 1 }, need = "a FILE",
+         opts = { json = "flag", open = "string" } },
+  show = { usage = "graft show FILE NAME [--open K=V,...] [--json]", npos = { 2, 2 },
+           need = "FILE NAME", opts = { json = "flag", open = "string" } },
+  convert = { usage = "graft convert IN OUT [--open K=V,...] [--dtype D] [--map RECIPE] [--format F]"
                 .. " [--no-provenance] [--json] [--OPTION VALUE ...]\n"
                 .. "  (--OPTION: any save option of OUT's format, see graft formats)",
               npos = { 2, 2 }, need = "IN OUT",
-              opts = { json = "flag", map = "string", ["no-provenance"] = "flag" },
+              opts = { json = "flag", map = "string", ["no-provenance"] = "flag", open = "string" },
               save_options = true },
-  diff = { usage = "graft diff A B [--map RECIPE] [--atol X] [--json]", npos = { 2, 2 },
-           need = "A B",
-           opts = { json = "flag", map = "string", atol = "number>=0" } },
-  check = { usage = "graft check FILE TEMPLATE [--map RECIPE] [--json]", npos = { 2, 2 },
-            need = "FILE TEMPLATE", opts = { json = "flag", map = "string" } },
+  diff = { usage = "graft diff A B [--open K=V,...] [--map RECIPE] [--atol X] [--json]",
+           npos = { 2, 2 }, need = "A B",
+           opts = { json = "flag", map = "string", atol = "number>=0", open = "string" } },
+  check = { usage = "graft check FILE TEMPLATE [--open K=V,...] [--map RECIPE] [--json]",
+            npos = { 2, 2 }, need = "FILE TEMPLATE",
+            opts = { json = "flag", map = "string", open = "string" } },
   run = { usage = "graft run RECIPE.lua [ARGS...]\n       graft run RECIPE.lua --dry-run [ARGS...]",
           extra = "  --dry-run: every graft.map prints its plan; graft.save writes nothing\n"
             .. "  graft run --json RECIPE.lua [ARGS...]: a JSON summary on stdout after the "
             .. "recipe's own output\n  (options before RECIPE.lua are graft's, after it the "
             .. "recipe's, but --dry-run)", npos = { 1, math.huge }, need = "RECIPE.lua",
           opts = { json = "flag", ["dry-run"] = "flag" }, rest = true },
-  verify = { usage = "graft verify FILE [--json]", npos = { 1, 1 }, need = "a FILE",
-             opts = { json = "flag" } },
+  verify = { usage = "graft verify FILE [--open K=V,...] [--json]", npos = { 1, 1 },
+             need = "a FILE", opts = { json = "flag", open = "string" } },
   formats = { usage = "graft formats [--json]", npos = { 0, 0 },
               opts = { json = "flag" } },
 }
@@ -96,6 +99,33 @@ local function closest(key, taken)
   for k in pairs(taken) do list[#list + 1] = k end
   table.sort(list)
   return options.closest(key, list), list
+end
+
+-- A --some-option VALUE of convert is the save option some_option: "true"
+-- and "false" are booleans, whole numbers integers, anything else a string.
+-- graft.save checks it against the output format's options.
+local function save_value(v)
+  if type(v) ~= "string" then return v end
+  if v == "true" then return true end
+  if v == "false" then return false end
+  if v:match("^%d+$") then return math.tointeger(tonumber(v)) end
+  return v
+end
+
+-- --open K=V[,K=V...] -> graft.open's options (values as save_value reads
+-- them); graft.open refuses a key the file's format does not take.
+local function open_opts(opt)
+  if not opt.open then return nil end
+  local t = {}
+  for item in (opt.open .. ","):gmatch("([^,]*),") do
+    local k, v = item:match("^%s*([%w_]+)%s*=%s*(.-)%s*$")
+    if not k then
+      error({ usage = true, msg = string.format("graft: --open takes KEY=VALUE[,KEY=VALUE...], "
+        .. "got %q", item) }, 0)
+    end
+    t[k] = save_value(v)
+  end
+  return t
 end
 
 -- argv -> positionals, options (name -> value; flags true, numbers numbers).
@@ -194,7 +224,7 @@ end
 
 function cli.ls(pos, opt, out)
   local path = pos[1]
-  local m = graft.open(path)
+  local m = graft.open(path, open_opts(opt))
   local names = graft.names(m)
   local total = 0
   local md = file_metadata(m)
@@ -249,7 +279,7 @@ local function numeric(t)
 end
 
 function cli.show(pos, opt, out)
-  local m = graft.open(pos[1])
+  local m = graft.open(pos[1], open_opts(opt))
   local name = pos[2]
   local t = m[name] or error("graft: " .. pos[1] .. ": no tensor named " .. name, 0)
   local s = t.numel > 0 and numeric(t) and t:stats() or nil
@@ -298,18 +328,8 @@ local function apply_map(m, recipe)
   error("graft: " .. recipe .. ": a map recipe returns rules or a function", 0)
 end
 
--- A --some-option VALUE of convert is the save option some_option: "true"
--- and "false" are booleans, whole numbers integers, anything else a string.
--- graft.save checks it against the output format's options.
-local function save_value(v)
-  if type(v) ~= "string" then return v end
-  if v == "true" then return true end
-  if v == "false" then return false end
-  if v:match("^%d+$") then return math.tointeger(tonumber(v)) end
-  return v
-end
+local convert_own = { map = true, json = true, ["no-provenance"] = true, open = true }
 
-local convert_own = { map = true, json = true, ["no-provenance"] = true }
 
 -- The files a source path stands for (a sharded index: itself; a TF
 -- prefix: its index file when the path itself is not a file).
@@ -324,7 +344,7 @@ end
 
 function cli.convert(pos, opt, out)
   local src, dst = pos[1], pos[2]
-  local m = apply_map(graft.open(src), opt.map)
+  local m = apply_map(graft.open(src, open_opts(opt)), opt.map)
   local opts = { order = graft.names(m), progress = true }
   for k, v in pairs(opt) do
     if not convert_own[k] then opts[k:gsub("%-", "_")] = save_value(v) end
@@ -388,8 +408,8 @@ local function diff_line(d)
 end
 
 function cli.diff(pos, opt, out)
-  local a = apply_map(graft.open(pos[1]), opt.map)
-  local b = graft.open(pos[2])
+  local a = apply_map(graft.open(pos[1], open_opts(opt)), opt.map)
+  local b = graft.open(pos[2], open_opts(opt))
   local atol = opt.atol or 0
   local diffs, compared = arr({}), 0
   local na = graft.names(a)
@@ -482,13 +502,13 @@ end
 
 -- A TEMPLATE is a file graft opens, or a Lua file returning a table of
 -- shapes ({name = {d1, ...} or {shape = ..., dtype = ...}}) or tensors.
-local function open_template(path)
+local function open_template(path, oo)
   if path:match("%.lua$") then
     local t = load_recipe(path)()
     if type(t) ~= "table" then error("graft: " .. path .. ": a template recipe returns a table", 0) end
     return t
   end
-  return graft.open(path)
+  return graft.open(path, oo)
 end
 
 local function json_problem(p)
@@ -505,8 +525,8 @@ end
 -- problems, 2 bad input.
 function cli.check(pos, opt, out)
   local file, tpl = pos[1], pos[2]
-  local m = apply_map(graft.open(file), opt.map)
-  local ok, report = graft.check(m, open_template(tpl), { strict = true })
+  local m = apply_map(graft.open(file, open_opts(opt)), opt.map)
+  local ok, report = graft.check(m, open_template(tpl, open_opts(opt)), { strict = true })
   if opt.json then
     local list = setmetatable({}, json.array_mt)
     for i, p in ipairs(report.problems) do list[i] = json_problem(p) end
@@ -527,7 +547,7 @@ function cli.verify(pos, opt, out)
   local path = pos[1]
   local n, failed = registry.verify(path), nil
   if not n then
-    local m = graft.open(path)
+    local m = graft.open(path, open_opts(opt))
     local names = graft.names(m)
     local bar = progress.bar("verify")
     local total, done = 0, 0

@@ -591,3 +591,50 @@ describe("graft errors", function()
     assert.are.same({ "model.npz" }, files)
   end)
 end)
+
+describe("graft --open", function()
+  after_each(H.cleanup)
+
+  -- Torch7 files with 4-byte longs (gen_t7.py): the one open option a
+  -- user may need on the command line (long_size forces what detection
+  -- finds).
+  local function t7_files()
+    local dir = H.tmpdir()
+    H.py(H.read("spec/fixtures/gen_t7.py"), dir)
+    return dir .. "/model_le4.t7", dir .. "/model_le.t7"
+  end
+
+  it("passes open options to graft.open in ls, show, convert, diff, check and verify", function()
+    local le4, le8 = t7_files()
+    local out, err, code = run("ls", le4, "--open", "long_size=4")
+    assert.are.equal(0, code, err)
+    assert.matches("modules%.1%.weight%s+float64%s+{2,3}", out)
+    out, err, code = run("show", le4, "modules.1.bias", "--open=long_size=4")
+    assert.are.equal(0, code, err)
+    local dst = H.tmpdir() .. "/m.safetensors"
+    out, err, code = run("convert", le4, dst, "--open", "long_size=4")
+    assert.are.equal(0, code, err)
+    out, err, code = run("diff", dst, le8)
+    assert.are.equal(0, code, out .. err)
+    out, err, code = run("diff", le4, le4, "--open", "long_size=4")
+    assert.are.equal(0, code, out .. err)
+    out, err, code = run("check", le4, le4, "--open", "long_size=4")
+    assert.are.equal(0, code, out .. err)
+    out, err, code = run("verify", le4, "--open", "long_size=4")
+    assert.are.equal(0, code, out .. err)
+  end)
+
+  it("a wrong value, a key the format does not take and a malformed list exit 2 and say why", function()
+    local le4 = t7_files()
+    local _, err, code = run("ls", le4, "--open", "long_size=8")
+    assert.are.equal(2, code)
+    assert.matches("long_size = 8 given, but the file reads with 4-byte longs", err, 1, true)
+    _, err, code = run("ls", le4, "--open", "long_sise=4")
+    assert.are.equal(2, code)
+    assert.matches('option "long_sise" is not accepted by format t7; did you mean "long_size"?',
+      err, 1, true)
+    _, err, code = run("ls", le4, "--open", "long_size")
+    assert.are.equal(2, code)
+    assert.matches('graft: --open takes KEY=VALUE[,KEY=VALUE...], got "long_size"', err, 1, true)
+  end)
+end)
