@@ -58,4 +58,26 @@ function M.dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
+-- Put a set of files written under temporary names in place as one
+-- commit, its index last: the old index is removed first, then each part
+-- renamed over its final name, then the index. A reader sees the old set
+-- whole, no index, or the new set whole; never new parts under an old
+-- index. parts: { {tmp, path}, ... }; index: {tmp, path}. Files the old
+-- index named (`stale`: paths) that the new set does not are removed last.
+function M.commit_set(parts, index, stale)
+  local ok, err = os.remove(index[2])
+  if not ok and M.is_file(index[2]) then M.fail("%s: cannot replace: %s", index[2], err) end
+  local new = {}
+  for _, p in ipairs(parts) do
+    local renamed, rerr = os.rename(p[1], p[2])
+    if not renamed then M.fail("%s: cannot rename into place: %s", p[2], rerr) end
+    new[p[2]] = true
+  end
+  local renamed, rerr = os.rename(index[1], index[2])
+  if not renamed then M.fail("%s: cannot rename into place: %s", index[2], rerr) end
+  for _, f in ipairs(stale or {}) do
+    if not new[f] and f ~= index[2] then os.remove(f) end
+  end
+end
+
 return M

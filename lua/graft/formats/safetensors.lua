@@ -124,6 +124,25 @@ local function write(ctx, path, names, tensors, opts, label)
     { metadata = opts.metadata, progress = ctx.progress(label) })
 end
 
+-- The shard files an existing index at index_path names (valid names
+-- only, as open_sharded accepts them); {} when there is none.
+local function old_shards(index_path, dir)
+  local f = io.open(index_path, "rb")
+  if not f then return {} end
+  local text = f:read("a") or ""
+  f:close()
+  local ok, index = pcall(json.decode, text)
+  local out, seen = {}, {}
+  if not ok or type(index) ~= "table" or type(index.weight_map) ~= "table" then return out end
+  for _, shard in pairs(index.weight_map) do
+    if not bad_shard_name(shard) and not seen[shard] then
+      seen[shard] = true
+      out[#out + 1] = dir .. shard
+    end
+  end
+  return out
+end
+
 local function save_sharded(path, tensors, names, opts, ctx)
   local limit = parse_size(opts.max_shard_size)
   local shards, cur, size = {}, nil, 0
@@ -149,10 +168,19 @@ local function save_sharded(path, tensors, names, opts, ctx)
   end
   local index = { metadata = { total_size = total }, weight_map = map }
   local base = path:match("[^/]*$")
+  local index_path = dir .. base .. ".index.json"
+  local stale = old_shards(index_path, dir)
   -- One commit for the shards and the index (index last, after the old
   -- one is removed): a reader never sees new shards under an old index.
-  core.safetensors_write_set(dir .. base .. ".index.json", json.encode_pretty(index) .. "\n",
+  core.safetensors_write_set(index_path, json.encode_pretty(index) .. "\n",
     set, tensors, { metadata = opts.metadata, progress = ctx.progress(path) })
+  -- Then the old set's shards the new one does not reuse (other counts
+  -- give other names: model-00001-of-00003 vs -of-00002).
+  local new = {}
+  for _, sh in ipairs(set) do new[sh.path] = true end
+  for _, f in ipairs(stale) do
+    if not new[f] then os.remove(f) end
+  end
 end
 
 function M.save(path, tensors, names, opts, ctx)

@@ -209,6 +209,27 @@ end
 
 local tfjs_dtype = { float32 = "float32", int32 = "int32", bool = "bool", complex64 = "complex64" }
 
+-- The shard files an existing tfjs model.json at path names (bare names
+-- beside it, as the reader accepts them), to remove once a new set with
+-- other names is in place; {} when there is none or it is not tfjs's.
+local function old_shards(path, dir)
+  local f = io.open(path, "rb")
+  if not f then return {} end
+  local text = f:read("a") or ""
+  f:close()
+  local ok, doc = pcall(json.decode, text)
+  local out = {}
+  if not ok or type(doc) ~= "table" or type(doc.weightsManifest) ~= "table" then return out end
+  for _, g in ipairs(doc.weightsManifest) do
+    for _, p in ipairs(type(g) == "table" and type(g.paths) == "table" and g.paths or {}) do
+      if type(p) == "string" and p ~= "" and p ~= "." and p ~= ".." and not p:find("[/\\%z]") then
+        out[#out + 1] = dir .. "/" .. p
+      end
+    end
+  end
+  return out
+end
+
 function M.save(path, tensors, names, opts, ctx)
   local text, cfg, gen = model_config(path, opts, ctx)
   local shard = opts.shard_size or 4 * 1024 * 1024
@@ -232,36 +253,51 @@ function M.save(path, tensors, names, opts, ctx)
   -- tensor at a time: memory holds one tensor's bytes and one shard.
   local count = math.max(1, (total + shard - 1) // shard)
   local dir, paths = util.dirname(path), {}
+  local stale = old_shards(path, dir)
+  -- Shards and model.json go to temporary names first, then in place as one
+  -- set (util.commit_set): a failed save leaves the old model whole.
+  local parts, tmp_json = {}, path .. ".graft-tmp"
   local pending, room = {}, shard
   local function flush()
     local file = string.format("group1-shard%dof%d.bin", #paths + 1, count)
-    ctx.write_file(dir .. "/" .. file, table.concat(pending))
+    local final = dir .. "/" .. file
+    parts[#parts + 1] = { final .. ".graft-tmp", final }
+    ctx.write_file(parts[#parts][1], table.concat(pending))
     paths[#paths + 1] = file
     pending, room = {}, shard
   end
-  for _, n in ipairs(order) do
-    local b = tensors[n]:contiguous():bytes()
-    local pos = 1
-    while #b - pos + 1 >= room do
-      pending[#pending + 1] = b:sub(pos, pos + room - 1)
-      pos = pos + room
-      flush()
+  local ok, err = pcall(function()
+    for _, n in ipairs(order) do
+      local b = tensors[n]:contiguous():bytes()
+      local pos = 1
+      while #b - pos + 1 >= room do
+        pending[#pending + 1] = b:sub(pos, pos + room - 1)
+        pos = pos + room
+        flush()
+      end
+      if pos <= #b then
+        pending[#pending + 1] = b:sub(pos)
+        room = room - (#b - pos + 1)
+      end
     end
-    if pos <= #b then
-      pending[#pending + 1] = b:sub(pos)
-      room = room - (#b - pos + 1)
-    end
+    if #paths < count then flush() end
+    local gen_by = opts.generated_by or gen
+      or (cfg.keras_version and ("keras v" .. cfg.keras_version)) or "graft"
+    local manifest = setmetatable({ { paths = setmetatable(paths, json.array_mt),
+                                      weights = setmetatable(specs, json.array_mt) } },
+                                  json.array_mt)
+    -- Written by hand so the config text goes in verbatim.
+    ctx.write_file(tmp_json, string.format(
+      '{"format": "layers-model", "generatedBy": %s, "convertedBy": "graft", '
+      .. '"modelTopology": %s, "weightsManifest": %s}',
+      json.encode(gen_by), text, json.encode(manifest)))
+  end)
+  if not ok then
+    for _, p in ipairs(parts) do os.remove(p[1]) end
+    os.remove(tmp_json)
+    error(err, 0)
   end
-  if #paths < count then flush() end
-  local gen_by = opts.generated_by or gen
-    or (cfg.keras_version and ("keras v" .. cfg.keras_version)) or "graft"
-  local manifest = setmetatable({ { paths = setmetatable(paths, json.array_mt),
-                                    weights = setmetatable(specs, json.array_mt) } }, json.array_mt)
-  -- Written by hand so the config text goes in verbatim.
-  ctx.write_file(path, string.format(
-    '{"format": "layers-model", "generatedBy": %s, "convertedBy": "graft", '
-    .. '"modelTopology": %s, "weightsManifest": %s}',
-    json.encode(gen_by), text, json.encode(manifest)))
+  util.commit_set(parts, { tmp_json, path }, stale)
 end
 
 return M

@@ -309,4 +309,30 @@ with open(os.path.join(d, "values.json"), "w") as f:
       assert.falsy(err:find("%.lua:%d+:"), err)
     end
   end)
+
+end)
+
+describe("sharded safetensors: rewriting a set", function()
+  after_each(H.cleanup)
+
+  it("removes the old set's shards that the new set does not reuse", function()
+    local dir = H.tmpdir()
+    local p = dir .. "/model.safetensors"
+    local t = { a = H.iota({ 100 }), b = H.iota({ 100 }) * 2, c = H.iota({ 100 }) * 3 }
+    local order = { "a", "b", "c" }
+    graft.save(p, t, { max_shard_size = 400, order = order })
+    for i = 1, 3 do assert.truthy(H.read(string.format("%s/model-%05d-of-00003.safetensors", dir, i))) end
+    graft.save(p, t, { max_shard_size = 800, order = order })
+    for i = 1, 3 do
+      assert.is_nil(io.open(string.format("%s/model-%05d-of-00003.safetensors", dir, i), "rb"))
+    end
+    local m = graft.open(p .. ".index.json")
+    assert.same(order, graft.names(m))
+    assert.is_true(m.c:equal(t.c))
+    -- files the old index did not name are never touched
+    H.write(dir .. "/notes.txt", "mine")
+    graft.save(p, t, { max_shard_size = 400, order = order })
+    assert.equal("mine", H.read(dir .. "/notes.txt"))
+    assert.is_nil(io.open(dir .. "/model-00001-of-00002.safetensors", "rb"))
+  end)
 end)

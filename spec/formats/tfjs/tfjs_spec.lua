@@ -145,6 +145,36 @@ describe("tfjs", function()
     assert.same({ 1100, 1000 }, m["d/kernel"].shape)
   end)
 
+  it("rewrites a model as one set: old shards go, a failed save leaves the old model whole", function()
+    local d = H.tmpdir()
+    local cfg = '{"class_name": "Sequential", "config": {"name": "s", "layers": ['
+      .. '{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 30], "name": "in"}},'
+      .. '{"class_name": "Dense", "config": {"name": "d", "units": 10, "use_bias": false}}]}}'
+    local w = H.iota({ 30, 10 })  -- 1200 bytes
+    local p = d .. "/model.json"
+    graft.save(p, { ["d/kernel"] = w }, { format = "tfjs", model_config = cfg, shard_size = 500 })
+    assert.truthy(H.read(d .. "/group1-shard3of3.bin"))
+    -- fewer shards: the three old ones are removed, the new one is read
+    graft.save(p, { ["d/kernel"] = w * 2 }, { format = "tfjs", model_config = cfg })
+    for i = 1, 3 do
+      assert.is_nil(io.open(d .. "/group1-shard" .. i .. "of3.bin", "rb"))
+    end
+    assert.is_true(graft.open(p)["d/kernel"]:equal(w * 2))
+    -- a save that fails part way (model.json's temporary name is taken by
+    -- a folder, so the shards are written and the index is not): the model
+    -- on disk stays the previous one, no temporary file is left
+    assert.is_true(os.execute("mkdir " .. H.q(p .. ".graft-tmp")))
+    local ok, err = pcall(graft.save, p, { ["d/kernel"] = w * 3 },
+      { format = "tfjs", model_config = cfg, shard_size = 500 })
+    assert.is_false(ok)
+    assert.matches("graft: ", err, 1, true)
+    os.remove(p .. ".graft-tmp")
+    assert.is_true(graft.open(p)["d/kernel"]:equal(w * 2))
+    for name in io.popen("ls -a " .. H.q(d)):lines() do
+      assert.is_nil(name:find("graft%-tmp"), name)
+    end
+  end)
+
   it("refuses manifests whose sizes lie, escaping shard paths and missing shards", function()
     local d = fixtures()
     local dir = H.tmpdir()
