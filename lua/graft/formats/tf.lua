@@ -435,12 +435,32 @@ local function update_state(prefix)
   core.write_file(file, tf.format_state(st))
 end
 
+-- The .data files of a checkpoint already at prefix (its index says how
+-- many); {} when there is none or it does not open.
+local function old_data_files(prefix)
+  if not is_file(prefix .. ".index") then return {} end
+  local ok, _, _, meta = pcall(core.read, prefix, "tf")
+  local n = ok and type(meta) == "table" and math.tointeger(meta.num_shards)
+  local out = {}
+  for i = 0, (n or 0) - 1 do
+    out[#out + 1] = string.format("%s.data-%05d-of-%05d", prefix, i, n)
+  end
+  return out
+end
+
 -- opts: num_shards, shards, checkpoint_state (default true), progress.
 function tf.save(path, tensors, names, opts, ctx)
   local prefix = prefix_of(path)
   local n, map = plan_shards(names, tensors, opts, ctx.source_meta)
+  local stale = old_data_files(prefix)
   ctx.write(prefix, "tf", names, tensors,
     { plan = { num_shards = n, shard_of = map }, progress = ctx.progress(path) })
+  -- The old checkpoint's data files a new shard count does not overwrite
+  -- (other counts give other names: .data-00000-of-00003 vs -of-00001).
+  local new = string.format("-of-%05d", n)
+  for _, f in ipairs(stale) do
+    if f:sub(-#new) ~= new then os.remove(f) end
+  end
   if opts.checkpoint_state ~= false then update_state(prefix) end
   return prefix
 end

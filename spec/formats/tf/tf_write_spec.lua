@@ -94,6 +94,21 @@ describe("tf bundle writer", function()
     assert.same({ { list[1], list[3] }, { list[2], list[4] } }, graft.open(out).t:totable())
   end)
 
+  it("a new shard count removes the old checkpoint's data files it does not overwrite", function()
+    local dir = H.tmpdir()
+    local t = {}
+    for i = 1, 10 do t["v" .. i] = graft.tensor({ i, i + 0.5, i * 2 }, "float32") end
+    graft.save(dir .. "/m", t, { format = "tf", num_shards = 3 })
+    graft.save(dir .. "/m", t, { format = "tf", num_shards = 2 })
+    for _, f in ipairs(data_files(dir .. "/m", 3)) do assert.is_false(H.exists(f), f) end
+    for _, f in ipairs(data_files(dir .. "/m", 2)) do assert.truthy(H.exists(f), f) end
+    assert.equal(10, graft.core.tf_verify(dir .. "/m"))
+    -- the same count: its files are the new ones, nothing else goes
+    graft.save(dir .. "/m", t, { format = "tf", num_shards = 2 })
+    for _, f in ipairs(data_files(dir .. "/m", 2)) do assert.truthy(H.exists(f), f) end
+    assert.equal(10, graft.core.tf_verify(dir .. "/m"))
+  end)
+
   it("splits the data into num_shards files and reads them back", function()
     local dir = H.tmpdir()
     local t = {}
