@@ -75,8 +75,15 @@ function M.commit_set(parts, index, stale)
   end
   local renamed, rerr = os.rename(index[1], index[2])
   if not renamed then M.fail("%s: cannot rename into place: %s", index[2], rerr) end
+  new[index[2]] = true
+  M.remove_stale(stale, new)
+end
+
+-- After a sharded save: remove the files of the old set (stale: paths its
+-- index named) that the new set (keep: path -> true) did not write over.
+function M.remove_stale(stale, keep)
   for _, f in ipairs(stale or {}) do
-    if not new[f] and f ~= index[2] then os.remove(f) end
+    if not keep[f] then os.remove(f) end
   end
 end
 

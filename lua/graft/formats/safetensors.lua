@@ -178,9 +178,7 @@ local function save_sharded(path, tensors, names, opts, ctx)
   -- give other names: model-00001-of-00003 vs -of-00002).
   local new = {}
   for _, sh in ipairs(set) do new[sh.path] = true end
-  for _, f in ipairs(stale) do
-    if not new[f] then os.remove(f) end
-  end
+  util.remove_stale(stale, new)
 end
 
 function M.save(path, tensors, names, opts, ctx)

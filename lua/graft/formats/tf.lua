@@ -457,10 +457,9 @@ function tf.save(path, tensors, names, opts, ctx)
     { plan = { num_shards = n, shard_of = map }, progress = ctx.progress(path) })
   -- The old checkpoint's data files a new shard count does not overwrite
   -- (other counts give other names: .data-00000-of-00003 vs -of-00001).
-  local new = string.format("-of-%05d", n)
-  for _, f in ipairs(stale) do
-    if f:sub(-#new) ~= new then os.remove(f) end
-  end
+  local new = {}
+  for i = 0, n - 1 do new[string.format("%s.data-%05d-of-%05d", prefix, i, n)] = true end
+  util.remove_stale(stale, new)
   if opts.checkpoint_state ~= false then update_state(prefix) end
   return prefix
 end
