@@ -54,6 +54,17 @@ function M.is_file(path)
   return ok ~= nil
 end
 
+-- The JSON object in the file at path, or nil when there is no such file
+-- or it holds no JSON object (for what an earlier save left there).
+function M.json_object(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a") or ""
+  f:close()
+  local ok, doc = pcall(require("graft.json").decode, text)
+  return ok and type(doc) == "table" and doc or nil
+end
+
 function M.dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end

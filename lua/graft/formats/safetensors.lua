@@ -127,13 +127,9 @@ end
 -- The shard files an existing index at index_path names (valid names
 -- only, as open_sharded accepts them); {} when there is none.
 local function old_shards(index_path, dir)
-  local f = io.open(index_path, "rb")
-  if not f then return {} end
-  local text = f:read("a") or ""
-  f:close()
-  local ok, index = pcall(json.decode, text)
+  local index = util.json_object(index_path)
   local out, seen = {}, {}
-  if not ok or type(index) ~= "table" or type(index.weight_map) ~= "table" then return out end
+  if not index or type(index.weight_map) ~= "table" then return out end
   for _, shard in pairs(index.weight_map) do
     if not bad_shard_name(shard) and not seen[shard] then
       seen[shard] = true

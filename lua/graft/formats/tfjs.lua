@@ -213,13 +213,9 @@ local tfjs_dtype = { float32 = "float32", int32 = "int32", bool = "bool", comple
 -- beside it, as the reader accepts them), to remove once a new set with
 -- other names is in place; {} when there is none or it is not tfjs's.
 local function old_shards(path, dir)
-  local f = io.open(path, "rb")
-  if not f then return {} end
-  local text = f:read("a") or ""
-  f:close()
-  local ok, doc = pcall(json.decode, text)
+  local doc = util.json_object(path)
   local out = {}
-  if not ok or type(doc) ~= "table" or type(doc.weightsManifest) ~= "table" then return out end
+  if not doc or type(doc.weightsManifest) ~= "table" then return out end
   for _, g in ipairs(doc.weightsManifest) do
     for _, p in ipairs(type(g) == "table" and type(g.paths) == "table" and g.paths or {}) do
       if type(p) == "string" and p ~= "" and p ~= "." and p ~= ".." and not p:find("[/\\%z]") then
