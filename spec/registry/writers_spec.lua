@@ -12,8 +12,8 @@ local H = require "helper"
 local ASSEMBLED = {
   savedmodel = { rows = { "tf" },
     how = "base's files copied, variables/ a tf bundle (formats/tfsaved.lua)" },
-  keras = { rows = { "hdf5" }, how = "a Keras 2 layout for the hdf5 writer (formats/keras.lua)" },
-  keras3 = { rows = { "hdf5" }, how = "a Keras 3 layout for the hdf5 writer (formats/keras.lua)" },
+  keras = { rows = { "hdf5" }, how = "a Keras 2 layout for the hdf5 writer (formats/keras_write.lua)" },
+  keras3 = { rows = { "hdf5" }, how = "a Keras 3 layout for the hdf5 writer (formats/keras_write.lua)" },
   keras_zip = { rows = { "hdf5" },
     how = "model.weights.h5 by the hdf5 writer, zipped with config.json by core.zip_write" },
   tfjs = { rows = {}, how = "model.json and shard bytes by core.write_file (formats/tfjs.lua)" },
