@@ -65,6 +65,15 @@ function M.json_object(path)
   return ok and type(doc) == "table" and doc or nil
 end
 
+-- Whether name is not a bare file name (what a manifest or index may name
+-- beside itself): not a string, empty, ".", with a "/", a backslash, "..", or
+-- a NUL byte.
+function M.bad_file_name(name)
+  return type(name) ~= "string" or name == "" or name == "."
+    or name:find("/", 1, true) or name:find("\\", 1, true)
+    or name:find("..", 1, true) or name:find("%z")
+end
+
 function M.dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end

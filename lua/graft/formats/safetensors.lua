@@ -38,11 +38,7 @@ end
 -- ------------------------------------------------------------ reading
 
 -- Shard files sit beside their index: a bare file name, never a path.
-local function bad_shard_name(shard)
-  return type(shard) ~= "string" or shard == "" or shard == "."
-    or shard:find("/", 1, true) or shard:find("\\", 1, true)
-    or shard:find("..", 1, true) or shard:find("%z")
-end
+local bad_shard_name = util.bad_file_name
 
 -- A *.safetensors.index.json: every shard opened, one table, shard order.
 local function open_sharded(path, opts, ctx)

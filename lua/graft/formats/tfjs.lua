@@ -209,8 +209,8 @@ end
 
 local tfjs_dtype = { float32 = "float32", int32 = "int32", bool = "bool", complex64 = "complex64" }
 
--- The shard files an existing tfjs model.json at path names (bare names
--- beside it, as the reader accepts them), to remove once a new set with
+-- The shard files an existing tfjs model.json at path names (bare file
+-- names beside it, util.bad_file_name), to remove once a new set with
 -- other names is in place; {} when there is none or it is not tfjs's.
 local function old_shards(path, dir)
   local doc = util.json_object(path)
@@ -218,7 +218,7 @@ local function old_shards(path, dir)
   if not doc or type(doc.weightsManifest) ~= "table" then return out end
   for _, g in ipairs(doc.weightsManifest) do
     for _, p in ipairs(type(g) == "table" and type(g.paths) == "table" and g.paths or {}) do
-      if type(p) == "string" and p ~= "" and p ~= "." and p ~= ".." and not p:find("[/\\%z]") then
+      if not util.bad_file_name(p) then
         out[#out + 1] = dir .. "/" .. p
       end
     end
