@@ -435,17 +435,20 @@ local function update_state(prefix)
   core.write_file(file, tf.format_state(st))
 end
 
+-- The .data files of a bundle of n shards at prefix, in shard order.
+local function data_files(prefix, n)
+  local out = {}
+  for i = 0, n - 1 do out[#out + 1] = string.format("%s.data-%05d-of-%05d", prefix, i, n) end
+  return out
+end
+
 -- The .data files of a checkpoint already at prefix (its index says how
 -- many); {} when there is none or it does not open.
 local function old_data_files(prefix)
   if not is_file(prefix .. ".index") then return {} end
   local ok, _, _, meta = pcall(core.read, prefix, "tf")
   local n = ok and type(meta) == "table" and math.tointeger(meta.num_shards)
-  local out = {}
-  for i = 0, (n or 0) - 1 do
-    out[#out + 1] = string.format("%s.data-%05d-of-%05d", prefix, i, n)
-  end
-  return out
+  return data_files(prefix, n or 0)
 end
 
 -- opts: num_shards, shards, checkpoint_state (default true), progress.
@@ -458,7 +461,7 @@ function tf.save(path, tensors, names, opts, ctx)
   -- The old checkpoint's data files a new shard count does not overwrite
   -- (other counts give other names: .data-00000-of-00003 vs -of-00001).
   local new = {}
-  for i = 0, n - 1 do new[string.format("%s.data-%05d-of-%05d", prefix, i, n)] = true end
+  for _, f in ipairs(data_files(prefix, n)) do new[f] = true end
   util.remove_stale(stale, new)
   if opts.checkpoint_state ~= false then update_state(prefix) end
   return prefix
